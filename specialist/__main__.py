@@ -1,0 +1,3 @@
+from specialist.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The `specialist` command line: one small function per command over the stage packages.
+
+Exit codes: 0 success, 1 the input has errors the command found and reported, 2 usage or
+unreadable input. --json prints one JSON document on stdout; progress goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from specialist.console import console, err_console
+from specialist.errors import SpecialistError
+
+app = typer.Typer(
+    help="Turn a general pre-trained language model into a specialist.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Known base models; marks the embedded default and what is cached."""
+    from specialist.models.registry import DEFAULT_MODEL, KNOWN_MODELS
+
+    rows = [
+        {"name": m.name, "default": m.name == DEFAULT_MODEL, "cached": m.is_cached(),
+         "instruct": m.instruct, "source": m.source, "path": str(m.cache_path), "description": m.description}
+        for m in KNOWN_MODELS.values()
+    ]
+    if as_json:
+        _print_json({"models": rows})
+        return
+    from rich.table import Table
+
+    table = Table(title="Known base models")
+    for col in ("name", "default", "cached", "kind", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "✓" if r["default"] else "", "✓" if r["cached"] else "",
+                      "instruct" if r["instruct"] else "base", r["description"])
+    console.print(table)
+    console.print("Also accepted: a run folder, a local Hugging Face folder, a .gguf file or a Hugging Face id.")
+
+
+@models_app.command("prepare")
+def models_prepare(model: str = typer.Argument("gemma-3-270m", help="Model reference to prepare.")) -> None:
+    """Assemble, convert and cache a base model (default: the embedded one)."""
+    _quiet_libraries()
+    from specialist.models.resolve import load_tokenizer, resolve
+
+    source = resolve(model, prepare=True)
+    load_tokenizer(source)  # proves the folder loads
+    console.print(f"[green]ready[/green] {model} → {source.weights}")
+
+
+# ---------------------------------------------------------------- generate / chat
+@app.command()
+def generate(
+    model: str = ModelOpt,
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="One prompt."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt text."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Answer a prompt with a base model or a run."""
+    if prompt is None:
+        raise typer.BadParameter("give --prompt TEXT", param_hint="--prompt")
+    _quiet_libraries()
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
+    from specialist.serve.generation import GenerationSettings, Generator
+
+    gen = Generator(load_model(model))
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    answer = gen.generate([build_messages(prompt, system)], settings)[0]
+    if as_json:
+        _print_json({"model": model, "prompt": prompt, "answer": answer.text,
+                     "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                     "finish_reason": answer.finish_reason, "seconds": round(answer.seconds, 3)})
+    else:
+        console.print(answer.text, markup=False, highlight=False)
+
+
+@app.command()
+def chat(
+    model: str = ModelOpt,
+    system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+) -> None:
+    """Interactive chat with streamed answers (/reset clears the history, /exit quits)."""
+    _quiet_libraries()
+    from specialist.models.resolve import load_model
+    from specialist.serve.chat import ChatSession
+    from specialist.serve.generation import GenerationSettings, Generator
+
+    system_text = _read_text(system) if system else None
+    loaded = load_model(model)
+    max_ctx = min(int(getattr(loaded.model.config, "max_position_embeddings", 2048) or 2048), 4096)
+    session = ChatSession(Generator(loaded), system_text, max_ctx,
+                          GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature))
+    err_console.print(f"[bold]{model}[/bold] ready. /reset clears the history, /exit quits.")
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            session.reset()
+            err_console.print("[dim]history cleared[/dim]")
+            continue
+        sys.stdout.write("bot> ")
+        session.ask(text, lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        sys.stdout.write("\n")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
+
+
+# ---------------------------------------------------------------- data (issue 3: data stage)
+# ---------------------------------------------------------------- train (issue 4: training stage)
+# ---------------------------------------------------------------- eval (issue 5: proof stage)
+# ---------------------------------------------------------------- serve/export (issue 6: use stage)
+# ---------------------------------------------------------------- bench and demo
+
+
+# ---------------------------------------------------------------- entry point
+def main() -> None:
+    try:
+        app()
+    except SpecialistError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Stage 2: training data: load, validate, measure, report, split, convert."""

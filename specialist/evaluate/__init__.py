@@ -1,0 +1,1 @@
+"""Stage 4: proof: fine-tuning versus prompt engineering, measured."""

@@ -1,0 +1,23 @@
+"""Where specialist keeps prepared models: SPECIALIST_HOME, else $XDG_CACHE_HOME/specialist,
+else ~/.cache/specialist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def specialist_home() -> Path:
+    if os.environ.get("SPECIALIST_HOME"):
+        return Path(os.environ["SPECIALIST_HOME"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "specialist"
+
+
+def models_dir() -> Path:
+    return specialist_home() / "models"
+
+
+def gguf_dir() -> Path:
+    return specialist_home() / "gguf"

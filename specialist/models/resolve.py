@@ -1,0 +1,217 @@
+"""A model reference → model + tokenizer.
+
+A reference is one of: a short name of a known model (models/registry.py), a run folder
+(written by `specialist train`), a local Hugging Face folder, a local .gguf file, or a
+Hugging Face id (org/name)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from specialist.errors import ModelNotFound
+from specialist.models.convert import convert_gguf, gguf_cache_path
+from specialist.models.device import pick_device, pick_dtype
+from specialist.models.registry import KNOWN_MODELS
+from specialist.models.template import ensure_chat_template
+
+Kind = Literal["known", "run", "folder", "gguf", "hub"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a reference points. `weights` is a local folder or a hub id that
+    from_pretrained takes; `adapter` is set for LoRA/DoRA runs."""
+
+    ref: str
+    kind: Kind
+    weights: str
+    adapter: Path | None = None
+    run_dir: Path | None = None
+    base_ref: str | None = None
+
+    @property
+    def tokenizer_source(self) -> str:
+        # A run saves its tokenizer (with the chat template it trained on) next to the adapter.
+        if self.adapter is not None and (self.adapter / "tokenizer_config.json").exists():
+            return str(self.adapter)
+        return self.weights
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "run.json").exists()
+
+
+def _known_names() -> str:
+    return ", ".join(KNOWN_MODELS)
+
+
+def resolve(ref: str, prepare: bool = True) -> ModelSource:
+    """Find what `ref` points at; with prepare=True known models and GGUF files are
+    converted to their cached folder first (once)."""
+    ref = str(ref).strip()
+    if ref in KNOWN_MODELS:
+        known = KNOWN_MODELS[ref]
+        if prepare and not known.is_cached():
+            prepare_known(ref)
+        return ModelSource(ref, "known", str(known.cache_path))
+
+    path = Path(ref).expanduser()
+    if path.exists():
+        if is_run_dir(path):
+            return _resolve_run(ref, path, prepare)
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            out = gguf_cache_path(path)
+            if prepare:
+                _announce(f"Converting {path.name} to a cached Hugging Face folder (once)…")
+                convert_gguf(path, out)
+            return ModelSource(ref, "gguf", str(out))
+        if path.is_dir() and (path / "config.json").exists():
+            return ModelSource(ref, "folder", str(path))
+        raise ModelNotFound(
+            f"{ref}: not a model (expected a run folder with run.json, a Hugging Face folder "
+            "with config.json, or a .gguf file)"
+        )
+    if ref.startswith((".", "/", "~")) or ref.lower().endswith(".gguf") or "\\" in ref:
+        raise ModelNotFound(f"{ref}: no such file or folder")
+    if _HUB_ID.match(ref):
+        return ModelSource(ref, "hub", ref)
+    raise ModelNotFound(
+        f"unknown model reference {ref!r}: not a known model ({_known_names()}), "
+        "not an existing path, not a Hugging Face id (org/name)"
+    )
+
+
+def _resolve_run(ref: str, path: Path, prepare: bool) -> ModelSource:
+    try:
+        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelNotFound(f"{path / 'run.json'}: unreadable run summary ({exc})") from exc
+    if (path / "model" / "config.json").exists():  # full fine-tuning
+        return ModelSource(ref, "run", str(path / "model"), run_dir=path, base_ref=info.get("base_model"))
+    adapter = path / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        raise ModelNotFound(f"{path}: run folder has neither adapter/ nor model/ (did training finish?)")
+    base_ref = info.get("base_model")
+    if not base_ref:
+        raise ModelNotFound(f"{path / 'run.json'}: no base_model recorded")
+    base = resolve(base_ref, prepare=prepare)
+    return ModelSource(ref, "run", base.weights, adapter=adapter, run_dir=path, base_ref=base_ref)
+
+
+def prepare_known(name: str) -> Path:
+    """Assemble, dequantize and cache a known model. Returns its folder."""
+    known = KNOWN_MODELS[name]
+    if known.is_cached():
+        return known.cache_path
+    _announce(f"Preparing {name} once: assembling the GGUF and converting it to a cached "
+              f"Hugging Face folder at {known.cache_path} (about a minute)…")
+    return convert_gguf(known.locate_gguf(), known.cache_path)
+
+
+def _announce(message: str) -> None:
+    from specialist.console import err_console
+
+    err_console.print(f"[cyan]{message}[/cyan]")
+
+
+def _hub_error(source: ModelSource, exc: Exception) -> ModelNotFound:
+    return ModelNotFound(
+        f"could not load {source.ref!r} from the Hugging Face Hub ({type(exc).__name__}); "
+        "without network access download it elsewhere and pass its local folder "
+        "(--model /path/to/folder) or a .gguf file"
+    )
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all; checked before a download so an offline
+    machine gets one clear line at once instead of minutes of retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_hub(source: ModelSource) -> None:
+    """For hub ids: use the local HF cache when it has the model, else require the hub."""
+    if source.kind != "hub":
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(source.weights, "config.json"), str):
+        return
+    if not hub_reachable():
+        raise ModelNotFound(
+            f"{source.ref!r} is not in the local Hugging Face cache and the Hub cannot be reached; "
+            "download it elsewhere and pass its local folder (--model /path/to/folder) or a .gguf file"
+        )
+
+
+def load_tokenizer(ref: str | ModelSource) -> Any:
+    from transformers import AutoTokenizer
+
+    source = ref if isinstance(ref, ModelSource) else resolve(ref)
+    _check_hub(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_source)
+    except Exception as exc:  # noqa: BLE001 - from_pretrained raises many types for one cause
+        if source.kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ModelNotFound(f"{source.ref}: cannot load its tokenizer ({exc})") from exc
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: ModelSource
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_model(
+    ref: str | ModelSource,
+    dtype: str | torch.dtype = "auto",
+    device: str = "auto",
+    merge_adapter: bool = False,
+) -> LoadedModel:
+    """Load a model for inference (eval mode). A run's adapter is attached (or merged)."""
+    from transformers import AutoModelForCausalLM
+
+    source = ref if isinstance(ref, ModelSource) else resolve(ref)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    tokenizer = load_tokenizer(source)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype)
+    except Exception as exc:  # noqa: BLE001
+        if source.kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ModelNotFound(f"{source.ref}: cannot load the model ({exc})") from exc
+    if source.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(source.adapter))
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, source, dev, torch_dtype)

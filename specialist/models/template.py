@@ -1,0 +1,126 @@
+"""Prompt formatting shared by training and inference.
+
+Training and generation must see byte-identical prompts, so both go through encode_prompt():
+the training example is encode_prompt(messages) followed by the completion tokens, and
+generation feeds exactly encode_prompt(messages) to the model.
+
+Models with a chat template use it. Base models without one get DEFAULT_CHAT_TEMPLATE:
+
+    <bos>### System:            (only when a system prompt is given)
+    {system}
+
+    ### User:
+    {prompt}
+
+    ### Assistant:
+    {completion}<eos>
+
+The completion always ends with an end-of-turn token that is trained on (the EOS for the
+default template, e.g. <|im_end|> or <end_of_turn> for chat templates), so the model learns to
+stop; generation stops on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+Message = dict[str, str]
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ '### System:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### User:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Assistant:\n' + message['content'] + eos_token + '\n\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Assistant:\n' }}{% endif %}"
+)
+
+# A marker that cannot occur in real text, used to find where the assistant's content sits in
+# a rendered template.
+_SENTINEL = "\u2063SPECIALIST_COMPLETION\u2063"
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give a template-less (base model) tokenizer the default template. Returns True if it
+    had to. The template is saved with the tokenizer, so a run folder carries it."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return True
+
+
+def build_messages(prompt: str, system: str | None = None, history: Sequence[Message] = ()) -> list[Message]:
+    messages: list[Message] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.extend(history)
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    """The text the model sees before it answers."""
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+def completion_suffix(tokenizer: Any) -> str:
+    """What the template puts after an assistant answer, cut right after the end-of-turn token
+    (text after it is never generated, so it is never trained). Falls back to the EOS token for
+    templates that close a turn with none."""
+    ensure_chat_template(tokenizer)
+    convo = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
+    full = tokenizer.apply_chat_template(convo, tokenize=False)
+    after = full[full.index(_SENTINEL) + len(_SENTINEL):]
+    for token in _end_of_turn_candidates(tokenizer):
+        pos = after.find(token)
+        if pos != -1:
+            return after[: pos + len(token)]
+    return tokenizer.eos_token or ""
+
+
+def _end_of_turn_candidates(tokenizer: Any) -> list[str]:
+    known = ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "</s>", "<|endoftext|>"]
+    eos = [tokenizer.eos_token] if tokenizer.eos_token else []
+    vocab = tokenizer.get_vocab()
+    return eos + [t for t in known if t in vocab and t not in eos]
+
+
+def render_completion(tokenizer: Any, completion: str) -> str:
+    """The trained text of an answer: the answer and the end-of-turn token."""
+    return completion + completion_suffix(tokenizer)
+
+
+def encode_prompt(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """Token ids of the prompt, used verbatim by training and generation. Special tokens
+    (<bos> …) come from the template text itself, so none are added here."""
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def encode_example(tokenizer: Any, messages: Sequence[Message], completion: str) -> tuple[list[int], list[int]]:
+    """(prompt_ids, completion_ids) of a training example; loss goes on completion_ids only."""
+    prompt_ids = encode_prompt(tokenizer, messages)
+    completion_ids = tokenizer(render_completion(tokenizer, completion), add_special_tokens=False)["input_ids"]
+    return prompt_ids, completion_ids
+
+
+def stop_strings(tokenizer: Any) -> list[str]:
+    """Text that ends an answer besides the stop tokens: with the default template a base
+    model that has not learnt to stop yet goes on with the next turn's header."""
+    if getattr(tokenizer, "chat_template", None) == DEFAULT_CHAT_TEMPLATE:
+        return ["\n### User:", "\n### System:", "\n### Assistant:"]
+    return []
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end an answer: the EOS and the template's end-of-turn token."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    suffix = completion_suffix(tokenizer)
+    if suffix:
+        suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        if suffix_ids and suffix_ids[-1] not in ids:
+            ids.append(int(suffix_ids[-1]))
+    return ids

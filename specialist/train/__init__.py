@@ -1,0 +1,1 @@
+"""Stage 3: fine-tuning: LoRA, DoRA, QLoRA and full, on transformers/TRL/PEFT."""
