@@ -1,0 +1,62 @@
+"""The canonical training example every supported format maps to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, str]
+
+# Record shapes the loaders understand (the "schema" of one record, whatever file holds it).
+SCHEMAS = ("prompt-completion", "chat", "alpaca")
+
+
+@dataclass
+class Example:
+    """One training pair: the conversation up to the answer, and the answer.
+
+    `messages` is what the model sees before it answers (an optional system turn, earlier
+    turns, the last user turn); `completion` is the trained answer. Training encodes it with
+    specialist.models.template.encode_example(tok, example.messages, example.completion).
+    `file`/`line` point at the source record (for Parquet and saved datasets: the row number)."""
+
+    messages: list[Message]
+    completion: str
+    file: str
+    line: int
+    schema: str = "prompt-completion"
+    meta: dict[str, str] = field(default_factory=dict)  # string extras: label, topic, category, id…
+    source: dict[str, Any] | None = field(default=None, repr=False)  # the record as written
+
+    @property
+    def system(self) -> str | None:
+        if self.messages and self.messages[0]["role"] == "system":
+            return self.messages[0]["content"]
+        return None
+
+    @property
+    def prompt(self) -> str:
+        """The last user turn: the question this example answers."""
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return message["content"]
+        return ""
+
+    @property
+    def history(self) -> list[Message]:
+        """Turns between the system prompt and the last user turn (multi-turn chats)."""
+        start = 1 if self.system is not None else 0
+        return self.messages[start:-1]
+
+    @property
+    def user_text(self) -> str:
+        """Every user turn, joined: what near-duplicate and contradiction checks compare."""
+        return "\n".join(m["content"] for m in self.messages if m["role"] == "user")
+
+    @property
+    def conversation(self) -> list[Message]:
+        return [*self.messages, {"role": "assistant", "content": self.completion}]
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
