@@ -1,0 +1,458 @@
+"""An OpenAI-compatible HTTP API over one loaded model (FastAPI + uvicorn).
+
+Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions, with
+and without streaming (server-sent events ending in `data: [DONE]`).
+
+One worker thread owns the model. Requests wait in a bounded queue; the worker takes the
+oldest one and every other waiting request that can share its sampling settings (up to
+`max_batch`) and decodes them as one batch, so concurrent clients share the forward passes
+instead of waiting for each other. A full queue answers 429; oversize bodies, prompts and
+token budgets answer 4xx; every error has OpenAI's shape
+{"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
+
+
+@dataclass
+class ServerLimits:
+    max_body_bytes: int = 1_000_000
+    max_tokens: int = 1024  # the most tokens one request may ask for
+    default_max_tokens: int = 256
+    max_prompt_tokens: int | None = None  # None: the model's context length
+    max_batch: int = 8
+    max_queue: int = 64
+
+
+# ---------------------------------------------------------------- errors
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _error_response(exc: APIError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=headers)
+
+
+# ---------------------------------------------------------------- request bodies
+class _Lenient(BaseModel):
+    # clients send fields this server does not use (logprobs, user, …); they are ignored
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[dict[str, Any]], None] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise APIError(400, "only text content parts are supported", param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class _Sampling(_Lenient):
+    model: str
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: Union[str, list[str], None] = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1)
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4:
+            raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
+        return [s for s in stops if s]
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[str, list[str]]
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+
+
+# ---------------------------------------------------------------- the model worker
+@dataclass
+class Job:
+    prompt: list[int]
+    settings: GenerationSettings
+    row: RowDecoder
+    on_done: Callable[[Answer | None, BaseException | None], None]
+
+    @property
+    def batch_key(self) -> tuple | None:
+        """Jobs with equal keys can share a batch; a seeded job runs alone so its seed makes
+        its answer reproducible."""
+        if self.settings.seed is not None:
+            return None
+        if self.settings.greedy:
+            return ("greedy",)
+        return ("sample", self.settings.temperature, self.settings.top_p)
+
+
+class BatchWorker:
+    """The one thread that runs the model; see the module docstring."""
+
+    def __init__(self, generator: Generator, max_batch: int = 8, max_queue: int = 64) -> None:
+        self.generator = generator
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.batches = 0  # how many generate calls ran; tests and /health read it
+        self.largest_batch = 0
+        self._thread = threading.Thread(target=self._loop, name="model-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._jobs)
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if len(self._jobs) >= self.max_queue:
+                raise APIError(429, f"the server is busy: {self.max_queue} requests are waiting; retry later",
+                               type="rate_limit_error", code="queue_full")
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _take_batch(self) -> list[Job]:
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return []
+            first = self._jobs.popleft()
+            batch = [first]
+            key = first.batch_key
+            if key is not None:
+                for job in list(self._jobs):
+                    if len(batch) >= self.max_batch:
+                        break
+                    if job.batch_key == key:
+                        self._jobs.remove(job)
+                        batch.append(job)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = [j for j in self._take_batch() if not j.row.cancelled.is_set()]
+            if self._stopping:
+                return
+            if not batch:
+                continue
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            try:
+                answers = self.generator.run_batch([j.prompt for j in batch], [j.row for j in batch],
+                                                   batch[0].settings)
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the worker
+                for job in batch:
+                    job.on_done(None, exc)
+                continue
+            for job, answer in zip(batch, answers):
+                job.on_done(answer, None)
+
+
+# ---------------------------------------------------------------- request → job
+def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: int, limits: ServerLimits) -> GenerationSettings:
+    if req.n != 1:
+        raise APIError(400, "n > 1 is not supported", param="n")
+    max_prompt = min(limits.max_prompt_tokens or context, context - 1)
+    if prompt_len > max_prompt:
+        raise APIError(400, f"the prompt has {prompt_len} tokens; this server accepts at most {max_prompt}",
+                       param="messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+                       code="context_length_exceeded")
+    room = context - prompt_len
+    if requested is not None:
+        if requested > limits.max_tokens:
+            raise APIError(400, f"max_tokens is {requested}; this server allows at most {limits.max_tokens}",
+                           param="max_tokens", code="max_tokens_too_large")
+        if requested > room:
+            raise APIError(400, f"the prompt ({prompt_len} tokens) plus max_tokens ({requested}) exceeds the "
+                           f"context length ({context})", param="max_tokens", code="context_length_exceeded")
+        budget = requested
+    else:
+        budget = min(limits.default_max_tokens, room)
+    return GenerationSettings(max_new_tokens=budget, temperature=req.temperature, top_p=req.top_p,
+                              seed=req.seed, stop=req.stops())
+
+
+def _usage(answer: Answer) -> dict:
+    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+
+def _sse(doc: dict | str) -> str:
+    return f"data: {doc if isinstance(doc, str) else json.dumps(doc, ensure_ascii=False)}\n\n"
+
+
+
+# ---------------------------------------------------------------- auth and body size
+class _Guard:
+    """ASGI middleware in front of /v1/: the bearer key, then the body size — the declared
+    Content-Length at once, and the bytes actually received (chunked uploads) as they arrive,
+    so an oversize body is never read into memory whole."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int) -> None:
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_key:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                error = APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
+                                 code="invalid_api_key")
+                await _error_response(error)(scope, receive, send)
+                return
+        too_large = f"the body is larger than {self.max_body_bytes} bytes"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _error_response(APIError(413, too_large, code="request_too_large"))(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # an HTTPException passes through FastAPI's body parsing to the 413 handler
+                    raise StarletteHTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# ---------------------------------------------------------------- the app
+def create_app(generator: Generator, model_id: str, api_key: str | None = None,
+               limits: ServerLimits | None = None) -> FastAPI:
+    limits = limits or ServerLimits()
+    app = FastAPI(title="specialist", docs_url=None, redoc_url=None, openapi_url=None)
+    worker = BatchWorker(generator, limits.max_batch, limits.max_queue)
+    app.state.worker = worker
+    created = int(time.time())
+    context = generator.context_length
+
+    # -- errors in OpenAI's shape
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        msg = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            msg = "the body is not valid JSON"
+        return _error_response(APIError(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
+                                        param=".".join(loc) or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        code = "request_too_large" if exc.status_code == 413 else None
+        return _error_response(APIError(exc.status_code, str(exc.detail), type=kind, code=code))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(APIError(500, f"internal error: {type(exc).__name__}", type="server_error"))
+
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+
+    def check_model(name: str) -> None:
+        if name != model_id:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {model_id!r}",
+                           param="model", code="model_not_found")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": model_id, "queued": worker.queued}
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "specialist"}]}
+
+    @app.get("/v1/models/{name:path}")
+    def model_info(name: str) -> dict:
+        check_model(name)
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "specialist"}
+
+    async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool):
+        """Queue one job; returns (row, asyncio queue of pieces ending in ("done", answer|error))."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def on_piece(piece: str) -> None:
+            if stream:
+                loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
+
+        def on_done(answer: Answer | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ("done", answer if error is None else error))
+
+        row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat)
+        worker.submit(Job(prompt, settings, row, on_done))
+        return row, events
+
+    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, chat: bool):
+        row, events = await run(prompt, settings, chat, req.stream)
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        now = int(time.time())
+        if not req.stream:
+            try:
+                kind, result = await events.get()
+            except asyncio.CancelledError:
+                row.cancelled.set()
+                raise
+            if isinstance(result, BaseException):
+                raise APIError(500, f"generation failed: {type(result).__name__}", type="server_error")
+            if chat:
+                choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
+                          "finish_reason": result.finish_reason, "logprobs": None}
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
+                obj = "text_completion"
+            return JSONResponse({"id": rid, "object": obj, "created": now, "model": model_id,
+                                 "choices": [choice], "usage": _usage(result)})
+
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(delta: dict | str, finish: str | None) -> dict:
+            choice = ({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None} if chat
+                      else {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None})
+            return {"id": rid, "object": obj, "created": now, "model": model_id, "choices": [choice]}
+
+        async def events_sse():
+            try:
+                if chat:
+                    yield _sse(chunk({"role": "assistant", "content": ""}, None))
+                while True:
+                    kind, value = await events.get()
+                    if kind == "piece":
+                        yield _sse(chunk({"content": value} if chat else value, None))
+                        continue
+                    if isinstance(value, BaseException):
+                        yield _sse(error_body(f"generation failed: {type(value).__name__}", "server_error"))
+                        break
+                    yield _sse(chunk({} if chat else "", value.finish_reason))
+                    if include_usage:
+                        yield _sse({"id": rid, "object": obj, "created": now, "model": model_id,
+                                    "choices": [], "usage": _usage(value)})
+                    break
+                yield _sse("[DONE]")
+            finally:
+                # the client went away (or we are done): a queued or running row stops at its next token
+                row.cancelled.set()
+
+        return StreamingResponse(events_sse(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest):
+        check_model(req.model)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        try:
+            prompt = generator.prompt_ids(messages)
+        except Exception as exc:  # noqa: BLE001 - templates raise on orders they do not support
+            raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
+        requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        settings = _settings(req, requested, len(prompt), context, limits)
+        return await answer_or_stream(prompt, settings, req, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        check_model(req.model)
+        if isinstance(req.prompt, list):
+            if len(req.prompt) != 1:
+                raise APIError(400, "exactly one prompt per request is supported", param="prompt")
+            text = req.prompt[0]
+        else:
+            text = req.prompt
+        prompt = generator.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if not prompt:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        settings = _settings(req, req.max_tokens, len(prompt), context, limits)
+        return await answer_or_stream(prompt, settings, req, chat=False)
+
+    return app
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          limits: ServerLimits | None = None, model_id: str | None = None) -> None:
+    """Load the model and run the server until interrupted."""
+    import uvicorn
+
+    from specialist.console import err_console
+    from specialist.models.resolve import load_model
+
+    generator = Generator(load_model(model_ref))
+    app = create_app(generator, model_id or model_ref, api_key, limits)
+    if host not in LOOPBACK and not api_key:
+        err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can "
+                          "reach this port can use the model (set --api-key or SPECIALIST_API_KEY)")
+    err_console.print(f"serving [bold]{model_id or model_ref}[/bold] at http://{host}:{port}/v1"
+                      f"{' (API key required)' if api_key else ''}")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        app.state.worker.stop()
