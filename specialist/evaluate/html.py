@@ -1,0 +1,170 @@
+"""report.html: one self-contained page (charts are inline base64 PNGs drawn with matplotlib)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from specialist.evaluate.report import METRICS, atomic_write, best_index, fmt
+
+COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(width, height))
+
+
+def metric_charts(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(title, image) for every metric some contender has a value for."""
+    names = [c["name"] for c in doc["contenders"]]
+    charts = []
+    for info in METRICS:
+        values = [c["metrics"].get(info.key) for c in doc["contenders"]]
+        if all(v is None for v in values):
+            continue
+        fig, ax = _figure(3.4, 2.3)
+        shown = [v if v is not None else 0.0 for v in values]
+        if info.fmt == "pct":
+            shown = [100 * v for v in shown]
+        bars = ax.bar(range(len(names)), shown, color=COLORS[: len(names)])
+        for bar, v in zip(bars, values):
+            ax.annotate(fmt(v, info.fmt), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(names)), names, fontsize=8, rotation=15)
+        arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(info.better, "")
+        ax.set_title(info.label + arrow, fontsize=9)
+        ax.margins(y=0.2)
+        ax.spines[["top", "right"]].set_visible(False)
+        charts.append((info.label, _png(fig)))
+    return charts
+
+
+def distribution_chart(doc: dict[str, Any]) -> str:
+    """Answer length (words) and style score per contender: box plots with every answer shown."""
+    import numpy as np
+
+    names = [c["name"] for c in doc["contenders"]]
+    fig, axes = _figure(9, 3.2, ncols=2)
+    for ax, key, title in ((axes[0], "words", "answer length (words)"), (axes[1], "style_score", "style score")):
+        data = [[a[key] for a in c["answers"] if a.get(key) is not None] for c in doc["contenders"]]
+        ax.boxplot(data, showfliers=False)
+        rng = np.random.default_rng(0)  # fixed jitter: the same report draws the same picture
+        for i, values in enumerate(data, 1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6, color=COLORS[(i - 1) % len(COLORS)])
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=8, rotation=15)
+        ax.set_title(title, fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _metric_table(doc: dict[str, Any]) -> str:
+    names = [c["name"] for c in doc["contenders"]]
+    rows = []
+    for info in METRICS:
+        values = [c["metrics"].get(info.key) for c in doc["contenders"]]
+        if all(v is None for v in values):
+            continue
+        best = best_index(values, info.better)
+        cells = "".join(f"<td class='num{' best' if i == best else ''}'>{_e(fmt(v, info.fmt))}</td>"
+                        for i, v in enumerate(values))
+        rows.append(f"<tr><th>{_e(info.label)}</th>{cells}</tr>")
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _rules_table(doc: dict[str, Any]) -> str:
+    if not doc["rules"]:
+        return "<p>No rules declared (give --rules eval.yaml).</p>"
+    head = "".join(f"<th>{_e(c['name'])}</th>" for c in doc["contenders"])
+    rows = []
+    for rule in doc["rules"]:
+        cells = "".join(f"<td class='num'>{_e(fmt(c['metrics']['rules'].get(rule['name']), 'pct'))}</td>"
+                        for c in doc["contenders"])
+        rows.append(f"<tr><th>{_e(rule['name'])} <span class='dim'>({_e(rule['check'])}: {_e(rule['value'])})</span></th>{cells}</tr>")
+    return f"<table><tr><th>rule</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _comparison(doc: dict[str, Any]) -> str:
+    if not doc["comparison"]:
+        return ""
+    rows = "".join(f"<tr><th>{_e(r['aspect'])}</th><td>{_e(r['prompt_engineering'])}</td><td>{_e(r['fine_tuning'])}</td></tr>"
+                   for r in doc["comparison"])
+    return f"<table><tr><th></th><th>prompt engineering</th><th>fine-tuning</th></tr>{rows}</table>"
+
+
+def _answers(doc: dict[str, Any]) -> str:
+    names = [c["name"] for c in doc["contenders"]]
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    rows = []
+    for i in range(doc["examples"]):
+        first = doc["contenders"][0]["answers"][i]
+        cells = []
+        for c in doc["contenders"]:
+            a = c["answers"][i]
+            failed = f"<div class='dim'>fails: {_e(', '.join(a['failed_rules']))}</div>" if a["failed_rules"] else ""
+            cells.append(f"<td>{_e(a['answer']) or '<span class=dim>(empty)</span>'}"
+                         f"<div class='dim'>style {a['style_score']:.2f} · {a['words']} words</div>{failed}</td>")
+        rows.append(f"<tr><td><b>{_e(first['prompt'])}</b></td><td>{_e(first['reference'])}</td>{''.join(cells)}</tr>")
+    return f"<table class='answers'><tr><th>prompt</th><th>reference</th>{head}</tr>{''.join(rows)}</table>"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ddd;padding:.35em .6em;vertical-align:top;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#e6f4ea;font-weight:600}
+.answers td{font-size:.9em;max-width:28em}.dim{color:#777;font-size:.85em}
+.charts{display:flex;flex-wrap:wrap;gap:.5em}.charts img{border:1px solid #eee}
+.verdict{font-size:1.15em;background:#f5f7fb;border-left:4px solid #4c78a8;padding:.8em 1em}
+"""
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    charts = "".join(f"<img alt='{_e(t)}' src='{src}'>" for t, src in metric_charts(doc))
+    be = doc.get("break_even")
+    be_txt = f"<p><b>Break-even assumptions:</b> {_e(be['assumptions'])}</p>" if be else ""
+    clf = doc["style_classifier"]
+    acc = fmt(clf["heldout_accuracy"], "pct") if clf.get("heldout_accuracy") is not None else "not measured (too few examples)"
+    notes = "".join(f"<li>{_e(n)}</li>" for n in doc["notes"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>specialist eval: {_e(doc['model'])}</title><style>{CSS}</style></head>
+<body>
+<h1>Fine-tuning vs prompt engineering, measured</h1>
+<p>Run <code>{_e(doc['model'])}</code> (base <code>{_e(doc['base_model'])}</code>) on <code>{_e(doc['data'])}</code>:
+{doc['examples']} held-out prompts, {_e(doc['task'])} task, greedy decoding, seed {doc['settings']['seed']}.</p>
+<p class="verdict">{_e(doc['verdict'])}</p>
+<h2>Comparison</h2>{_comparison(doc)}{be_txt}
+<h2>Metrics</h2>{_metric_table(doc)}
+<p class="dim">Style classifier: {_e(clf['method'])}, {clf['target_examples']} target-style vs {clf['generic_examples']}
+generic answers, held-out accuracy {_e(acc)}.</p>
+<h2>Rules</h2>{_rules_table(doc)}
+<h2>Charts</h2><div class="charts">{charts}</div>
+<h2>Length and style-score distributions</h2><img alt="distributions" src="{distribution_chart(doc)}">
+<h2>Answers side by side</h2>{_answers(doc)}
+<h2>Notes</h2><ul>{notes}</ul>
+</body></html>
+"""
+
+
+def write_html(doc: dict[str, Any], path: Path) -> None:
+    atomic_write(path, render_html(doc))

@@ -1,0 +1,296 @@
+"""`specialist eval`: every contender answers the same held-out prompts; everything is measured.
+
+Order of work: read the run and the data → load the base model once (with the run's adapter)
+→ generate each contender's answers (adapter off for the base contenders) → held-out loss of
+the references under each contender's prompt → a style classifier from the training
+completions against the zero-shot base model's answers to training prompts → metrics →
+report (report.py, html.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from specialist.console import err_console
+from specialist.errors import SpecialistError
+from specialist.evaluate import metrics as sim
+from specialist.evaluate.contenders import (FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT, Contender, Endpoint, Reply,
+                                            adapter_enabled, answer_locally, pick_shots, standard_contenders)
+from specialist.evaluate.cost import break_even_by_price, break_even_by_time, usage_stats
+from specialist.evaluate.examples import Pair, load_pairs
+from specialist.evaluate.loss import LossResult, heldout_loss
+from specialist.evaluate.rules import Rule, load_rules, score_rules
+from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
+
+
+@dataclass
+class EvalSettings:
+    model: str
+    data: Path
+    system_prompt: Path | None = None
+    few_shot: int = 3
+    rules: Path | None = None
+    train_data: Path | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    seed: int = 0
+    batch_size: int = 8
+    style_negatives: int = 64
+    endpoint: str | None = None
+    endpoint_model: str | None = None
+    endpoint_name: str | None = None
+    endpoint_api_key: str | None = None
+    endpoint_http_client: Any = None  # tests pass a mock transport
+    price_per_million_prompt_tokens: float | None = None
+    train_price_per_hour: float | None = None
+    dtype: str = "auto"
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    base_model: str
+    train_seconds: float | None
+    examples: int | None
+    method: str | None
+    train_data: Path | None
+    system_prompt: str | None  # the system prompt training added to examples, if any
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def read_run(path: str | Path) -> RunInfo:
+    """The run folder's summary (run.json) and, when present, its resolved settings (config.yaml)."""
+    run = Path(path)
+    if not (run / "run.json").exists():
+        raise SpecialistError(f"{run}: not a run folder (no run.json); `specialist eval --model` takes the folder "
+                              "`specialist train` wrote")
+    try:
+        summary = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecialistError(f"{run / 'run.json'}: unreadable ({exc})") from exc
+    config: dict[str, Any] = {}
+    if (run / "config.yaml").exists():
+        import yaml
+
+        try:
+            config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecialistError(f"{run / 'config.yaml'}: unreadable ({exc})") from exc
+    base = summary.get("base_model") or config.get("model")
+    if not base:
+        raise SpecialistError(f"{run / 'run.json'}: no base_model recorded")
+    data = summary.get("data") or summary.get("train_data") or config.get("data")
+    train_seconds = summary.get("train_seconds")
+    return RunInfo(run, str(base), float(train_seconds) if train_seconds is not None else None,
+                   summary.get("examples"), summary.get("method") or config.get("method"),
+                   _existing(data, run), config.get("system_prompt") or summary.get("system_prompt"), summary)
+
+
+def _existing(value: Any, run: Path) -> Path | None:
+    """A recorded data path, taken as written or relative to the run folder."""
+    if not value:
+        return None
+    for candidate in (Path(str(value)), run / str(value)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: cannot read the {what} ({exc})") from exc
+
+
+def default_max_new_tokens(tokenizer: Any, references: Sequence[str]) -> int:
+    """Room for the longest reference and half again (answers may be longer than the
+    references; a base model that does not stop must not run for long)."""
+    longest = max((len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in references), default=32)
+    return int(min(512, max(16, math.ceil(longest * 1.5) + 8)))
+
+
+# ------------------------------------------------------------------ the run
+@dataclass
+class Inputs:
+    run: RunInfo
+    eval_pairs: list[Pair]
+    train_pairs: list[Pair]
+    system_prompt: str | None
+    system_prompt_path: Path | None
+    rules: list[Rule]
+    rules_path: Path | None
+
+
+def gather_inputs(s: EvalSettings) -> Inputs:
+    run = read_run(s.model)
+    eval_pairs = load_pairs(s.data)
+    if s.limit is not None:
+        eval_pairs = eval_pairs[: s.limit]
+    train_path = s.train_data or run.train_data
+    if train_path is None:
+        raise SpecialistError(f"{run.path}: the run records no training data that exists here; give --train-data "
+                              "(few-shot examples and the style classifier are drawn from it)")
+    train_pairs = load_pairs(train_path)
+    # Defaults next to the eval data (examples/coffee/system_prompt.txt, eval.yaml).
+    system_path = s.system_prompt or _beside(s.data, "system_prompt.txt")
+    rules_path = s.rules or _beside(s.data, "eval.yaml")
+    system = _read_text(system_path, "system prompt") if system_path else None
+    rules = load_rules(rules_path) if rules_path else []
+    return Inputs(run, eval_pairs, train_pairs, system, system_path, rules, rules_path)
+
+
+def _beside(data: Path, name: str) -> Path | None:
+    candidate = Path(data).parent / name
+    if candidate.exists():
+        err_console.print(f"[dim]using {candidate}[/dim]")
+        return candidate
+    return None
+
+
+@dataclass
+class ContenderResult:
+    contender: Contender
+    replies: list[Reply]
+    loss: LossResult | None
+
+
+def run_eval(s: EvalSettings) -> dict[str, Any]:
+    """Evaluate and return the report document (see report.build_report)."""
+    from specialist.evaluate.report import build_report
+    from specialist.models.resolve import load_model, resolve
+    from specialist.models.template import encode_prompt
+    from specialist.serve.generation import GenerationSettings, Generator
+
+    inputs = gather_inputs(s)
+    source = resolve(str(inputs.run.path))
+    err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {'adapter' if source.adapter else 'weights'}…[/cyan]")
+    tuned = load_model(source, dtype=s.dtype)
+    # A LoRA run shares the base weights: one model, adapter toggled. A full fine-tune needs its base too.
+    base = tuned if source.adapter is not None else load_model(inputs.run.base_model, dtype=s.dtype)
+    tokenizer = tuned.tokenizer
+    references = [p.completion for p in inputs.eval_pairs]
+    max_new = s.max_new_tokens or default_max_new_tokens(tokenizer, references)
+    settings = GenerationSettings(max_new_tokens=max_new, seed=s.seed)
+    shots = pick_shots(inputs.train_pairs, s.few_shot, s.seed, exclude=inputs.eval_pairs)
+    contenders = standard_contenders(inputs.system_prompt, shots, fine_tuned=True)
+    fine_tuned = contenders[-1]
+    fine_tuned.system = inputs.run.system_prompt  # the short prompt exactly as trained
+    generators = {id(base): Generator(base), id(tuned): Generator(tuned)}
+
+    def loaded_for(c: Contender) -> Any:
+        return tuned if c.kind == "fine-tuned" else base
+
+    results: list[ContenderResult] = []
+    with _progress() as step:
+        for c in contenders:
+            loaded = loaded_for(c)
+            convs = [c.messages(p) for p in inputs.eval_pairs]
+            with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
+                replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size,
+                                         step(f"{c.name}: answering", len(convs)))
+                loss = heldout_loss(loaded.model, loaded.tokenizer, convs, references)
+            results.append(ContenderResult(c, replies, loss))
+        if s.endpoint:
+            if not s.endpoint_model:
+                raise SpecialistError("--endpoint needs --endpoint-model NAME")
+            endpoint = Endpoint(s.endpoint, s.endpoint_model, s.endpoint_api_key, s.endpoint_name,
+                                http_client=s.endpoint_http_client)
+            c = Contender(endpoint.name, "endpoint", inputs.system_prompt, shots)
+            convs = [c.messages(p) for p in inputs.eval_pairs]
+
+            def count(messages: Any, text: str | None) -> int:
+                if messages is not None:
+                    return len(encode_prompt(tokenizer, messages))
+                return len(tokenizer(text or "", add_special_tokens=False)["input_ids"])
+
+            replies = endpoint.answer(convs, max_new, s.seed, count, step(f"{c.name}: answering", len(convs)))
+            results.append(ContenderResult(c, replies, None))
+        classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step)
+
+    usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
+                                           [x.completion_tokens for x in r.replies],
+                                           [x.latency for x in r.replies]) for r in results}
+    by_name = {r.contender.name: r for r in results}
+    metrics = {r.contender.name: contender_metrics(r, references, classifier, inputs.rules, usage[r.contender.name])
+               for r in results}
+    saved = usage[PROMPT_ENGINEERING]["prompt_tokens_mean"] - usage[FINE_TUNED]["prompt_tokens_mean"]
+    break_even = None
+    train_seconds = inputs.run.train_seconds
+    if train_seconds is not None:
+        if s.price_per_million_prompt_tokens is not None and s.train_price_per_hour is not None:
+            break_even = break_even_by_price(train_seconds, s.train_price_per_hour, saved,
+                                             s.price_per_million_prompt_tokens)
+        else:
+            prefill = by_name[PROMPT_ENGINEERING].loss
+            break_even = break_even_by_time(train_seconds, saved, prefill.seconds_per_token if prefill else 0.0)
+    return build_report(s, inputs, results, metrics, classifier, break_even, max_new)
+
+
+def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, s: EvalSettings,
+                      step: Callable[[str, int], Callable[[int], None]]) -> StyleClassifier:
+    """Target style: the training completions. Generic: the zero-shot base model's answers to
+    (a seeded sample of) the training prompts: what the model says before specialising."""
+    n = min(s.style_negatives, len(inputs.train_pairs))
+    sample = random.Random(s.seed).sample(inputs.train_pairs, n)
+    zero = Contender(ZERO_SHOT, "base")
+    convs = [zero.messages(p) for p in sample]
+    with adapter_enabled(base.model, False):
+        generic = [r.text for r in answer_locally(generator, convs, settings, s.batch_size,
+                                                  step("style classifier: generic answers", len(convs)))]
+    try:
+        return train_style_classifier([p.completion for p in inputs.train_pairs], generic, seed=s.seed)
+    except ValueError as exc:
+        raise SpecialistError(f"style classifier: {exc}") from exc
+
+
+def contender_metrics(result: ContenderResult, references: Sequence[str], classifier: StyleClassifier,
+                      rules: Sequence[Rule], usage: dict[str, float]) -> dict[str, Any]:
+    texts = [r.text for r in result.replies]
+    scores = classifier.scores(texts)
+    lengths = dispersion([word_count(t) for t in texts])
+    style = dispersion(scores)
+    rule_results = score_rules(rules, texts)
+    m: dict[str, Any] = sim.similarity_scores(texts, references)
+    m.update({
+        "style_adherence": classifier.adherence(texts),
+        "style_score_mean": style["mean"],
+        "style_score_spread": style["std"],
+        "style_score_iqr": style["iqr"],
+        "rule_pass_rate": rule_results.pass_rate if rule_results else None,
+        "rule_all_pass_rate": rule_results.all_pass_rate if rule_results else None,
+        "length_words_mean": lengths["mean"],
+        "length_spread": lengths["std"],
+        "length_iqr": lengths["iqr"],
+        **usage,
+        "eval_loss": result.loss.loss if result.loss else None,
+        "perplexity": result.loss.perplexity if result.loss else None,
+    })
+    m["rules"] = rule_results.per_rule if rule_results else {}
+    m["_style_scores"] = scores  # per-answer, moved into the answers by the report
+    m["_rule_passes"] = rule_results.passed if rule_results else None
+    return m
+
+
+class _progress:
+    """A rich progress bar on stderr; step(label, total) returns an advance(n) callback."""
+
+    def __enter__(self) -> Callable[[str, int], Callable[[int], None]]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err_console, transient=False)
+        self.progress.__enter__()
+
+        def step(label: str, total: int) -> Callable[[int], None]:
+            task = self.progress.add_task(label, total=total)
+            return lambda n: self.progress.advance(task, n)
+
+        return step
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)

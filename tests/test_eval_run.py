@@ -1,0 +1,270 @@
+"""specialist eval end to end on tiny random models: run folder → report.json/html.
+
+The run folder is made here (a PEFT adapter with random non-zero weights, so the fine-tuned
+contender really differs from the base), the data are a few coffee-shop style pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+TRAIN = [
+    ("Jakie macie metody parzenia kawy?", "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
+    ("Czy macie kawy bezkofeinowe?", "Oczywiście! Mamy kawę bezkofeinową z Kolumbii. Chcesz spróbować?"),
+    ("Jak długo trwa wysyłka?", "Paczki wysyłamy w ciągu 24 godzin, dostawa trwa 1-2 dni robocze."),
+    ("Czy mogę zapłacić BLIK-iem?", "Jasne! Przyjmujemy BLIK, kartę i przelew. W czym jeszcze pomóc?"),
+    ("Ile kosztuje dostawa?", "Dostawa kurierem kosztuje 14,99 zł, a powyżej 150 zł jest darmowa."),
+    ("Czy macie zestaw degustacyjny?", "Tak! Zestaw to cztery kawy po 50 g. Chcesz go zamówić?"),
+    ("Jak przechowywać kawę?", "Najlepiej w szczelnym opakowaniu, z dala od światła. Pomóc w czymś jeszcze?"),
+    ("Czy macie subskrypcję?", "Oczywiście! Subskrypcja co 2 lub 4 tygodnie daje 10% rabatu."),
+]
+EVAL = [
+    ("Czy wysyłacie za granicę?", "Tak! Wysyłamy do UE w 3-6 dni roboczych. Dokąd mamy wysłać?"),
+    ("Czy macie kapsułki?", "Cześć! Mamy kompostowalne kapsułki w trzech smakach. Który smak Cię ciekawi?"),
+    ("Jak zwrócić kawę?", "Nieotwarte opakowania przyjmujemy w ciągu 14 dni. Pomóc Ci ze zwrotem?"),
+]
+RULES = """rules:
+  - name: greeting
+    pattern: "^(cześć|oczywiście|jasne|tak)"
+  - name: brief
+    max_words: 40
+  - name: no placeholder
+    not_pattern: "lorem ipsum"
+"""
+
+
+def _jsonl(path: Path, pairs) -> Path:
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in pairs),
+                    encoding="utf-8")
+    return path
+
+
+def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int = 8,
+             train_seconds: float = 120.0) -> Path:
+    """A run folder as `specialist train` writes it: run.json + adapter/ (with the tokenizer)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from specialist.models.template import ensure_chat_template
+
+    tok = AutoTokenizer.from_pretrained(base_model)
+    ensure_chat_template(tok)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    torch.manual_seed(1)
+    # init_lora_weights=False: random A and B, so the adapter changes the model's answers
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    out.mkdir(parents=True)
+    peft.save_pretrained(out / "adapter")
+    tok.save_pretrained(out / "adapter")
+    summary = {"base_model": str(base_model), "examples": examples, "train_seconds": train_seconds,
+               "tokens_per_second": 1000.0, "method": "lora", "status": "completed"}
+    if train_data is not None:
+        summary["data"] = str(train_data)
+    (out / "run.json").write_text(json.dumps(summary), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def coffee(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("coffee")
+    (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.", encoding="utf-8")
+    (d / "eval.yaml").write_text(RULES, encoding="utf-8")
+    return {"dir": d, "train": _jsonl(d / "train.jsonl", TRAIN), "eval": _jsonl(d / "eval.jsonl", EVAL)}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_base_model, coffee, tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs") / "run", tiny_base_model, coffee["train"])
+
+
+def _settings(run_dir: Path, coffee: dict[str, Path], **kw):
+    from specialist.evaluate.runner import EvalSettings
+
+    base = dict(model=str(run_dir), data=coffee["eval"], max_new_tokens=12, batch_size=2, dtype="fp32", seed=3)
+    return EvalSettings(**{**base, **kw})
+
+
+def _fake_endpoint() -> "httpx.Client":
+    """An OpenAI-compatible endpoint that always answers in the target style."""
+    import httpx
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "Cześć! Mamy to. Chcesz spróbować?"}}],
+            "usage": {"prompt_tokens": 300, "completion_tokens": 9, "total_tokens": 309}})
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, coffee) -> dict:
+    from specialist.evaluate.runner import run_eval
+
+    return run_eval(_settings(run_dir, coffee, endpoint="http://fake/v1", endpoint_model="big-model",
+                              endpoint_name="big", endpoint_http_client=_fake_endpoint()))
+
+
+
+REQUIRED = ("chrf", "rouge_l", "style_adherence", "rule_pass_rate", "length_spread", "prompt_tokens_mean",
+            "latency_ms_p50", "latency_ms_p95", "eval_loss")
+
+
+def test_report_has_every_contender_and_metric(report):
+    assert [c["name"] for c in report["contenders"]] == ["zero-shot", "prompt-engineering", "fine-tuned", "big"]
+    for c in report["contenders"]:
+        assert set(c) >= {"name", "metrics", "answers"}
+        for key in REQUIRED:
+            assert key in c["metrics"], (c["name"], key)
+        assert len(c["answers"]) == len(EVAL)
+        assert set(c["answers"][0]) >= {"prompt", "reference", "answer", "style_score", "prompt_tokens", "latency_ms"}
+    local = report["contenders"][:3]
+    for c in local:
+        assert c["metrics"]["eval_loss"] > 0 and c["metrics"]["latency_ms_p95"] >= c["metrics"]["latency_ms_p50"] > 0
+        assert c["metrics"]["rules"].keys() == {"greeting", "brief", "no placeholder"}
+    assert report["contenders"][3]["metrics"]["eval_loss"] is None  # an endpoint gives no likelihoods
+    assert report["contenders"][3]["metrics"]["prompt_tokens_mean"] == 300  # the endpoint's own count
+    assert report["contenders"][3]["metrics"]["rules"]["greeting"] == 1.0
+    assert report["verdict"].startswith("For this task fine-tuning gave")
+    assert [r["aspect"] for r in report["comparison"]][:6] == [
+        "complexity", "upfront cost", "consistency", "data needed", "flexibility", "prompt length"]
+    assert report["style_classifier"]["target_examples"] == len(TRAIN)
+    json.dumps(report, allow_nan=False)  # strict JSON
+
+
+def test_prompt_engineering_prompt_is_longer_and_break_even_follows(report):
+    by = {c["name"]: c["metrics"] for c in report["contenders"]}
+    pe, ft = by["prompt-engineering"]["prompt_tokens_mean"], by["fine-tuned"]["prompt_tokens_mean"]
+    assert pe > 3 * ft
+    be = report["break_even"]
+    assert be["saved_prompt_tokens_per_request"] == pytest.approx(pe - ft)
+    assert be["requests"] == math.ceil(120.0 / ((pe - ft) * be["cost_per_prompt_token"]))
+
+
+def test_base_contenders_run_without_the_adapter(report, run_dir, tiny_base_model, coffee):
+    """Zero-shot answers equal those of the base model loaded on its own: the adapter really
+    was disabled; the fine-tuned answers come from the adapter."""
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
+    from specialist.serve.generation import GenerationSettings, Generator
+
+    settings = GenerationSettings(max_new_tokens=12, seed=3)
+    convs = [build_messages(p) for p, _ in EVAL]
+    base = Generator(load_model(str(tiny_base_model), dtype="fp32")).generate(convs, settings, batch_size=2)
+    tuned = Generator(load_model(str(run_dir), dtype="fp32")).generate(convs, settings, batch_size=2)
+    by = {c["name"]: [a["answer"] for a in c["answers"]] for c in report["contenders"]}
+    assert by["zero-shot"] == [a.text for a in base]
+    assert by["fine-tuned"] == [a.text for a in tuned]
+    assert by["fine-tuned"] != by["zero-shot"]
+
+
+def test_heldout_loss_equals_a_manual_computation(run_dir, coffee):
+    """Batched, left-padded, logits_to_keep loss == per-example full-logits cross-entropy over
+    the completion tokens only."""
+    import torch
+    import torch.nn.functional as F
+
+    from specialist.evaluate.contenders import Contender
+    from specialist.evaluate.examples import Pair
+    from specialist.evaluate.loss import heldout_loss
+    from specialist.models.resolve import load_model
+    from specialist.models.template import encode_example
+
+    loaded = load_model(str(run_dir), dtype="fp32")
+    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", [Pair(p, c) for p, c in TRAIN[:2]])
+    convs = [pe.messages(Pair(p, c)) for p, c in EVAL]
+    refs = [c for _, c in EVAL]
+    got = heldout_loss(loaded.model, loaded.tokenizer, convs, refs, batch_size=2)
+    nll, count, per = 0.0, 0, []
+    with torch.no_grad():
+        for msgs, ref in zip(convs, refs):
+            prompt, comp = encode_example(loaded.tokenizer, msgs, ref)
+            logits = loaded.model(input_ids=torch.tensor([prompt + comp])).logits[0].float()
+            pred = logits[len(prompt) - 1: len(prompt) + len(comp) - 1]
+            s = float(F.cross_entropy(pred, torch.tensor(comp), reduction="sum"))
+            nll, count = nll + s, count + len(comp)
+            per.append(s / len(comp))
+    assert got.completion_tokens == count
+    assert got.loss == pytest.approx(nll / count, rel=1e-4)
+    assert got.perplexity == pytest.approx(math.exp(nll / count), rel=1e-3)
+    assert got.per_example == pytest.approx(per, rel=1e-4)
+
+
+def _without_timing(doc: dict) -> dict:
+    from specialist.evaluate.report import TIMING_KEYS
+
+    doc = json.loads(json.dumps(doc))
+    for c in doc["contenders"]:
+        for k in TIMING_KEYS:
+            c["metrics"].pop(k, None)
+        for a in c["answers"]:
+            a.pop("latency_ms")
+    doc.pop("break_even")  # its cost per token is a measured time
+    doc.pop("verdict")
+    for row in doc["comparison"]:
+        if row["aspect"] == "break-even":
+            row.clear()
+    return doc
+
+
+def test_same_seed_same_report(report, run_dir, coffee):
+    from specialist.evaluate.runner import run_eval
+
+    again = run_eval(_settings(run_dir, coffee, endpoint="http://fake/v1", endpoint_model="big-model",
+                               endpoint_name="big", endpoint_http_client=_fake_endpoint()))
+    assert _without_timing(again) == _without_timing(report)
+
+
+def test_cli_end_to_end(run_dir, coffee, tmp_path, monkeypatch, capsys):
+    from specialist import cli
+
+    run = tmp_path / "run-copy"
+    import shutil
+
+    shutil.copytree(run_dir, run)
+    monkeypatch.setattr("sys.argv", ["specialist", "eval", "--model", str(run), "--data", str(coffee["eval"]),
+                                     "--limit", "2", "--max-new-tokens", "8", "--few-shot", "2", "--dtype", "fp32"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    doc = json.loads((run / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert doc["examples"] == 2 and doc["settings"]["few_shot"] == 2
+    assert [c["name"] for c in doc["contenders"]] == ["zero-shot", "prompt-engineering", "fine-tuned"]
+    assert doc["settings"]["rules"].endswith("eval.yaml")  # found next to the data
+    page = (run / "eval" / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 10
+    assert "Answers side by side" in page and doc["verdict"][:40] in page.replace("&#x27;", "'")
+    out = capsys.readouterr().out
+    assert "style adherence" in out and "fine-tuned" in out
+    assert not list((run / "eval").glob(".*"))  # no temporary files left
+
+
+@pytest.mark.parametrize("case", ["no-run", "bad-rules", "no-train-data"])
+def test_cli_bad_input_is_one_line(case, run_dir, coffee, tmp_path, monkeypatch, capsys, tiny_base_model):
+    from specialist import cli
+
+    args = ["--model", str(run_dir), "--data", str(coffee["eval"])]
+    if case == "no-run":
+        args = ["--model", str(tiny_base_model), "--data", str(coffee["eval"])]
+    elif case == "bad-rules":
+        bad = tmp_path / "rules.yaml"
+        bad.write_text("rules:\n  - name: x\n    pattern: \"(\"\n", encoding="utf-8")
+        args += ["--rules", str(bad)]
+    else:
+        run = make_run(tmp_path / "run", tiny_base_model, train_data=None)
+        args = ["--model", str(run), "--data", str(coffee["eval"])]
+    monkeypatch.setattr("sys.argv", ["specialist", "eval", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error:") and sum(l.startswith("error:") for l in lines) == 1
+    assert "Traceback" not in err
+    assert {"no-run": "not a run folder", "bad-rules": "rules.yaml:3", "no-train-data": "--train-data"}[case] in err
