@@ -157,6 +157,53 @@ def _read_text(path: Path) -> str:
 # ---------------------------------------------------------------- data (issue 3: data stage)
 # ---------------------------------------------------------------- train (issue 4: training stage)
 # ---------------------------------------------------------------- eval (issue 5: proof stage)
+@app.command("eval")
+def eval_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`."),
+    data: Path = typer.Option(..., "--data", help="Held-out examples (JSONL prompt/completion or chat)."),
+    system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="System prompt file for prompt engineering (default: system_prompt.txt next to --data)."),
+    few_shot: int = typer.Option(3, "--few-shot", min=0, help="Few-shot examples from the training set for prompt engineering."),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="Eval config with style rules (default: eval.yaml next to --data)."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Training data (default: the one the run recorded)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Where to write report.json (default RUN/eval/report.json)."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Where to write report.html (default RUN/eval/report.html)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N prompts."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Default: 1.5× the longest reference."),
+    seed: int = typer.Option(0, "--seed", help="Few-shot draw, classifier folds; the same seed gives the same report."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    style_negatives: int = typer.Option(64, "--style-negatives", min=2, help="Generic answers the style classifier learns from."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL (e.g. http://host:8000/v1) as an extra contender."),
+    endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name at --endpoint."),
+    endpoint_name: Optional[str] = typer.Option(None, "--endpoint-name", help="Contender name (default: the model name)."),
+    endpoint_api_key: Optional[str] = typer.Option(None, "--endpoint-api-key", envvar="SPECIALIST_ENDPOINT_API_KEY"),
+    price_per_mtok: Optional[float] = typer.Option(None, "--price-per-mtok", min=0, help="Price of 1M prompt tokens: break-even in money (with --train-price-per-hour)."),
+    train_price_per_hour: Optional[float] = typer.Option(None, "--train-price-per-hour", min=0),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16 or fp32."),
+) -> None:
+    """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data."""
+    _quiet_libraries()
+    from specialist.evaluate.html import write_html
+    from specialist.evaluate.report import rich_table, write_json
+    from specialist.evaluate.runner import EvalSettings, run_eval
+
+    if (price_per_mtok is None) != (train_price_per_hour is None):
+        raise SpecialistError("give both --price-per-mtok and --train-price-per-hour (or neither)")
+    settings = EvalSettings(
+        model=str(model), data=data, system_prompt=system_prompt, few_shot=few_shot, rules=rules,
+        train_data=train_data, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+        style_negatives=style_negatives, endpoint=endpoint, endpoint_model=endpoint_model,
+        endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
+        price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype)
+    doc = run_eval(settings)
+    json_out = json_path or model / "eval" / "report.json"
+    html_out = html_path or model / "eval" / "report.html"
+    write_json(doc, json_out)
+    write_html(doc, html_out)
+    console.print(rich_table(doc))
+    console.print(doc["verdict"], markup=False, highlight=False)
+    err_console.print(f"wrote {json_out} and {html_out}")
+
+
 # ---------------------------------------------------------------- serve/export (issue 6: use stage)
 # ---------------------------------------------------------------- bench and demo
 
