@@ -82,6 +82,9 @@ def models_prepare(model: str = typer.Argument("gemma-3-270m", help="Model refer
 def generate(
     model: str = ModelOpt,
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="One prompt."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL of prompts (\"prompt\" [+ \"system\"] or \"messages\", optional \"id\")."),
+    output_file: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL of answers; an existing one is resumed."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts decoded together (--input)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt text."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
@@ -89,16 +92,22 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Answer a prompt with a base model or a run."""
-    if prompt is None:
-        raise typer.BadParameter("give --prompt TEXT", param_hint="--prompt")
+    """Answer a prompt (--prompt) or a JSONL file of prompts (--input/--output) with a base model or a run."""
+    if (prompt is None) == (input_file is None):
+        raise typer.BadParameter("give either --prompt TEXT or --input FILE", param_hint="--prompt/--input")
+    if input_file is not None and output_file is None:
+        raise typer.BadParameter("--input needs --output FILE (answers are appended there, resumably)",
+                                 param_hint="--output")
     _quiet_libraries()
     from specialist.models.resolve import load_model
     from specialist.models.template import build_messages
     from specialist.serve.generation import GenerationSettings, Generator
 
-    gen = Generator(load_model(model))
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    if input_file is not None:
+        _generate_file(model, input_file, output_file, settings, batch_size, system, as_json)
+        return
+    gen = Generator(load_model(model))
     answer = gen.generate([build_messages(prompt, system)], settings)[0]
     if as_json:
         _print_json({"model": model, "prompt": prompt, "answer": answer.text,
@@ -114,18 +123,22 @@ def chat(
     system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    max_context: Optional[int] = typer.Option(None, "--max-context", min=16,
+                                              help="Tokens of history + answer kept (default: the model's context, at most 4096)."),
 ) -> None:
     """Interactive chat with streamed answers (/reset clears the history, /exit quits)."""
     _quiet_libraries()
     from specialist.models.resolve import load_model
-    from specialist.serve.chat import ChatSession
+    from specialist.serve.chat import ChatSession, PromptTooLong
     from specialist.serve.generation import GenerationSettings, Generator
 
     system_text = _read_text(system) if system else None
-    loaded = load_model(model)
-    max_ctx = min(int(getattr(loaded.model.config, "max_position_embeddings", 2048) or 2048), 4096)
-    session = ChatSession(Generator(loaded), system_text, max_ctx,
-                          GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature))
+    generator = Generator(load_model(model))
+    session = ChatSession(generator, system_text, max_context or min(generator.context_length, 4096),
+                          GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
+                                             top_p=top_p, seed=seed))
     err_console.print(f"[bold]{model}[/bold] ready. /reset clears the history, /exit quits.")
     while True:
         try:
@@ -143,8 +156,15 @@ def chat(
             err_console.print("[dim]history cleared[/dim]")
             continue
         sys.stdout.write("bot> ")
-        session.ask(text, lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        sys.stdout.flush()
+        try:
+            session.ask(text, lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        except PromptTooLong as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        except KeyboardInterrupt:
+            err_console.print("[dim](answer interrupted, not kept in the history)[/dim]")
         sys.stdout.write("\n")
+        sys.stdout.flush()
 
 
 def _read_text(path: Path) -> str:
@@ -205,6 +225,61 @@ def eval_command(
 
 
 # ---------------------------------------------------------------- serve/export (issue 6: use stage)
+def _generate_file(model: str, input_file: Path, output_file: Path, settings, batch_size: int,
+                   system: Optional[str], as_json: bool) -> None:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from specialist.models.resolve import load_model
+    from specialist.serve.batch import answer_file, read_answered, read_prompts
+    from specialist.serve.generation import Generator
+
+    records = read_prompts(input_file, system)  # bad input fails before the model loads
+    todo = len(records) - len(read_answered(output_file, records))
+    gen = Generator(load_model(model))
+    columns = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=as_json) as progress:
+        task = progress.add_task("answer", total=todo, speed="")
+        tokens = [0]
+        started = time.perf_counter()
+
+        def advance(n: int, new_tokens: int) -> None:
+            tokens[0] += new_tokens
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=n, speed=f"{tokens[0] / max(elapsed, 1e-9):.1f} tok/s")
+
+        summary = answer_file(gen, input_file, output_file, settings, batch_size, system, advance)
+    doc = {"model": model, "input": str(input_file), "output": str(output_file), **summary.as_dict()}
+    if as_json:
+        _print_json(doc)
+    else:
+        err_console.print(f"{summary.answered} answered, {summary.skipped} already in {output_file} "
+                          f"({doc['tokens_per_second']} tokens/s)")
+
+
+@app.command()
+def serve(
+    model: str = ModelOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' (or set SPECIALIST_API_KEY)."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most tokens one request may generate."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024),
+    max_batch: int = typer.Option(8, "--max-batch", min=1, help="Concurrent requests decoded as one batch."),
+) -> None:
+    """OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
+    _quiet_libraries()
+    from specialist.serve.server import ServerLimits, serve as run_server
+
+    model_id = Path(model).name if Path(model).expanduser().exists() else model
+    limits = ServerLimits(max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_batch=max_batch,
+                          default_max_tokens=min(256, max_tokens))
+    run_server(model, host, port, api_key or None, limits, model_id=model_id)
+
+
 # ---------------------------------------------------------------- bench and demo
 
 

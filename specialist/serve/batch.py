@@ -1,0 +1,188 @@
+"""Answer a JSONL file of prompts into a JSONL file of answers, in batches, resumably.
+
+Input: one JSON object per line with "prompt" (and optionally "system") or "messages" (a chat
+ending with a user turn), and optionally an "id". Every record is keyed by its "id", or by its
+line number when it has none.
+
+Output: one JSON object per answered record, appended and fsync'ed batch by batch, so a crash
+loses at most the batch in flight. A rerun reads the output first and skips every key already
+answered; a torn last line (the crash hit mid-write) is cut off before appending. An output
+written for a different input (a key whose prompt differs) is refused rather than mixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from specialist.errors import SpecialistError
+from specialist.models.template import Message, build_messages
+from specialist.serve.generation import GenerationSettings, Generator
+
+MAX_REPORTED_ERRORS = 20
+
+
+@dataclass
+class PromptRecord:
+    key: str  # "id:<id>" or "line:<n>"
+    line: int
+    id: Any
+    messages: list[Message]
+    source: dict  # the fields echoed into the output (prompt/system/messages)
+
+
+@dataclass
+class BatchSummary:
+    total: int
+    skipped: int  # already answered in the output
+    answered: int
+    completion_tokens: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        tps = self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+        return {"total": self.total, "skipped": self.skipped, "answered": self.answered,
+                "completion_tokens": self.completion_tokens, "seconds": round(self.seconds, 3),
+                "tokens_per_second": round(tps, 2)}
+
+
+def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError(f"{where}:messages: must be a non-empty list")
+        out: list[Message] = []
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                    or not isinstance(m.get("content"), str):
+                raise ValueError(f"{where}:messages[{i}]: needs role (system/user/assistant) and string content")
+            out.append({"role": m["role"], "content": m["content"]})
+        if out[-1]["role"] != "user":
+            raise ValueError(f"{where}:messages: the last message must be the user's")
+        return out, {"messages": out}
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{where}:prompt: missing or empty (give \"prompt\" or \"messages\")")
+    system = obj.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"{where}:system: must be a string")
+    source = {"prompt": prompt, **({"system": system} if system else {})}
+    return build_messages(prompt, system or None), source
+
+
+def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
+    """Read and validate the whole input first: a bad line stops the run before any work."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
+    records: list[PromptRecord] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            messages, source = _record_messages(obj, where)
+        except json.JSONDecodeError as exc:
+            errors.append(f"{where}: invalid JSON ({exc.msg})")
+            continue
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
+        rid = obj.get("id")
+        key = f"id:{json.dumps(rid, ensure_ascii=False)}" if rid is not None else f"line:{n}"
+        if key in seen:
+            errors.append(f"{where}:id: duplicate id {rid!r} (first on line {seen[key]})")
+            continue
+        seen[key] = n
+        if default_system and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": default_system}, *messages]
+        records.append(PromptRecord(key, n, rid, messages, source))
+    if errors:
+        shown = errors[:MAX_REPORTED_ERRORS]
+        more = f"\n… and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+        raise SpecialistError(f"{len(errors)} bad input line(s):\n" + "\n".join(shown) + more, exit_code=1)
+    if not records:
+        raise SpecialistError(f"{path}: no prompts", exit_code=1)
+    return records
+
+
+def _output_key(obj: dict) -> str | None:
+    if obj.get("id") is not None:
+        return f"id:{json.dumps(obj['id'], ensure_ascii=False)}"
+    if isinstance(obj.get("line"), int):
+        return f"line:{obj['line']}"
+    return None
+
+
+def read_answered(output: Path, records: list[PromptRecord]) -> set[str]:
+    """Keys already answered in `output`. Cuts a torn last line off the file (an interrupted
+    write), and refuses an output whose answers belong to another input."""
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # the last write was cut short: drop the partial line
+        with open(output, "r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+        data = data[:end]
+    by_key = {r.key: r for r in records}
+    done: set[str] = set()
+    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SpecialistError(f"{output}:{n}: not a JSON line of answers ({exc.msg}); "
+                                  "choose another --output") from exc
+        key = _output_key(obj) if isinstance(obj, dict) else None
+        record = by_key.get(key) if key else None
+        if record is None or any(obj.get(k) != v for k, v in record.source.items()):
+            raise SpecialistError(f"{output}:{n}: this answer does not belong to the input (key {key}); "
+                                  "the output was written for another file — choose another --output")
+        done.add(key)
+    return done
+
+
+def _append(fh, rows: list[dict]) -> None:
+    fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def answer_file(generator: Generator, input_path: Path, output_path: Path, settings: GenerationSettings,
+                batch_size: int = 8, system: str | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+    """Answer every prompt of `input_path` not yet in `output_path`. on_progress(answered
+    in this batch, completion tokens) is called after each batch is safely on disk."""
+    records = read_prompts(input_path, system)
+    done = read_answered(output_path, records)
+    todo = [r for r in records if r.key not in done]
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tokens = 0
+    with open(output_path, "a", encoding="utf-8") as fh:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            answers = generator.generate([r.messages for r in chunk], settings, batch_size=batch_size)
+            rows = []
+            for r, a in zip(chunk, answers):
+                key_fields = {"id": r.id} if r.id is not None else {"line": r.line}
+                rows.append({**key_fields, **r.source, "answer": a.text, "finish_reason": a.finish_reason,
+                             "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens})
+                tokens += a.completion_tokens
+            _append(fh, rows)
+            if on_progress:
+                on_progress(len(chunk), sum(a.completion_tokens for a in answers))
+    return BatchSummary(len(records), len(records) - len(todo), len(todo), tokens, time.perf_counter() - t0)
