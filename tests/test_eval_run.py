@@ -64,7 +64,7 @@ def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int
     summary = {"base_model": str(base_model), "examples": examples, "train_seconds": train_seconds,
                "tokens_per_second": 1000.0, "method": "lora", "status": "completed"}
     if train_data is not None:
-        summary["data"] = str(train_data)
+        summary["dataset"] = str(train_data)
     (out / "run.json").write_text(json.dumps(summary), encoding="utf-8")
     return out
 

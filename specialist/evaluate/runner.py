@@ -83,7 +83,7 @@ def read_run(path: str | Path) -> RunInfo:
     base = summary.get("base_model") or config.get("model")
     if not base:
         raise SpecialistError(f"{run / 'run.json'}: no base_model recorded")
-    data = summary.get("data") or summary.get("train_data") or config.get("data")
+    data = summary.get("dataset") or summary.get("data") or config.get("data")
     train_seconds = summary.get("train_seconds")
     return RunInfo(run, str(base), float(train_seconds) if train_seconds is not None else None,
                    summary.get("examples"), summary.get("method") or config.get("method"),

@@ -1,0 +1,76 @@
+"""Benchmark: what `specialist eval` spends its time on, with the embedded model.
+
+1. Answering: the same prompt-engineering prompts (system prompt + 3 few-shot turns) answered
+   one at a time versus in batches of 8 (left padding, KV cache) — generated tokens per second.
+   Target: batching at least doubles throughput on a 2-core CPU.
+2. Held-out loss: forward passes with logits only for the completion positions
+   (logits_to_keep) — tokens per second, i.e. the prefill speed the break-even uses.
+
+    python benchmarks/bench_eval.py [--model gemma-3-270m] [--prompts 16] [--max-new-tokens 32] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_SPEEDUP = 2.0
+
+
+def run(model: str, prompts: int, max_new_tokens: int) -> dict:
+    from specialist.evaluate.contenders import Contender, pick_shots
+    from specialist.evaluate.examples import load_pairs
+    from specialist.evaluate.loss import heldout_loss
+    from specialist.models.resolve import load_model
+    from specialist.serve.generation import GenerationSettings, Generator
+
+    data = ROOT / "examples" / "coffee"
+    eval_pairs = load_pairs(data / "eval.jsonl")[:prompts]
+    shots = pick_shots(load_pairs(data / "train.jsonl"), 3, seed=0, exclude=eval_pairs)
+    system = (data / "system_prompt.txt").read_text(encoding="utf-8") if (data / "system_prompt.txt").exists() else None
+    convs = [Contender("prompt-engineering", "base", system, shots).messages(p) for p in eval_pairs]
+    loaded = load_model(model)
+    gen = Generator(loaded)
+    # greedy decoding stops at the end-of-turn token: count what was really generated
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    gen.generate(convs[:2], settings, batch_size=2)  # warm-up
+
+    result = {"model": model, "prompts": len(convs), "max_new_tokens": max_new_tokens}
+    for label, batch in (("sequential", 1), ("batched", 8)):
+        t0 = time.perf_counter()
+        answers = gen.generate(convs, settings, batch_size=batch)
+        seconds = time.perf_counter() - t0
+        tokens = sum(a.completion_tokens for a in answers)
+        result[label] = {"seconds": round(seconds, 2), "generated_tokens": tokens,
+                         "tokens_per_s": round(tokens / seconds, 1)}
+    result["speedup"] = round(result["batched"]["tokens_per_s"] / result["sequential"]["tokens_per_s"], 2)
+    loss = heldout_loss(loaded.model, loaded.tokenizer, convs, [p.completion for p in eval_pairs])
+    result["heldout_loss"] = {"seconds": round(loss.seconds, 2), "tokens": loss.total_tokens,
+                              "prefill_tokens_per_s": round(loss.total_tokens / loss.seconds, 1),
+                              "loss": round(loss.loss, 4)}
+    result["target_speedup"] = TARGET_SPEEDUP
+    result["ok"] = result["speedup"] >= TARGET_SPEEDUP
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    res = run(args.model, args.prompts, args.max_new_tokens)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"answering {res['prompts']} prompt-engineering prompts with {res['model']}:")
+        for label in ("sequential", "batched"):
+            r = res[label]
+            print(f"  {label:10s} {r['tokens_per_s']:7.1f} generated tok/s ({r['generated_tokens']} tokens, {r['seconds']} s)")
+        print(f"  speed-up {res['speedup']}× (target ≥ {TARGET_SPEEDUP}×) {'OK' if res['ok'] else 'BELOW TARGET'}")
+        h = res["heldout_loss"]
+        print(f"held-out loss pass: {h['prefill_tokens_per_s']} tok/s ({h['tokens']} tokens, {h['seconds']} s)")
