@@ -175,7 +175,119 @@ def _read_text(path: Path) -> str:
 
 
 # ---------------------------------------------------------------- data (issue 3: data stage)
+data_app = typer.Typer(help="Training data: check, split, convert.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+FormatOpt = typer.Option(None, "--format", "-f", help="File format: jsonl, json, csv, tsv, parquet, hf (default: detected).")
+
+
+@data_app.command("check")
+def data_check(
+    data: Path = typer.Argument(..., help="Dataset file (JSONL, JSON, CSV, TSV, Parquet) or saved dataset folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Tokenizer for token counts and truncation checks."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=8, help="Training max length in tokens (default: train's)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluation set to check for leakage."),
+    format: Optional[str] = FormatOpt,
+    price: float = typer.Option(5.0, "--price-per-million", min=0.0, help="API fine-tuning price per million tokens."),
+    tokens_per_second: float = typer.Option(1000.0, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs for time and cost (default: train's)."),
+    max_errors: int = typer.Option(1000, "--max-errors", min=1, help="Stop after this many errors."),
+    max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64, help="Records larger than this are errors."),
+) -> None:
+    """Validate and measure a dataset: errors (file:line:field), warnings, statistics. Exit 1 when errors."""
+    if model:
+        _quiet_libraries()
+    from specialist.data.check import CheckSettings, run_check
+    from specialist.data.report import print_report, write_html
+
+    settings = CheckSettings(format=format, model=model, max_length=max_length, eval_data=eval_data, epochs=epochs,
+                             tokens_per_second=tokens_per_second, price_per_million=price,
+                             max_errors=max_errors, max_record_bytes=max_record_bytes)
+    report = run_check(data, settings, progress=lambda msg: err_console.print(f"[dim]{msg}…[/dim]"))
+    if html_path is not None:
+        write_html(report, html_path)
+        err_console.print(f"HTML report: {html_path}")
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        print_report(report, console)
+    raise typer.Exit(report.exit_code)
+
+
+@data_app.command("split")
+def data_split(
+    data: Path = typer.Argument(..., help="Dataset to split."),
+    eval_fraction: float = typer.Option(..., "--eval-fraction", help="Share of records for evaluation, e.g. 0.1."),
+    out: Path = typer.Option(..., "--out", help="Folder for train.jsonl and eval.jsonl."),
+    seed: int = typer.Option(0, "--seed"),
+    format: Optional[str] = FormatOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Train/eval split; near-duplicates stay on one side, so evaluation never leaks."""
+    from specialist.data.split import split_dataset
+
+    result = split_dataset(data, eval_fraction, out, seed=seed, format=format, overwrite=overwrite)
+    console.print(f"{result.train_path}: {len(result.train)} records; {result.eval_path}: {len(result.eval)} records "
+                  f"({result.clusters} near-duplicate clusters kept on one side)", highlight=False)
+
+
+@data_app.command("convert")
+def data_convert(
+    data: Path = typer.Argument(..., help="Dataset to convert."),
+    to: str = typer.Option(..., "--to", help="prompt-completion, chat or openai."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL file."),
+    format: Optional[str] = FormatOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Convert a dataset to prompt-completion, chat or OpenAI chat fine-tuning JSONL."""
+    from specialist.data.convert import convert_dataset
+
+    written, notes = convert_dataset(data, to, out, format=format, overwrite=overwrite)
+    console.print(f"{out}: {written} records ({to})", highlight=False)
+    for note in notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+
+
 # ---------------------------------------------------------------- train (issue 4: training stage)
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data: eval loss, best checkpoint, early stopping."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model reference (default gemma-3-270m)."),
+    method: Optional[str] = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
+    epochs: Optional[float] = typer.Option(None, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    max_length: Optional[int] = typer.Option(None, "--max-length"),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML settings; command-line options win."),
+    settings: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show settings and one tokenized example, then exit."),
+) -> None:
+    """Fine-tune a base model on a dataset; writes a run folder (adapter, metrics, loss curve)."""
+    _quiet_libraries()
+    from specialist.train.cli_support import resolve_train_config, show_dry_run, show_summary
+
+    config = resolve_train_config(
+        config_file, settings, resume=resume, out=out,
+        overrides=dict(data=data, eval_data=eval_data, model=model, method=method, epochs=epochs,
+                       max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length,
+                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed))
+    if dry_run:
+        show_dry_run(config)
+        return
+    from specialist.train import train as run_training
+
+    show_summary(run_training(config, overwrite=overwrite, resume=resume))
+
+
 # ---------------------------------------------------------------- eval (issue 5: proof stage)
 @app.command("eval")
 def eval_command(

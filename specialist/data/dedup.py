@@ -105,14 +105,29 @@ class NearIndex:
     def query(self, row: np.ndarray) -> list[int]:
         return self.lsh.query(self._minhash(row))
 
+    def neighbours(self, i: int, min_similarity: float = NEAR) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, similarities) of the records near record i (i itself excluded)."""
+        cands = np.fromiter((j for j in self.query(self.sigs[i]) if j != i), dtype=np.int64)
+        if not len(cands):
+            return cands, np.empty(0)
+        sims = (self.sigs[cands] == self.sigs[i]).mean(axis=1)
+        keep = sims >= min_similarity
+        return cands[keep], sims[keep]
+
     def pairs(self, min_similarity: float = NEAR) -> Iterable[tuple[int, int, float]]:
-        """(i, j, similarity) for every i < j whose estimated similarity reaches min_similarity."""
-        for i, row in enumerate(self.sigs):
-            for j in self.query(row):
-                if j > i:
-                    sim = similarity(row, self.sigs[j])
-                    if sim >= min_similarity:
-                        yield i, j, sim
+        """(i, j, similarity) linking every record to the near records found after it.
+
+        A record already found near an earlier one is not queried again: near-duplicate
+        groups are nearly cliques, and querying every member of a group of k would cost k²."""
+        matched = np.zeros(len(self.sigs), dtype=bool)
+        for i in range(len(self.sigs)):
+            if matched[i]:
+                continue
+            cands, sims = self.neighbours(i, min_similarity)
+            for j, sim in zip(cands.tolist(), sims.tolist()):
+                if not matched[j] or j > i:
+                    matched[j] = True
+                    yield i, j, sim
 
 
 class UnionFind:

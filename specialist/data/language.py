@@ -5,6 +5,7 @@ ambiguous); unsure detections come back as None."""
 from __future__ import annotations
 
 import random
+import re
 from functools import lru_cache
 from typing import Sequence
 
@@ -12,7 +13,8 @@ from typing import Sequence
 # language warnings (its records come back as None or as a wrong but consistent guess).
 LANGUAGES = ("en", "pl", "de", "fr", "es", "it", "pt", "nl", "cs", "sk", "uk", "ru", "sv")
 MIN_LETTERS = 30  # shorter texts are too ambiguous to call
-MAX_SAMPLE = 10_000
+_NON_LETTERS = re.compile(r"[\W\d_]+")
+MAX_SAMPLE = 5_000
 
 
 @lru_cache(maxsize=1)
@@ -29,7 +31,7 @@ def _detector():
 def detect_languages(texts: Sequence[str], seed: int = 0) -> tuple[dict[int, str], bool]:
     """{index: iso code} for the texts that could be told apart, and whether a sample was used
     (over MAX_SAMPLE long enough texts)."""
-    candidates = [i for i, t in enumerate(texts) if sum(ch.isalpha() for ch in t[:400]) >= MIN_LETTERS]
+    candidates = [i for i, t in enumerate(texts) if len(_NON_LETTERS.sub("", t[:400])) >= MIN_LETTERS]
     sampled = len(candidates) > MAX_SAMPLE
     if sampled:
         candidates = sorted(random.Random(seed).sample(candidates, MAX_SAMPLE))

@@ -14,6 +14,9 @@ PHONE = re.compile(r"(?<![\w+])(?:\+|00)\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 PESEL = re.compile(r"(?<!\d)\d{11}(?!\d)")
+# Every kind above needs an @ or nine-plus digits close together: a cheap first pass that
+# lets most texts skip the detailed patterns.
+_MAYBE = re.compile(r"@|\d(?:[ .()/-]?\d){8}")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -48,6 +51,8 @@ def pesel_ok(pesel: str) -> bool:
 def find_pii(text: str) -> list[tuple[str, str]]:
     """(kind, value) for every possible piece of personal data in text."""
     found: list[tuple[str, str]] = []
+    if not _MAYBE.search(text):
+        return found
     for m in EMAIL.finditer(text):
         found.append(("e-mail", m.group()))
     taken: list[tuple[int, int]] = []
@@ -65,9 +70,15 @@ def find_pii(text: str) -> list[tuple[str, str]]:
             found.append(("PESEL", m.group()))
             taken.append(m.span())
     for m in PHONE.finditer(text):
-        if not _inside(m.span(), taken) and sum(c.isdigit() for c in m.group()) >= 9:
+        if not _inside(m.span(), taken) and sum(c.isdigit() for c in m.group()) >= 9 and not _in_longer_number(text, *m.span()):
             found.append(("phone", m.group().strip()))
     return found
+
+
+def _in_longer_number(text: str, start: int, end: int) -> bool:
+    """Digit groups go on before or after the match: an account or card number, not a phone."""
+    before, after = text[max(0, start - 2):start], text[end:end + 2]
+    return bool(re.search(r"\d[ -]?$", before) or re.match(r"[ -]?\d", after))
 
 
 def _inside(span: tuple[int, int], taken: list[tuple[int, int]]) -> bool:

@@ -1,0 +1,57 @@
+"""Benchmark: `specialist data check` over 100k records (every check that needs no
+tokenizer), run as a subprocess; reports wall-clock seconds and peak memory (RSS).
+
+Target: under 60 s and under 2 GB on a 2-core machine.
+
+    python benchmarks/bench_data_check.py [--records 100000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_data import write_synthetic  # noqa: E402
+
+TARGET_SECONDS = 60.0
+TARGET_PEAK_MB = 2048.0
+
+
+def run(records: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_synthetic(Path(tmp) / "synthetic.jsonl", records)
+        cmd = [sys.executable, "-m", "specialist.cli", "data", "check", str(data), "--json"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        # ru_maxrss of waited-for children, in KiB on Linux: the check is the only child.
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"data check failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    doc = json.loads(proc.stdout)
+    return {"records": doc["records"], "valid": doc["valid"], "warnings": len(doc["warnings"]),
+            "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb), "exit_code": proc.returncode,
+            "target_seconds": TARGET_SECONDS, "target_peak_mb": TARGET_PEAK_MB,
+            "ok": seconds < TARGET_SECONDS and peak_mb < TARGET_PEAK_MB}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.records)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"data check: {result['records']} records, {result['warnings']} warnings, "
+              f"{result['seconds']} s wall, peak RSS {result['peak_rss_mb']} MB "
+              f"(target < {TARGET_SECONDS:.0f} s, < {TARGET_PEAK_MB:.0f} MB): {'OK' if result['ok'] else 'MISSED'}")
+    sys.exit(0 if result["ok"] else 1)
