@@ -1,0 +1,150 @@
+"""Settings for every stage as pydantic models: a YAML file, then command-line overrides on top.
+
+A bad setting is reported as one located line (`config.yaml: lora_r: must be > 0 (got -1)`),
+never a traceback: load_train_config raises ConfigError, which the CLI prints and exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from specialist.errors import ConfigError
+
+Method = Literal["lora", "dora", "qlora", "full"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run. The defaults make
+    `specialist train --data examples/coffee/train.jsonl` finish in minutes on a 2-core CPU
+    with the embedded 270M model (measured: see benchmarks/bench_train_speed.py)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to train on
+    data: Path = Field(description="training data (JSONL: prompt/completion or chat messages)")
+    eval_data: Path | None = Field(None, description="held-out data for eval loss and best checkpoint")
+    model: str = Field("gemma-3-270m", description="base model reference")
+    system_prompt: str | None = Field(None, description="system prompt added to examples that have none")
+
+    # method
+    method: Method = "lora"
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+    # optimisation
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="optimizer steps; -1 = run the epochs")
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(2e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    max_length: int = Field(256, ge=8, description="examples longer than this (tokens) are truncated")
+    seed: int = 42
+
+    # evaluation, checkpoints, logging
+    eval_steps: int | None = Field(None, gt=0, description="evaluate every N steps; default: once per epoch")
+    save_steps: int | None = Field(None, gt=0, description="checkpoint every N steps; default: once per epoch")
+    save_total_limit: int = Field(2, gt=0)
+    early_stopping_patience: int | None = Field(None, gt=0, description="evaluations without improvement")
+    logging_steps: int = Field(5, gt=0)
+
+    # speed and hardware
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="frozen base weights (and mixed precision on GPUs); auto = bf16 where fast")
+    padding_free: bool = Field(True, description="concatenate a batch without padding (position_ids)")
+    completion_only_head: bool = Field(True, description="LM head + loss only on completion tokens")
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch threads; default: physical cores")
+    device: str = "auto"
+    fsdp: str = Field("", description="FSDP options passed to transformers (e.g. 'full_shard auto_wrap')")
+
+    # where
+    out: Path | None = Field(None, description="run folder; default runs/<data name>-<method>")
+
+    def run_dir(self) -> Path:
+        return self.out if self.out is not None else Path("runs") / f"{self.data.stem}-{self.method}"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown setting"
+    if kind == "missing":
+        return "required setting is missing"
+    got = err.get("input")
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{msg} (got {got!r})" if not isinstance(got, (dict, list)) else msg
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, the first one first: `source: field: what is wrong`."""
+    errors = exc.errors()
+    first = errors[0]
+    line = f"{source}: {_location(first['loc'])}: {_message(first)}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    if first.get("type") == "extra_forbidden":
+        known = ", ".join(TrainConfig.model_fields)
+        line += f"; known settings: {known}"
+    return line
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem})") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings (key: value), got {type(doc).__name__}")
+    return doc
+
+
+def load_train_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Settings from a YAML file (optional) with overrides on top (None values are ignored, so
+    CLI options left unset keep the file's or the default value). Relative data paths in the
+    file are taken relative to the file."""
+    values: dict[str, Any] = {}
+    source = "settings"
+    if path is not None:
+        values = read_yaml(path)
+        source = str(path)
+        for key in ("data", "eval_data", "out"):
+            v = values.get(key)
+            if isinstance(v, str) and v and not Path(v).is_absolute() and not Path(v).exists():
+                candidate = Path(path).parent / v
+                if candidate.exists() or key == "out":
+                    values[key] = str(candidate) if key != "out" else v
+    cli = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged = {**values, **cli}
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as exc:
+        first_key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        where = "command line" if first_key in cli else source
+        raise ConfigError(format_validation_error(exc, where)) from exc

@@ -1,0 +1,196 @@
+"""`train(config) -> run folder`: the whole training stage, from settings to a loadable run.
+
+    from specialist.config import load_train_config
+    from specialist.train import train
+    run_dir = train(load_train_config(overrides={"data": "examples/coffee/train.jsonl"}))
+    # run_dir is a model reference: specialist.models.load_model(str(run_dir))
+
+Under torchrun / accelerate launch every process runs this; only rank 0 touches the run
+folder (the Trainer itself syncs the processes and saves checkpoints from rank 0)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from specialist.config import TrainConfig
+from specialist.errors import SpecialistError
+from specialist.train.dataset import fingerprint, read_examples, tokenize_examples
+from specialist.train.run_folder import (
+    atomic_write_json,
+    atomic_write_text,
+    checkpoints_dir,
+    last_checkpoint,
+    plot_loss,
+    prepare_run_dir,
+    read_metrics,
+    replace_dir,
+    temp_dir_beside,
+    trim_metrics,
+)
+
+
+def process_rank() -> tuple[int, int, int]:
+    """(rank, world size, processes on this machine) as torchrun/accelerate set them."""
+    env = os.environ
+    return (int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")),
+            int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))))
+
+
+def model_reference(ref: str) -> str:
+    """What run.json records as base_model: an absolute path for local folders and files (so
+    the run loads from anywhere), the name or hub id otherwise."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else ref
+
+
+def set_threads(config: TrainConfig, local_processes: int) -> int:
+    import torch
+
+    from specialist.train.setup import physical_cores
+
+    threads = config.threads or max(1, physical_cores() // max(1, local_processes))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, full: bool) -> Path:
+    """adapter/ (or model/ for full fine-tuning) with the tokenizer and its chat template,
+    written to a temporary folder first and renamed into place."""
+    final = run_dir / ("model" if full else "adapter")
+    tmp = temp_dir_beside(final)
+    trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    replace_dir(tmp, final)
+    return final
+
+
+def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
+          show_progress: bool = True) -> Path:
+    """Fine-tune config.model on config.data; returns the run folder."""
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from specialist.models.device import pick_device
+    from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.train.callbacks import MetricsCallback
+    from specialist.train.setup import load_model_for_training, plan_model, training_arguments
+    from specialist.train.trainer import CompletionTrainer, make_collator
+
+    rank, world, local = process_rank()
+    is_main = rank == 0
+    run_dir = config.run_dir()
+    if is_main:
+        prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    threads = set_threads(config, local)
+    set_seed(config.seed)
+
+    device = pick_device(config.device)
+    plan = plan_model(config, device)  # fails fast on e.g. qlora without CUDA
+    source = resolve(config.model)
+    tokenizer = load_tokenizer(source)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train_examples = read_examples(config.data, config.system_prompt)
+    eval_examples = read_examples(config.eval_data, config.system_prompt) if config.eval_data else []
+    train_features = tokenize_examples(tokenizer, train_examples, config.max_length)
+    eval_features = tokenize_examples(tokenizer, eval_examples, config.max_length) if eval_examples else None
+
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    metrics_path = run_dir / "metrics.jsonl"
+    summary: dict[str, Any] = {
+        "base_model": model_reference(config.model),
+        "method": config.method,
+        "dataset": str(config.data),
+        "dataset_fingerprint": fingerprint(config.data),
+        "examples": len(train_examples),
+        "eval_data": str(config.eval_data) if config.eval_data else None,
+        "eval_dataset_fingerprint": fingerprint(config.eval_data) if config.eval_data else None,
+        "eval_examples": len(eval_examples),
+        "device": device.type,
+        "base_dtype": str(plan.precision.load_dtype).replace("torch.", ""),
+        "mixed_precision": plan.precision.mixed,
+        "processes": world,
+        "threads_per_process": threads,
+        "status": "running",
+        "started_at": _now(),
+    }
+    if is_main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
+        if resume:
+            trim_metrics(metrics_path, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+            summary["resumed_from"] = checkpoint.name if checkpoint else None
+        atomic_write_json(run_dir / "run.json", summary)
+
+    trainer = None
+    try:
+        model = load_model_for_training(source.weights, plan, config)
+        args = training_arguments(config, plan, checkpoints_dir(run_dir), has_eval=eval_features is not None)
+        metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main)
+        callbacks: list[Any] = [metrics_cb]
+        if eval_features is not None and config.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        if is_main:
+            callbacks.extend(_tensorboard(run_dir))
+        trainer = CompletionTrainer(
+            model=model, args=args, train_dataset=train_features, eval_dataset=eval_features,
+            data_collator=make_collator(tokenizer, config.padding_free), processing_class=tokenizer,
+            callbacks=callbacks, head_on_completion_only=config.completion_only_head,
+        )
+        trainer.remove_callback(PrinterCallback)  # our MetricsCallback prints the progress line
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        step = trainer.state.global_step if trainer is not None else 0
+        if is_main:
+            atomic_write_json(run_dir / "run.json", {**summary, "status": "interrupted", "steps": step})
+        raise SpecialistError(f"interrupted at step {step}; continue with: "
+                              f"specialist train --out {run_dir} --resume", exit_code=130) from None
+    except BaseException as exc:
+        if is_main:
+            atomic_write_json(run_dir / "run.json", {**summary, "status": "failed", "error": str(exc)[:500],
+                                                     "steps": trainer.state.global_step if trainer is not None else 0})
+        raise
+
+    if trainer.is_world_process_zero():
+        _save_final(trainer, tokenizer, run_dir, full=config.method == "full")
+        metrics = read_metrics(metrics_path)
+        losses = [m["loss"] for m in metrics if "loss" in m]
+        evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
+        summary.update({
+            "status": "completed",
+            "finished_at": _now(),
+            "steps": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
+            "epochs": round(float(trainer.state.epoch or 0), 4),
+            "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+            "train_tokens": int(trainer.state.num_input_tokens_seen),
+            "tokens_per_second": round(metrics_cb.throughput.tokens_per_second, 1),
+            "train_loss": float(result.training_loss),
+            "final_loss": losses[-1] if losses else None,
+            "eval_loss": min(evals) if evals else None,
+            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        })
+        atomic_write_json(run_dir / "run.json", summary)
+        if metrics:
+            plot_loss(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method} on {Path(config.data).name}")
+    trainer.accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _tensorboard(run_dir: Path) -> list[Any]:
+    """TensorBoard event files in RUN/tensorboard when tensorboard is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard")))]

@@ -1,0 +1,186 @@
+"""The model, adapter and TrainingArguments a run trains with, decided in one place per device.
+
+CPU with native bf16 (AMX/AVX-512-BF16): frozen base weights in bf16, LoRA weights in fp32
+(PEFT keeps adapters in fp32 and casts around them), no autocast. Full fine-tuning keeps fp32
+master weights and autocasts to bf16. CUDA: bf16 (or fp16) mixed precision, sdpa or
+flash-attention, optional gradient checkpointing, QLoRA through bitsandbytes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from specialist.config import TrainConfig
+from specialist.errors import SpecialistError
+
+
+@dataclass
+class Precision:
+    """load_dtype: how base weights are loaded. mixed: the Trainer's autocast flag (or None)."""
+
+    load_dtype: torch.dtype
+    mixed: str | None  # "bf16" | "fp16" | None
+
+
+@dataclass
+class ModelPlan:
+    """Everything about the model decided from config + device, before anything is loaded."""
+
+    device: torch.device
+    precision: Precision
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+    peft: dict[str, Any] | None = None  # LoraConfig kwargs, None for full fine-tuning
+
+
+def physical_cores() -> int:
+    """Cores, not hyper-threads, that this process may use: one torch thread per core is
+    fastest for training (a second thread per core only contends for the same AMX unit)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return available
+    cores, package = set(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            cores.add((package, value.strip()))
+    return max(1, min(len(cores) or available, available))
+
+
+def choose_precision(config: TrainConfig, device: torch.device) -> Precision:
+    from specialist.models.device import cpu_supports_bf16
+
+    wanted = config.dtype
+    if device.type == "cuda":
+        if wanted == "auto":
+            wanted = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if wanted == "fp32":
+            return Precision(torch.float32, None)
+        mixed = "bf16" if wanted == "bf16" else "fp16"
+        if config.method == "full":  # fp32 master weights, half-precision compute
+            return Precision(torch.float32, mixed)
+        return Precision(torch.bfloat16 if mixed == "bf16" else torch.float16, mixed)
+    if wanted == "auto":
+        wanted = "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp32"
+    if wanted == "fp16":
+        raise SpecialistError("dtype fp16 needs a CUDA GPU; on this device use bf16 or fp32")
+    if wanted == "fp32":
+        return Precision(torch.float32, None)
+    if config.method == "full":
+        return Precision(torch.float32, "bf16")
+    return Precision(torch.bfloat16, None)
+
+
+def attention_implementation(config: TrainConfig, device: torch.device) -> str:
+    if config.attn_implementation != "auto":
+        if config.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise SpecialistError("attn_implementation flash_attention_2 needs the flash-attn package (pip install flash-attn)")
+        return config.attn_implementation
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def plan_model(config: TrainConfig, device: torch.device) -> ModelPlan:
+    if config.method == "qlora" and device.type != "cuda":
+        raise SpecialistError("method qlora needs a CUDA GPU (4-bit weights through bitsandbytes); "
+                              "on this machine use --method lora, which is as fast here")
+    precision = choose_precision(config, device)
+    load_kwargs: dict[str, Any] = {"dtype": precision.load_dtype,
+                                   "attn_implementation": attention_implementation(config, device)}
+    if config.method == "qlora":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise SpecialistError("method qlora needs bitsandbytes: pip install bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        compute = precision.load_dtype if precision.load_dtype != torch.float32 else torch.bfloat16
+        load_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        load_kwargs["dtype"] = compute
+    peft = None
+    if config.method != "full":
+        peft = {"r": config.lora_r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+                "target_modules": config.target_modules, "use_dora": config.method == "dora",
+                "task_type": "CAUSAL_LM", "bias": "none"}
+    return ModelPlan(device, precision, load_kwargs, peft)
+
+
+def load_model_for_training(weights: str, plan: ModelPlan, config: TrainConfig) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(weights, **plan.load_kwargs)
+    except (OSError, ValueError) as exc:
+        raise SpecialistError(f"{config.model}: cannot load the model for training ({exc})") from exc
+    model.config.use_cache = False
+    if plan.peft is None:
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    # autocast_adapter_dtype keeps the LoRA weights fp32 over bf16 base weights
+    return get_peft_model(model, LoraConfig(**plan.peft), autocast_adapter_dtype=True)
+
+
+def training_arguments(config: TrainConfig, plan: ModelPlan, output_dir: Path, has_eval: bool,
+                       report_to: list[str] | None = None) -> Any:
+    """TrainingArguments for the run; the only place Trainer settings are decided."""
+    from transformers import TrainingArguments
+
+    steps_or_epoch = lambda n: ("steps", n) if n else ("epoch", None)  # noqa: E731
+    save_strategy, save_steps = steps_or_epoch(config.save_steps)
+    eval_strategy, eval_steps = steps_or_epoch(config.eval_steps) if has_eval else ("no", None)
+    if has_eval:  # keeping the best checkpoint needs a checkpoint at every evaluation
+        save_strategy, save_steps = eval_strategy, eval_steps
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy=save_strategy,
+        save_steps=save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False if has_eval else None,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=plan.precision.mixed == "bf16",
+        fp16=plan.precision.mixed == "fp16",
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        use_cpu=plan.device.type == "cpu",
+        report_to=report_to or "none",
+        disable_tqdm=True,  # our own progress line (callbacks.ProgressCallback)
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        include_num_input_tokens_seen="all" if config.padding_free else "non_padding",
+        train_sampling_strategy="random" if config.padding_free else "group_by_length",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        fsdp=config.fsdp or "",
+    )
+    if plan.device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kwargs["ddp_backend"] = "gloo"  # CPU processes talk over gloo (nccl is GPU-only)
+    return TrainingArguments(**kwargs)
