@@ -288,44 +288,6 @@ def train(
     show_summary(run_training(config, overwrite=overwrite, resume=resume))
 
 
-@app.command()
-def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data: eval loss, best checkpoint, early stopping."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model reference (default gemma-3-270m)."),
-    method: Optional[str] = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
-    epochs: Optional[float] = typer.Option(None, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML settings; command-line options win."),
-    settings: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show settings and one tokenized example, then exit."),
-) -> None:
-    """Fine-tune a base model on a dataset; writes a run folder (adapter, metrics, loss curve)."""
-    _quiet_libraries()
-    from specialist.train.cli_support import resolve_train_config, show_dry_run, show_summary
-
-    config = resolve_train_config(
-        config_file, settings, resume=resume, out=out,
-        overrides=dict(data=data, eval_data=eval_data, model=model, method=method, epochs=epochs,
-                       max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length,
-                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed))
-    if dry_run:
-        show_dry_run(config)
-        return
-    from specialist.train import train as run_training
-
-    show_summary(run_training(config, overwrite=overwrite, resume=resume))
-
-
 # ---------------------------------------------------------------- eval (issue 5: proof stage)
 @app.command("eval")
 def eval_command(
