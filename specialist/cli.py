@@ -189,8 +189,8 @@ def data_check(
     max_length: Optional[int] = typer.Option(None, "--max-length", min=8, help="Training max length in tokens (default: train's)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluation set to check for leakage."),
     format: Optional[str] = FormatOpt,
-    price: float = typer.Option(5.0, "--price-per-million", min=0.0, help="API fine-tuning price per million tokens."),
-    tokens_per_second: float = typer.Option(1000.0, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate."),
+    price: Optional[float] = typer.Option(None, "--price-per-million", min=0.0, help="API fine-tuning price per million tokens [default: 5.0]."),
+    tokens_per_second: Optional[float] = typer.Option(None, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate [default: 150]."),
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs for time and cost (default: train's)."),
     max_errors: int = typer.Option(1000, "--max-errors", min=1, help="Stop after this many errors."),
     max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64, help="Records larger than this are errors."),
@@ -202,8 +202,11 @@ def data_check(
     from specialist.data.report import print_report, write_html
 
     settings = CheckSettings(format=format, model=model, max_length=max_length, eval_data=eval_data, epochs=epochs,
-                             tokens_per_second=tokens_per_second, price_per_million=price,
                              max_errors=max_errors, max_record_bytes=max_record_bytes)
+    if tokens_per_second is not None:
+        settings.tokens_per_second = tokens_per_second
+    if price is not None:
+        settings.price_per_million = price
     report = run_check(data, settings, progress=lambda msg: err_console.print(f"[dim]{msg}…[/dim]"))
     if html_path is not None:
         write_html(report, html_path)

@@ -243,3 +243,14 @@ def test_token_counts_match_training_encoding(tmp_path, tiny_base_model):
     lengths = [sum(map(len, encode_example(tok, [{"role": "user", "content": r["prompt"]}], r["completion"]))) for r in rows]
     assert report.stats["training"]["tokens_per_epoch"] == sum(lengths)
     assert report.stats["tokens"]["example"]["max"] == max(lengths)
+
+
+def test_language_of_classification_inputs(tmp_path):
+    """Labels carry no language, so classification data is judged by its inputs."""
+    docs = ["Najemca zobowiązuje się płacić czynsz do dziesiątego dnia każdego miesiąca na wskazane konto.",
+            "Pracownik zostaje zatrudniony na stanowisku specjalisty w pełnym wymiarze czasu pracy od jutra.",
+            "Strony zachowają w tajemnicy wszystkie informacje poufne przekazane w trakcie współpracy."]
+    rows = [{"prompt": f"{docs[i % 3]} Sprawa numer {i}.", "completion": ["lease", "employment", "nda"][i % 3]} for i in range(60)]
+    rows[7]["prompt"] = "The tenant shall pay the rent no later than the tenth day of each month to the landlord's account."
+    report = check(tmp_path, rows)
+    assert codes(report)["W107"] == [8] and report.stats["languages"]["pl"] == 59

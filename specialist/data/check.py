@@ -86,7 +86,8 @@ def run_check(path: str | Path, settings: CheckSettings | None = None,
         labels, topics = quality.labels_of(examples), quality.topics_of(examples)
         warnings += quality.length_warnings(examples, labels)
         progress("languages")
-        languages, sampled = detect_languages([e.completion for e in examples])
+        # Labels say nothing about language: for classification data the inputs are checked.
+        languages, sampled = detect_languages([e.user_text if labels else e.completion for e in examples])
         warnings += quality.language_warnings(examples, languages, sampled)
         progress("style")
         warnings += quality.style_warnings(examples, quality.main_language(languages), labels)

@@ -188,7 +188,7 @@ def language_warnings(examples: Sequence[Example], languages: dict[int, str], sa
         return []
     others = ", ".join(f"{lang} {c}" for lang, c in counts.most_common() if lang != main)
     note = " (a sample of the records was checked)" if sampled else ""
-    return [_warn("W107", examples, odd, f"{len(odd)} answers are not in the dataset's language ({main}): {others}; "
+    return [_warn("W107", examples, odd, f"{len(odd)} records are not in the dataset's language ({main}): {others}; "
                                           f"lines {_lines(examples, odd)}{note}")]
 
 

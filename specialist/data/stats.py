@@ -13,9 +13,10 @@ import numpy as np
 from specialist.data.example import Example
 from specialist.data.findings import DataWarning
 
-# Training throughput assumed for the time estimate when none is given: LoRA on the embedded
-# 270M model in bf16 on a 2-core CPU with AMX (tokens seen per second, prompt + answer).
-DEFAULT_TOKENS_PER_SECOND = 1000.0
+# Training throughput assumed for the time estimate when none is given (tokens seen per
+# second, prompt + answer): a rough figure for LoRA on the embedded 270M model on a 2-core CPU.
+# Pass the figure your machine measures (the training benchmark prints it) with --tokens-per-second.
+DEFAULT_TOKENS_PER_SECOND = 150.0
 # API fine-tuning price per million training tokens (OpenAI's gpt-4.1-mini list price at the
 # time of writing); billed tokens = tokens per epoch × epochs.
 DEFAULT_PRICE_PER_MILLION = 5.0
