@@ -26,7 +26,7 @@ EXPECTED = {
     "E002_truncated_array.json": (3, 2, [("E002", 4, "")]),
     "E003_not_object.jsonl": (4, 1, [("E003", 2, ""), ("E003", 3, ""), ("E003", 4, "")]),
     "E004_missing_field.jsonl": (3, 1, [("E004", 2, "completion"), ("E004", 3, "")]),
-    "E004_csv_no_completion.csv": (1, 0, [("E004", 2, "completion")]),
+    "E004_csv_no_completion.csv": (1, 0, [("E004", 1, "header")]),
     "E005_empty_field.jsonl": (2, 1, [("E005", 2, "completion")]),
     "E006_whitespace_field.jsonl": (2, 1, [("E006", 2, "prompt")]),
     "E007_wrong_type.jsonl": (5, 1, [("E007", 2, "prompt"), ("E007", 3, "completion"), ("E007", 4, "messages"),
@@ -54,6 +54,13 @@ def test_corpus_file_errors_are_located(name):
 def test_every_error_code_is_covered():
     covered = {code for _, _, errs in EXPECTED.values() for code, _, _ in errs} | {"E011", "E015"}
     assert covered == {c for c in CODES if c.startswith("E")}
+
+
+def test_a_single_json_object_is_not_a_dataset(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"data": [{"prompt": "a", "completion": "b"}]}, indent=2))
+    data = read_dataset(path)
+    assert [(e.code, e.line) for e in data.errors] == [("E001", 1)] and "array" in data.errors[0].message
 
 
 def test_invalid_json_reports_the_column():

@@ -54,9 +54,10 @@ def detect_format(path: Path) -> str:
     head = _head(path)
     if head.startswith(b"PAR1"):
         return "parquet"
-    first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if first == b"[":
-        return "json"
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    first = body[:1]
+    if first == b"[" or body.split(b"\n", 1)[0].strip() == b"{":
+        return "json"  # an array, or one pretty-printed object (reported as not an array)
     if first == b"{" or suffix == ".json":
         return "jsonl"
     raise SpecialistError(f"{path}: cannot tell the format from the name or content; "
@@ -292,6 +293,12 @@ def _read_csv(path: Path, max_bytes: int, delimiter: str | None = None) -> Itera
             continue
         if header is None:
             header = [h.strip() for h in row]
+            columns = set(header)
+            if not ({"prompt", "completion"} <= columns or {"instruction", "output"} <= columns):
+                yield RawRecord(file, start, error=DataError(
+                    "E004", file, start, "header", f"no prompt and completion (or instruction and output) columns "
+                                                   f"in the header (columns: {', '.join(header[:8])})"))
+                return
             continue
         if len(row) != len(header):
             yield RawRecord(file, start, error=DataError(
