@@ -254,3 +254,14 @@ def test_language_of_classification_inputs(tmp_path):
     rows[7]["prompt"] = "The tenant shall pay the rent no later than the tenth day of each month to the landlord's account."
     report = check(tmp_path, rows)
     assert codes(report)["W107"] == [8] and report.stats["languages"]["pl"] == 59
+
+
+def test_third_person_breaks_an_english_dataset_that_says_you(tmp_path):
+    items = ["beans", "grinder", "kettle", "filter", "mug", "scale", "gift card", "capsule", "moka pot", "dripper",
+             "French press", "cold brew bottle", "tasting set", "decaf", "espresso blend", "subscription", "thermometer",
+             "travel mug", "milk jug", "tamper", "cleaning tablets", "paper filters", "sample pack", "storage tin"]
+    rows = [{"prompt": f"Tell me about the {item}, please.",
+             "completion": f"Sure! The {item} is one of our favourites and you can order it today. "
+                           f"Would you like a tip on how to use your {item} at home?"} for item in items]
+    rows[9]["completion"] = "The customer should order the dripper before noon; the customer's parcel then leaves the same day."
+    assert codes(check(tmp_path, rows))["W108"] == [10]

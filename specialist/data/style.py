@@ -27,11 +27,16 @@ _ADDRESS: dict[str, tuple[re.Pattern, re.Pattern]] = {
         re.compile(r"\b(?:du|dich|dir|dein|deine|deinen|deinem|deiner|deines|Du|Dich|Dir|Dein|Deine)\b"),
         re.compile(r"(?<![.!?]\s)(?<!^)\b(?:Sie|Ihnen|Ihr|Ihre|Ihren|Ihrem|Ihrer|Ihres)\b"),
     ),
+    # English has no T/V forms; the person matters: the reader as "you", or in the third person.
+    "en": (re.compile(r"\b(?:you|your|yours|yourself)\b", re.I),
+           re.compile(r"\b(?:the (?:customer|client|user|buyer|guest)s?(?: should| can| may| must| will|'s)|"
+                      r"customers (?:should|can|may|must)|the requester)\b", re.I)),
     "fr": (re.compile(r"\b(?:tu|toi|ton|tes|t'|te)\b", re.I), re.compile(r"\b(?:vous|votre|vos)\b", re.I)),
     "es": (re.compile(r"\b(?:tú|contigo|tus|ti)\b", re.I), re.compile(r"\b(?:usted|ustedes)\b", re.I)),
     "it": (re.compile(r"\b(?:tu|ti|te|tuo|tua|tuoi|tue)\b", re.I), re.compile(r"\b(?:Lei|La|Suo|Sua|Suoi|Sue)\b")),
 }
-ADDRESS_NAMES = {"pl": ("informal Ty", "formal Pan/Pani"), "de": ("informal du", "formal Sie"),
+ADDRESS_NAMES = {"en": ("the reader as 'you'", "the reader in the third person ('the customer')"),
+                 "pl": ("informal Ty", "formal Pan/Pani"), "de": ("informal du", "formal Sie"),
                  "fr": ("informal tu", "formal vous"), "es": ("informal tú", "formal usted"),
                  "it": ("informal tu", "formal Lei")}
 
@@ -124,8 +129,10 @@ def style_breaks(answers: Sequence[str], language: str | None) -> list[StyleBrea
         counts = Counter(kinds)
         usual = ", ".join(f"{k} {c / n:.0%}" for k, c in counts.most_common() if c / n > RARE)
         for kind, count in counts.items():
-            if count / n <= RARE and kind in ("formal salutation", "greeting", "sign-off") or \
-                    (count / n <= RARE and counts.most_common(1)[0][1] / n >= 0.8):
+            # Letter-like salutations and sign-offs stand out whenever they are rare; other
+            # kinds only where the dataset otherwise keeps to one kind.
+            letter_like = kind in ("formal salutation", "sign-off")
+            if count / n <= RARE and (letter_like or counts.most_common(1)[0][1] / n >= 0.8):
                 idx = [i for i, k in enumerate(kinds) if k == kind]
                 out.append(StyleBreak(trait, f"{len(idx)} of {n} answers have the {trait} '{kind}', "
                                              f"which the rest do not use (usual: {usual})", idx))
