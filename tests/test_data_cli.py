@@ -151,3 +151,23 @@ def test_convert_round_trip_prompt_completion_and_chat(tmp_path):
     # an existing output file is not overwritten silently
     proc = cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out", str(chat))
     assert proc.returncode == 2
+
+
+def test_atomic_writes_leave_no_temporary_files_and_a_normal_mode(tmp_path):
+    import os
+    import stat
+
+    from specialist.data.io import atomic_write_jsonl
+
+    out = tmp_path / "d.jsonl"
+    atomic_write_jsonl(out, [{"a": 1}])
+    assert os.listdir(tmp_path) == ["d.jsonl"] and out.read_text() == '{"a": 1}\n'
+    assert stat.S_IMODE(out.stat().st_mode) & 0o044  # readable by others, like any file the user writes
+
+    def broken():
+        yield {"a": 1}
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_jsonl(out, broken())
+    assert os.listdir(tmp_path) == ["d.jsonl"] and out.read_text() == '{"a": 1}\n'

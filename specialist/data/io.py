@@ -18,6 +18,12 @@ def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
         raise SpecialistError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace", exit_code=2)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_lines(path, [text], end="")
 
@@ -32,6 +38,7 @@ def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> Non
                 f.write(line + end)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
