@@ -395,6 +395,33 @@ def serve(
     run_server(model, host, port, api_key or None, limits, model_id=model_id)
 
 
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="A run folder (its LoRA is merged) or any model reference."),
+    fmt: str = typer.Option(..., "--format", "-f", help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
+    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16 or q8_0."),
+    system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder."""
+    _quiet_libraries()
+    from specialist.serve.export import FORMATS, export as run_export
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+    if system is not None and fmt != "ollama":
+        raise typer.BadParameter("only --format ollama carries a system prompt", param_hint="--system-prompt")
+    result = run_export(model, fmt, out, outtype, _read_text(system) if system else None, overwrite)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        console.print(f"[green]exported[/green] {fmt} → {result.out}: {', '.join(result.files)}")
+        if fmt == "ollama":
+            console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False, highlight=False)
+
+
 # ---------------------------------------------------------------- bench and demo
 
 
