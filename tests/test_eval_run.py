@@ -268,3 +268,20 @@ def test_cli_bad_input_is_one_line(case, run_dir, coffee, tmp_path, monkeypatch,
     assert lines[-1].startswith("error:") and sum(l.startswith("error:") for l in lines) == 1
     assert "Traceback" not in err
     assert {"no-run": "not a run folder", "bad-rules": "rules.yaml:3", "no-train-data": "--train-data"}[case] in err
+
+
+@pytest.mark.slow
+def test_eval_on_the_embedded_model(coffee, tmp_path, monkeypatch):
+    """The whole pipeline on Gemma 3 270M (262k vocabulary: the loss pass keeps only the
+    completion positions' logits) with an untrained adapter, two prompts."""
+    from specialist.evaluate.runner import run_eval
+    from specialist.models.resolve import resolve
+
+    monkeypatch.delenv("SPECIALIST_HOME")  # use the user's cache: prepared once
+    run = make_run(tmp_path / "run", Path(resolve("gemma-3-270m").weights), coffee["train"])
+    doc = run_eval(_settings(run, coffee, dtype="auto", limit=2, max_new_tokens=16, style_negatives=4))
+    names = [c["name"] for c in doc["contenders"]]
+    assert names == ["zero-shot", "prompt-engineering", "fine-tuned"]
+    for c in doc["contenders"]:
+        assert all(c["metrics"][k] is not None for k in REQUIRED)
+        assert 0 < c["metrics"]["eval_loss"] and math.isfinite(c["metrics"]["eval_loss"])
