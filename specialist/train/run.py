@@ -51,9 +51,9 @@ def model_reference(ref: str) -> str:
 def set_threads(config: TrainConfig, local_processes: int) -> int:
     import torch
 
-    from specialist.train.setup import physical_cores
+    from specialist.train.setup import default_threads
 
-    threads = config.threads or max(1, physical_cores() // max(1, local_processes))
+    threads = config.threads or default_threads(local_processes)
     torch.set_num_threads(threads)
     return threads
 

@@ -1,0 +1,81 @@
+"""The reference recipe the training benchmark compares against: plain TRL SFTTrainer + PEFT
+LoRA as TRL's documentation shows it, with fp32 weights (from_pretrained's default dtype) and
+no mixed precision.
+
+    model = AutoModelForCausalLM.from_pretrained(MODEL)               # fp32
+    trainer = SFTTrainer(model=model, train_dataset=dataset,           # prompt/completion chats
+                         args=SFTConfig(...), peft_config=LoraConfig(r=16, target_modules="all-linear"))
+    trainer.train()
+
+Same data, base model and hyper-parameters as `specialist train` in bench_train_speed.py:
+1 epoch, batch 8, max length 256, lr 2e-4, linear schedule without warm-up, LoRA r=16
+alpha=32 on all linear layers. SFTConfig turns bf16 on by default; it is turned off here
+(the fp32 recipe). The tokenizer carries the same chat template specialist trains with.
+
+    python benchmarks/reference_trl_sft.py --data examples/coffee/train.jsonl [--limit 64] [--threads 2]
+prints one JSON document: tokens, train_seconds, tokens_per_second, step losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run(data: Path, model_ref: str = "gemma-3-270m", limit: int | None = None, threads: int | None = None,
+        seed: int = 42) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.train.dataset import read_examples
+
+    if threads:
+        torch.set_num_threads(threads)
+    source = resolve(model_ref)
+    tokenizer = load_tokenizer(source)  # the model's chat template (or specialist's default one)
+    examples = read_examples(data)[:limit]
+    dataset = Dataset.from_list([
+        {"prompt": ex.messages, "completion": [{"role": "assistant", "content": ex.completion}]}
+        for ex in examples])
+
+    model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as out:
+        args = SFTConfig(
+            output_dir=out, num_train_epochs=1, per_device_train_batch_size=8, learning_rate=2e-4,
+            max_length=256, lr_scheduler_type="linear", warmup_steps=0, logging_steps=1,
+            save_strategy="no", report_to="none", bf16=False, use_cpu=True, seed=seed,
+            include_num_input_tokens_seen="non_padding", disable_tqdm=True)
+        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
+        result = trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    seconds = float(result.metrics["train_runtime"])
+    tokens = int(trainer.state.num_input_tokens_seen)
+    return {"recipe": "trl-sft-fp32", "examples": len(examples), "steps": trainer.state.global_step,
+            "tokens": tokens, "train_seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 1), "train_loss": float(result.training_loss),
+            "losses": losses, "threads": torch.get_num_threads()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--limit", type=int, default=None, help="first N examples only")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    a = parser.parse_args()
+    doc = run(a.data, a.model, a.limit, a.threads, a.seed)
+    sys.stdout.write(json.dumps(doc) + "\n")
