@@ -423,6 +423,31 @@ def export(
 
 
 # ---------------------------------------------------------------- bench and demo
+@app.command()
+def bench(
+    names: Optional[list[str]] = typer.Argument(None, help="Benchmarks to run (default: all; see --list)."),
+    quick: bool = typer.Option(False, "--quick", help="A few steps each: checks the benchmarks run, not the figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    list_only: bool = typer.Option(False, "--list", help="List the benchmarks and exit."),
+) -> None:
+    """The speed benchmarks in benchmarks/ (training vs the TRL recipe first)."""
+    _quiet_libraries()
+    from specialist.bench import discover, rich_tables, run_benchmarks
+
+    if list_only:
+        found = discover()
+        if as_json:
+            _print_json({"benchmarks": [{"name": b.name, "description": b.description, "path": str(b.path)} for b in found.values()]})
+        else:
+            for b in found.values():
+                console.print(f"[bold]{b.name}[/bold]  {b.description}", highlight=False)
+        return
+    results = run_benchmarks(names or None, quick=quick)
+    if as_json:
+        _print_json({"benchmarks": results})
+    else:
+        for table in rich_tables(results):
+            console.print(table)
 
 
 # ---------------------------------------------------------------- entry point
