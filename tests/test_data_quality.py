@@ -265,3 +265,23 @@ def test_third_person_breaks_an_english_dataset_that_says_you(tmp_path):
                            f"Would you like a tip on how to use your {item} at home?"} for item in items]
     rows[9]["completion"] = "The customer should order the dripper before noon; the customer's parcel then leaves the same day."
     assert codes(check(tmp_path, rows))["W108"] == [10]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_chat_model", "tiny_base_model"])
+def test_batched_token_counts_equal_encode_example(request, fixture):
+    """count_tokens batches and caches the template suffix; it must give exactly the lengths
+    training gets from encode_example, system prompts and earlier turns included."""
+    from transformers import AutoTokenizer
+
+    from specialist.data import load_examples
+    from specialist.data.stats import count_tokens
+    from specialist.models.template import encode_example
+
+    tok = AutoTokenizer.from_pretrained(request.getfixturevalue(fixture))
+    examples = load_examples(Path(__file__).parent / "data_corpus" / "good_chat.jsonl") + \
+        load_examples(Path(__file__).parent / "data_corpus" / "good_alpaca.json")
+    counts = count_tokens(examples, tok, batch_size=2)
+    expected = [encode_example(tok, e.messages, e.completion) for e in examples]
+    assert counts.prompt == [len(p) for p, _ in expected]
+    assert counts.completion == [len(c) for _, c in expected]
+    assert len(counts.system) == 1

@@ -52,16 +52,23 @@ class TokenCounts:
     completion: list[int]  # the answer with its end-of-turn token
 
 
-def count_tokens(examples: Sequence[Example], tokenizer: Any) -> TokenCounts:
-    from specialist.models.template import encode_example
+def count_tokens(examples: Sequence[Example], tokenizer: Any, batch_size: int = 1024) -> TokenCounts:
+    """What encode_example(tokenizer, messages, completion) gives for every example, batched:
+    the prompt rendered by the chat template and the answer with the template's end-of-turn
+    suffix (looked up once: it walks the whole vocabulary), tokenized in batches."""
+    from specialist.models.template import completion_suffix, render_prompt
 
+    suffix = completion_suffix(tokenizer)
     system, prompt, completion = [], [], []
-    for e in examples:
-        p, c = encode_example(tokenizer, e.messages, e.completion)
-        prompt.append(len(p))
-        completion.append(len(c))
-        if e.system:
-            system.append(len(tokenizer(e.system, add_special_tokens=False)["input_ids"]))
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start:start + batch_size]
+        prompts = [render_prompt(tokenizer, e.messages) for e in batch]
+        answers = [e.completion + suffix for e in batch]
+        prompt += [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        completion += [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+        systems = [e.system for e in batch if e.system]
+        if systems:
+            system += [len(ids) for ids in tokenizer(systems, add_special_tokens=False)["input_ids"]]
     return TokenCounts(system, prompt, completion)
 
 
