@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from specialist.data import Example, load_examples, read_dataset
+from specialist.data import Example, load_examples
 from specialist.errors import SpecialistError
 
 CORPUS = Path(__file__).parent / "data_corpus"

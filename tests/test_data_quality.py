@@ -285,3 +285,12 @@ def test_batched_token_counts_equal_encode_example(request, fixture):
     assert counts.prompt == [len(p) for p, _ in expected]
     assert counts.completion == [len(c) for _, c in expected]
     assert len(counts.system) == 1
+
+
+def test_exact_copies_are_reported_once_not_again_as_near_duplicates(tmp_path):
+    rows = clean_records()
+    rows[40] = dict(rows[3])
+    rows[41] = {"prompt": rows[3]["prompt"] + " ", "completion": rows[3]["completion"].replace("w tej kategorii", "w tej właśnie kategorii")}
+    found = codes(check(tmp_path, rows))
+    assert found["W101"] == [4, 41]
+    assert found["W102"] == [4, 42]  # the copy at line 41 is not listed again

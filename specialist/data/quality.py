@@ -4,7 +4,6 @@ the records involved (their line numbers)."""
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -15,7 +14,6 @@ import numpy as np
 from specialist.data import dedup
 from specialist.data.example import Example
 from specialist.data.findings import DataWarning
-from specialist.data.language import detect_languages
 from specialist.data.pii import find_pii
 from specialist.data.style import style_breaks
 
@@ -59,7 +57,7 @@ class Similarity:
 
     def __init__(self, examples: Sequence[Example]) -> None:
         self.examples = examples
-        self.prompt_sigs = dedup.signatures([_prompt_key(e) for e in examples])
+        self.prompt_sigs = dedup.signatures([prompt_key(e) for e in examples])
         self.answer_sigs = dedup.signatures([e.completion for e in examples])
         self.index = dedup.NearIndex(self.prompt_sigs)
 
@@ -74,7 +72,7 @@ class Similarity:
         return [(i, j, sim, float(a)) for (i, j, sim), a in zip(pairs, answer_sims.tolist())]
 
 
-def _prompt_key(e: Example) -> str:
+def prompt_key(e: Example) -> str:
     return "\n".join(m["content"] for m in e.messages if m["role"] != "system")
 
 
@@ -83,24 +81,23 @@ def duplicate_warnings(examples: Sequence[Example], sim: Similarity) -> list[Dat
     exact: dict[tuple, list[int]] = defaultdict(list)
     for i, e in enumerate(examples):
         exact[exact_key(e)].append(i)
-    in_exact = set()
+    first_copy = {}  # exact copies are reported once (W101) and stand in by their first copy below
     for idx in exact.values():
+        first_copy.update({i: idx[0] for i in idx})
         if len(idx) > 1:
-            in_exact.update(idx[1:])
             warnings.append(_warn("W101", examples, idx, f"{len(idx)} identical records (lines {_lines(examples, idx)})"))
 
-    key_of = {i: k for k, idx in enumerate(exact.values()) for i in idx}
     near = dedup.UnionFind(len(examples))
     contra = dedup.UnionFind(len(examples))
-    for i, j, p_sim, a_sim in sim.prompt_pairs():
-        if key_of[i] == key_of[j]:
+    for i, j, _p_sim, a_sim in sim.prompt_pairs():
+        i, j = first_copy[i], first_copy[j]
+        if i == j:
             continue
         if a_sim >= dedup.NEAR:
             near.union(i, j)
         elif a_sim < CONTRADICTION_MAX_ANSWER_SIMILARITY and examples[i].system == examples[j].system:
             contra.union(i, j)
     for group in near.groups():
-        group = [g for g in group if g not in in_exact] if len(set(group) - in_exact) > 1 else group
         warnings.append(_warn("W102", examples, group, f"{len(group)} near-identical records (lines {_lines(examples, group)})"))
     for group in contra.groups():
         warnings.append(_warn("W103", examples, group,
@@ -123,11 +120,11 @@ def leakage_warnings(train: Sequence[Example], sim: Similarity, eval_examples: S
     measure memory, not skill."""
     if not eval_examples:
         return []
-    eval_sigs = dedup.signatures([_prompt_key(e) for e in eval_examples])
-    train_keys = {dedup.normalize(_prompt_key(e)): i for i, e in enumerate(train)}
+    eval_sigs = dedup.signatures([prompt_key(e) for e in eval_examples])
+    train_keys = {dedup.normalize(prompt_key(e)): i for i, e in enumerate(train)}
     leaks: list[tuple[int, int]] = []
     for k, e in enumerate(eval_examples):
-        hit = train_keys.get(dedup.normalize(_prompt_key(e)))
+        hit = train_keys.get(dedup.normalize(prompt_key(e)))
         if hit is None:
             near = [j for j in sim.index.query(eval_sigs[k]) if dedup.similarity(eval_sigs[k], sim.prompt_sigs[j]) >= dedup.NEAR]
             hit = min(near) if near else None

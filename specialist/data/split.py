@@ -12,7 +12,7 @@ from pathlib import Path
 from specialist.data import dedup
 from specialist.data.example import Example
 from specialist.data.io import atomic_write_jsonl, refuse_overwrite
-from specialist.data.quality import Similarity, _prompt_key
+from specialist.data.quality import Similarity, prompt_key
 from specialist.data.validate import load_examples
 from specialist.errors import SpecialistError
 
@@ -31,7 +31,7 @@ def clusters_of(examples: list[Example]) -> list[list[int]]:
     uf = dedup.UnionFind(len(examples))
     first: dict[str, int] = {}
     for i, e in enumerate(examples):
-        key = dedup.normalize(_prompt_key(e))
+        key = dedup.normalize(prompt_key(e))
         if key in first:
             uf.union(first[key], i)
         else:

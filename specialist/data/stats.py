@@ -3,7 +3,6 @@ training tokens per epoch, estimated training time and API fine-tuning cost."""
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -152,7 +151,3 @@ def build_stats(examples: Sequence[Example], *, schemas: Counter, records: int, 
     stats["knowledge"] = {k: round(v, 3) for k, v in knowledge.items()}
     stats["records"] = records
     return stats
-
-
-def median_or_zero(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else 0.0
