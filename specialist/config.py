@@ -134,12 +134,12 @@ def load_train_config(path: Path | None = None, overrides: Mapping[str, Any] | N
     if path is not None:
         values = read_yaml(path)
         source = str(path)
-        for key in ("data", "eval_data", "out"):
+        for key in ("data", "eval_data"):  # a config next to its data finds it from any cwd
             v = values.get(key)
             if isinstance(v, str) and v and not Path(v).is_absolute() and not Path(v).exists():
                 candidate = Path(path).parent / v
-                if candidate.exists() or key == "out":
-                    values[key] = str(candidate) if key != "out" else v
+                if candidate.exists():
+                    values[key] = str(candidate)
     cli = {k: v for k, v in (overrides or {}).items() if v is not None}
     merged = {**values, **cli}
     try:

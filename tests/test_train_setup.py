@@ -121,6 +121,32 @@ def test_threads_back_off_when_the_machine_is_busy(monkeypatch):
     assert setup.default_threads(local_processes=2) == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
     assert setup.default_threads() == 1
+    # our own threads are not "other work": 4 busy cores of which 3 are ours leave 3 free
+    assert setup.default_threads(own_threads=3) == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    assert setup.default_threads(own_threads=1) == 1
+
+
+def test_adaptive_threads_follow_the_load(monkeypatch):
+    from types import SimpleNamespace
+
+    from specialist.train.callbacks import AdaptiveThreads
+
+    monkeypatch.setattr(setup, "physical_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cb = AdaptiveThreads(every=10)
+        monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+        cb.on_step_begin(None, SimpleNamespace(global_step=5), None)
+        assert torch.get_num_threads() == 2  # only every 10 steps
+        cb.on_step_begin(None, SimpleNamespace(global_step=10), None)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # just us now
+        cb.on_step_begin(None, SimpleNamespace(global_step=20), None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 BENCH = '''

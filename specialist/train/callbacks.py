@@ -103,3 +103,24 @@ class MetricsCallback(TrainerCallback):
         if left > 0 and eta == eta:
             parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         err_console.print("  ".join(parts), highlight=False)
+
+
+class AdaptiveThreads(TrainerCallback):
+    """Re-decides the torch thread count every `every` steps as other work on the machine comes
+    and goes (only when the user did not fix `threads`)."""
+
+    def __init__(self, local_processes: int = 1, every: int = 10) -> None:
+        self.local_processes = local_processes
+        self.every = every
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step % self.every:
+            return
+        import torch
+
+        from specialist.train.setup import default_threads
+
+        current = torch.get_num_threads()
+        wanted = default_threads(self.local_processes, own_threads=current)
+        if wanted != current:
+            torch.set_num_threads(wanted)

@@ -81,7 +81,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
 
     from specialist.models.device import pick_device
     from specialist.models.resolve import load_tokenizer, resolve
-    from specialist.train.callbacks import MetricsCallback
+    from specialist.train.callbacks import AdaptiveThreads, MetricsCallback
     from specialist.train.setup import load_model_for_training, plan_model, training_arguments
     from specialist.train.trainer import CompletionTrainer, make_collator
 
@@ -136,6 +136,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         args = training_arguments(config, plan, checkpoints_dir(run_dir), has_eval=eval_features is not None)
         metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main)
         callbacks: list[Any] = [metrics_cb]
+        if config.threads is None:
+            callbacks.append(AdaptiveThreads(local))
         if eval_features is not None and config.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         if is_main:

@@ -58,17 +58,17 @@ def physical_cores() -> int:
     return max(1, min(len(cores) or available, available))
 
 
-def default_threads(local_processes: int = 1) -> int:
+def default_threads(local_processes: int = 1, own_threads: int = 0) -> int:
     """Physical cores shared among this machine's training processes, minus the cores other
-    work keeps busy right now (1-minute load average): with more busy threads than cores,
-    every small op waits for a descheduled OpenMP thread (measured: a step 15x slower with 2
-    threads on 2 loaded cores than with 1)."""
+    work keeps busy right now (1-minute load average, without our own `own_threads`): with
+    more busy threads than cores, every small op waits for a descheduled OpenMP thread
+    (measured: a step 15x slower with 2 threads on 2 loaded cores than with 1)."""
     share = max(1, physical_cores() // max(1, local_processes))
     try:
-        busy = os.getloadavg()[0] / max(1, local_processes)
+        others = max(0.0, os.getloadavg()[0] - own_threads * max(1, local_processes))
     except OSError:
-        busy = 0.0
-    return max(1, min(share, round(share - busy + 0.49)))
+        others = 0.0
+    return max(1, min(share, round(share - others / max(1, local_processes) + 0.49)))
 
 
 def choose_precision(config: TrainConfig, device: torch.device) -> Precision:
