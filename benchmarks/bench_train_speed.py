@@ -9,7 +9,7 @@ train_runtime), final loss (mean step loss over the last 5 steps) and the speed 
 
 Goal: ratio >= 4 with final loss <= the reference's.
 
-    python benchmarks/bench_train_speed.py [--quick] [--json]
+    python benchmarks/bench_train_speed.py [--quick | --examples N] [--threads T] [--json]
     specialist bench train_speed [--quick] [--json]
 """
 
@@ -86,11 +86,12 @@ def machine() -> dict:
             "bf16_native": cpu_supports_bf16(), "load_average_1m_at_start": round(load[0], 2)}
 
 
-def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None = None) -> dict:
+def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None = None,
+          examples: int | None = None) -> dict:
     from specialist.train.setup import default_threads
 
     threads = threads or default_threads()
-    limit = QUICK_EXAMPLES if quick else None
+    limit = examples or (QUICK_EXAMPLES if quick else None)
     info = machine()
     with tempfile.TemporaryDirectory() as tmp:
         data = dataset_path(Path(tmp))
@@ -108,7 +109,7 @@ def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None 
                                        "train_loss", "final_loss", "threads")})
     ratio = ours["tokens_per_second"] / ref["tokens_per_second"] if ref["tokens_per_second"] else 0.0
     ok = ratio >= GOAL_RATIO and ours["final_loss"] <= ref["final_loss"]
-    return {"name": NAME, "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else "generated",
+    return {"name": NAME, "examples": rows[0]["examples"], "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else "generated",
             "model": model, "quick": quick, "machine": info, "rows": rows,
             "summary": {"speedup": round(ratio, 2), "goal": f">= {GOAL_RATIO}x tokens/s, final loss <= reference",
                         "final_loss_delta": round(ours["final_loss"] - ref["final_loss"], 4)},
@@ -120,7 +121,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_EXAMPLES} examples only")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: free cores)")
+    parser.add_argument("--examples", type=int, default=None, help="first N examples only (1 epoch over them)")
     # internal: run one recipe in this process and print its JSON
     parser.add_argument("--recipe", choices=["specialist"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -129,7 +131,7 @@ if __name__ == "__main__":
     if a.recipe:
         sys.stdout.write(json.dumps(run_specialist(a.data, a.model, a.limit, a.threads)) + "\n")
         sys.exit(0)
-    doc = bench(a.quick, a.model, a.threads)
+    doc = bench(a.quick, a.model, a.threads, a.examples)
     if a.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
