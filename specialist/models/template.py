@@ -70,6 +70,17 @@ def completion_suffix(tokenizer: Any) -> str:
     (text after it is never generated, so it is never trained). Falls back to the EOS token for
     templates that close a turn with none."""
     ensure_chat_template(tokenizer)
+    # Cached on the tokenizer (keyed by its template): finding the end-of-turn token walks the
+    # vocabulary, too slow to repeat for every training example.
+    cached = getattr(tokenizer, "_specialist_suffix", None)
+    if cached is not None and cached[0] == tokenizer.chat_template:
+        return cached[1]
+    suffix = _find_completion_suffix(tokenizer)
+    tokenizer._specialist_suffix = (tokenizer.chat_template, suffix)
+    return suffix
+
+
+def _find_completion_suffix(tokenizer: Any) -> str:
     convo = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
     full = tokenizer.apply_chat_template(convo, tokenize=False)
     after = full[full.index(_SENTINEL) + len(_SENTINEL):]
