@@ -50,7 +50,10 @@ def metric_charts(doc: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_xticks(range(len(names)), names, fontsize=8, rotation=15)
         arrow = {"higher": " (higher is better)", "lower": " (lower is better)"}.get(info.better, "")
         ax.set_title(info.label + arrow, fontsize=9)
-        ax.margins(y=0.2)
+        if info.fmt == "pct":
+            ax.set_ylim(0, 112)  # shares on a fixed 0-100% scale, room for the labels
+        else:
+            ax.margins(y=0.2)
         ax.spines[["top", "right"]].set_visible(False)
         charts.append((info.label, _png(fig)))
     return charts
