@@ -107,7 +107,7 @@ def generate(
     if input_file is not None:
         _generate_file(model, input_file, output_file, settings, batch_size, system, as_json)
         return
-    gen = Generator(load_model(model))
+    gen = Generator(load_model(model, merge_adapter=True))
     answer = gen.generate([build_messages(prompt, system)], settings)[0]
     if as_json:
         _print_json({"model": model, "prompt": prompt, "answer": answer.text,
@@ -135,7 +135,7 @@ def chat(
     from specialist.serve.generation import GenerationSettings, Generator
 
     system_text = _read_text(system) if system else None
-    generator = Generator(load_model(model))
+    generator = Generator(load_model(model, merge_adapter=True))
     session = ChatSession(generator, system_text, max_context or min(generator.context_length, 4096),
                           GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                              top_p=top_p, seed=seed))
@@ -352,7 +352,7 @@ def _generate_file(model: str, input_file: Path, output_file: Path, settings, ba
 
     records = read_prompts(input_file, system)  # bad input fails before the model loads
     todo = len(records) - len(read_answered(output_file, records))
-    gen = Generator(load_model(model))
+    gen = Generator(load_model(model, merge_adapter=True))
     columns = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=as_json) as progress:
@@ -448,6 +448,21 @@ def bench(
     else:
         for table in rich_tables(results):
             console.print(table)
+
+
+@app.command()
+def demo(
+    model: str = typer.Option("gemma-3-270m", "--model", "-m", help="Base model reference."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.01),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),
+    eval_limit: int = typer.Option(24, "--eval-limit", min=1, help="Held-out prompts in the measured comparison."),
+) -> None:
+    """The whole road on the embedded default and the coffee-shop data: check → train → before/after → proof."""
+    _quiet_libraries()
+    from specialist.demo import DemoSettings, run_demo
+
+    run_demo(DemoSettings(model=model, out=out, epochs=epochs, max_steps=max_steps, eval_limit=eval_limit))
 
 
 # ---------------------------------------------------------------- entry point

@@ -445,7 +445,8 @@ def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
     from specialist.console import err_console
     from specialist.models.resolve import load_model
 
-    generator = Generator(load_model(model_ref))
+    # a merged adapter answers the same at the cost of the base model alone (no extra LoRA matmuls)
+    generator = Generator(load_model(model_ref, merge_adapter=True))
     app = create_app(generator, model_id or model_ref, api_key, limits)
     if host not in LOOPBACK and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can "
