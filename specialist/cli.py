@@ -30,6 +30,11 @@ ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: 
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    # Library deprecation notices are for this project's developers, not its users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     import transformers
 
     transformers.logging.set_verbosity_error()
