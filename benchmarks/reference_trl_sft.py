@@ -12,8 +12,14 @@ Same data, base model and hyper-parameters as `specialist train` in bench_train_
 alpha=32 on all linear layers. SFTConfig turns bf16 on by default; it is turned off here
 (the fp32 recipe). The tokenizer carries the same chat template specialist trains with.
 
-    python benchmarks/reference_trl_sft.py --data examples/coffee/train.jsonl [--limit 64] [--threads 2]
-prints one JSON document: tokens, train_seconds, tokens_per_second, step losses.
+TRL's prompt/completion path trains every token after the prompt, so with a template that
+writes text after the end-of-turn token (specialist's default template ends an assistant turn
+with "<eos>\n\n") its loss also covers that text; `trained_tokens` and `loss_covers` report
+what the loss was computed on, for comparison with specialist's (completion + end-of-turn).
+
+    python benchmarks/reference_trl_sft.py --data examples/coffee/train.jsonl [--limit 64] [--threads 2] [--adapter-out DIR]
+prints one JSON document: tokens, train_seconds, tokens_per_second, step losses, and saves the
+trained LoRA adapter to DIR when given.
 """
 
 from __future__ import annotations
@@ -28,8 +34,20 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def loss_covers(tokenizer, labels: list[int]) -> str:
+    """What an example's trained tokens are, in words: completion, end-of-turn, and whatever
+    follows the end-of-turn token (quoted)."""
+    trained = [t for t in labels if t != -100]
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token) if tokenizer.eos_token else None
+    if eos not in trained:
+        return "completion (no end-of-turn token)"
+    after = trained[len(trained) - trained[::-1].index(eos):]
+    desc = f"completion + {tokenizer.eos_token}"
+    return desc + (f" + {tokenizer.decode(after)!r}" if after else "")
+
+
 def run(data: Path, model_ref: str = "gemma-3-270m", limit: int | None = None, threads: int | None = None,
-        seed: int = 42) -> dict:
+        seed: int = 42, adapter_out: Path | None = None) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -59,14 +77,20 @@ def run(data: Path, model_ref: str = "gemma-3-270m", limit: int | None = None, t
                                  task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
+        labels = trainer.train_dataset["labels"]
+        trained_tokens = sum(sum(1 for t in row if t != -100) for row in labels)
+        covers = loss_covers(tokenizer, labels[0])
         result = trainer.train()
+        if adapter_out is not None:
+            trainer.model.save_pretrained(str(adapter_out))
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     seconds = float(result.metrics["train_runtime"])
     tokens = int(trainer.state.num_input_tokens_seen)
     return {"recipe": "trl-sft-fp32", "examples": len(examples), "steps": trainer.state.global_step,
             "tokens": tokens, "train_seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1), "train_loss": float(result.training_loss),
-            "losses": losses, "threads": torch.get_num_threads()}
+            "losses": losses, "threads": torch.get_num_threads(), "trained_tokens": trained_tokens,
+            "loss_covers": covers}
 
 
 if __name__ == "__main__":
@@ -76,6 +100,7 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=None, help="first N examples only")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--adapter-out", type=Path, default=None, help="save the trained adapter here")
     a = parser.parse_args()
-    doc = run(a.data, a.model, a.limit, a.threads, a.seed)
+    doc = run(a.data, a.model, a.limit, a.threads, a.seed, a.adapter_out)
     sys.stdout.write(json.dumps(doc) + "\n")
