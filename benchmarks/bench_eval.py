@@ -7,16 +7,22 @@
    (logits_to_keep) — tokens per second, i.e. the prefill speed the break-even uses.
 
     python benchmarks/bench_eval.py [--model gemma-3-270m] [--prompts 16] [--max-new-tokens 32] [--json]
+    specialist bench eval [--quick] [--json]            # --quick: 8 prompts, 16 new tokens
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NAME = "eval"
+DESCRIPTION = "specialist eval: answering one at a time vs batched, and the held-out loss pass"
 TARGET_SPEEDUP = 2.0
 
 
@@ -54,6 +60,26 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     result["target_speedup"] = TARGET_SPEEDUP
     result["ok"] = result["speedup"] >= TARGET_SPEEDUP
     return result
+
+
+def bench(quick: bool = False, model: str = "gemma-3-270m") -> dict:
+    """The registry's entry point, in a fresh process (its own threads and memory)."""
+    prompts, new_tokens = (8, 16) if quick else (16, 32)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--model", model, "--prompts", str(prompts),
+                           "--max-new-tokens", str(new_tokens), "--json"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_eval failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout[proc.stdout.index("{"):])
+    rows = [{"pass": label, "prompts": res["prompts"], "tokens": res[label]["generated_tokens"],
+             "seconds": res[label]["seconds"], "tokens_per_s": res[label]["tokens_per_s"]}
+            for label in ("sequential", "batched")]
+    h = res["heldout_loss"]
+    rows.append({"pass": "held-out loss (prefill)", "prompts": res["prompts"], "tokens": h["tokens"],
+                 "seconds": h["seconds"], "tokens_per_s": h["prefill_tokens_per_s"]})
+    return {"rows": rows, "ok": res["ok"], "model": model,
+            "summary": {"batching_speedup": res["speedup"], "goal": f"batched >= {TARGET_SPEEDUP}x sequential"},
+            "machine": {"load_average_1m": round(os.getloadavg()[0], 2)}}
 
 
 if __name__ == "__main__":

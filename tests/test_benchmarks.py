@@ -1,0 +1,93 @@
+"""The benchmarks' own logic: registration, the two training recipes' loss coverage, the
+common held-out yardstick, and the data-check benchmark's entry point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_test_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def write_data(path: Path, n: int) -> Path:
+    rows = [{"prompt": f"Pytanie numer {i} o kawę?", "completion": f"Odpowiedź {i}: mamy kawę z Etiopii i Kolumbii."}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_every_benchmark_is_registered():
+    from specialist.bench import discover
+
+    assert {"train_speed", "data_check", "eval", "generation"} <= set(discover())
+
+
+def test_recipes_train_different_tokens_and_are_scored_alike(tiny_base_model, tmp_path):
+    """TRL's prompt/completion path also trains the template text after the end-of-turn token
+    (the default template's "\\n\\n" after <eos>); specialist trains answer + end-of-turn only.
+    Both adapters are then scored by one function over the same fp32 base."""
+    speed, reference = load("bench_train_speed"), load("reference_trl_sft")
+    data = write_data(tmp_path / "train.jsonl", 8)
+    ours = speed.run_specialist(data, str(tiny_base_model), None, 1, adapter_out=tmp_path / "ours")
+    ref = reference.run(data, str(tiny_base_model), None, 1, adapter_out=tmp_path / "ref")
+    assert ours["steps"] == ref["steps"] == 1
+    assert ours["loss_covers"] == "completion + <|endoftext|>"
+    assert ref["loss_covers"] == "completion + <|endoftext|> + '\\n\\n'"
+    assert ref["trained_tokens"] > ours["trained_tokens"]
+
+    eval_path = write_data(tmp_path / "eval.jsonl", 4)
+    scores = [speed.heldout(str(tiny_base_model), tmp_path / name, eval_path, None) for name in ("ours", "ref")]
+    assert all(s["heldout_examples"] == 4 for s in scores)
+    assert scores[0]["heldout_tokens"] == scores[1]["heldout_tokens"]  # the same tokens for both
+
+
+def test_heldout_of_an_untrained_adapter_is_the_base_models_loss(tiny_base_model, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from specialist.evaluate.loss import heldout_loss
+    from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.train.dataset import read_examples
+
+    speed = load("bench_train_speed")
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(tmp_path / "a")
+    eval_path = write_data(tmp_path / "eval.jsonl", 3)
+    got = speed.heldout(str(tiny_base_model), tmp_path / "a", eval_path, None)["heldout_loss"]
+    examples = read_examples(eval_path)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
+    want = heldout_loss(plain, load_tokenizer(resolve(str(tiny_base_model))), [e.messages for e in examples],
+                        [e.completion for e in examples]).loss
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_data_check_benchmark_entry_point(monkeypatch):
+    module = load("bench_data_check")
+    monkeypatch.setattr(module, "QUICK_RECORDS", 300)
+    doc = module.bench(quick=True)
+    [row] = doc["rows"]
+    assert row["records"] == 300 and row["seconds"] > 0 and row["peak_rss_mb"] > 0
+    assert isinstance(doc["ok"], bool) and "quick run" in doc["summary"]["goal"]
+
+
+@pytest.mark.slow
+def test_eval_benchmark_runs_on_the_embedded_model():
+    doc = load("bench_eval").bench(quick=True)
+    assert [r["pass"] for r in doc["rows"]] == ["sequential", "batched", "held-out loss (prefill)"]
+    assert all(r["tokens_per_s"] > 0 for r in doc["rows"])
