@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +138,38 @@ def _load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
+class LoadSampler:
+    """The 1-minute load average sampled every few seconds while the recipes train: on a
+    shared machine the figures only mean something next to how busy it was."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            load = _load_average()
+            if load is not None:
+                self.samples.append(load)
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> "LoadSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {"load_average_1m_mean_during_training": round(sum(self.samples) / len(self.samples), 2),
+                "load_average_1m_max_during_training": max(self.samples)}
+
+
 def machine() -> dict:
     import torch
 
@@ -181,12 +214,14 @@ def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None 
                           "--adapter-out", str(tmp_path / "adapter-reference")],
         }
         results = {}
-        if concurrent:
-            procs = {k: _start(c) for k, c in cmds.items()}
-            results = {k: _finish(p, cmds[k]) for k, p in procs.items()}
-        else:
-            for k, c in cmds.items():
-                results[k] = _finish(_start(c), c)
+        with LoadSampler() as load:
+            if concurrent:
+                procs = {k: _start(c) for k, c in cmds.items()}
+                results = {k: _finish(p, cmds[k]) for k, p in procs.items()}
+            else:
+                for k, c in cmds.items():
+                    results[k] = _finish(_start(c), c)
+        info.update(load.summary())
         info["load_average_1m_at_end_of_training"] = _load_average()
         torch.set_num_threads(max(1, default_threads()))
         for k in results:
