@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,7 +81,9 @@ def run(data: Path, model_ref: str = "gemma-3-270m", limit: int | None = None, t
         labels = trainer.train_dataset["labels"]
         trained_tokens = sum(sum(1 for t in row if t != -100) for row in labels)
         covers = loss_covers(tokenizer, labels[0])
+        cpu_start = time.process_time()  # CPU time: comparable even when the machine is shared
         result = trainer.train()
+        cpu_seconds = time.process_time() - cpu_start
         if adapter_out is not None:
             trainer.model.save_pretrained(str(adapter_out))
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
@@ -88,7 +91,8 @@ def run(data: Path, model_ref: str = "gemma-3-270m", limit: int | None = None, t
     tokens = int(trainer.state.num_input_tokens_seen)
     return {"recipe": "trl-sft-fp32", "examples": len(examples), "steps": trainer.state.global_step,
             "tokens": tokens, "train_seconds": round(seconds, 2),
-            "tokens_per_second": round(tokens / seconds, 1), "train_loss": float(result.training_loss),
+            "tokens_per_second": round(tokens / seconds, 1), "cpu_seconds": round(cpu_seconds, 2),
+            "tokens_per_cpu_second": round(tokens / cpu_seconds, 1), "train_loss": float(result.training_loss),
             "losses": losses, "threads": torch.get_num_threads(), "trained_tokens": trained_tokens,
             "loss_covers": covers}
 
