@@ -461,7 +461,7 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),
-    eval_limit: int = typer.Option(24, "--eval-limit", min=1, help="Held-out prompts in the measured comparison."),
+    eval_limit: int = typer.Option(16, "--eval-limit", min=1, help="Held-out prompts in the measured comparison."),
 ) -> None:
     """The whole road on the embedded default and the coffee-shop data: check → train → before/after → proof."""
     _quiet_libraries()

@@ -27,7 +27,7 @@ class DemoSettings:
     out: Path | None = None  # default: runs/demo-<timestamp>
     epochs: float = 1.0
     max_steps: int = -1
-    eval_limit: int = 24
+    eval_limit: int = 16
     show: int = 3  # prompts shown before/after
 
 
