@@ -28,6 +28,7 @@ test: setup
 	$(PY) -m pytest -q
 
 test-slow: setup
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q -e ".[gguf-check]"
 	$(PY) -m pytest -q -m slow
 
 bench: setup
