@@ -179,7 +179,7 @@ def _read_text(path: Path) -> str:
         raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 
-# ---------------------------------------------------------------- data (issue 3: data stage)
+# ---------------------------------------------------------------- data
 data_app = typer.Typer(help="Training data: check, split, convert.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 FormatOpt = typer.Option(None, "--format", "-f", help="File format: jsonl, json, csv, tsv, parquet, hf (default: detected).")
@@ -257,7 +257,7 @@ def data_convert(
         err_console.print(f"[yellow]note:[/yellow] {note}")
 
 
-# ---------------------------------------------------------------- train (issue 4: training stage)
+# ---------------------------------------------------------------- train
 @app.command()
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
@@ -296,7 +296,7 @@ def train(
     show_summary(run_training(config, overwrite=overwrite, resume=resume))
 
 
-# ---------------------------------------------------------------- eval (issue 5: proof stage)
+# ---------------------------------------------------------------- eval
 @app.command("eval")
 def eval_command(
     model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`."),
@@ -344,7 +344,7 @@ def eval_command(
     err_console.print(f"wrote {json_out} and {html_out}")
 
 
-# ---------------------------------------------------------------- serve/export (issue 6: use stage)
+# ---------------------------------------------------------------- serve/export
 def _generate_file(model: str, input_file: Path, output_file: Path, settings, batch_size: int,
                    system: Optional[str], as_json: bool) -> None:
     import time
