@@ -195,7 +195,7 @@ def data_check(
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluation set to check for leakage."),
     format: Optional[str] = FormatOpt,
     price: Optional[float] = typer.Option(None, "--price-per-million", min=0.0, help="API fine-tuning price per million tokens (default: 5.0)."),
-    tokens_per_second: Optional[float] = typer.Option(None, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate (default: 150)."),
+    tokens_per_second: Optional[float] = typer.Option(None, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate (default: 170)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs for time and cost (default: train's)."),
     max_errors: int = typer.Option(1000, "--max-errors", min=1, help="Stop after this many errors."),
     max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64, help="Records larger than this are errors."),

@@ -91,3 +91,13 @@ def test_eval_benchmark_runs_on_the_embedded_model():
     doc = load("bench_eval").bench(quick=True)
     assert [r["pass"] for r in doc["rows"]] == ["sequential", "batched", "held-out loss (prefill)"]
     assert all(r["tokens_per_s"] > 0 for r in doc["rows"])
+
+
+def test_data_check_help_states_the_measured_default_speed():
+    import inspect
+
+    from specialist import cli
+    from specialist.data.stats import DEFAULT_TOKENS_PER_SECOND
+
+    option = inspect.signature(cli.data_check).parameters["tokens_per_second"].default
+    assert f"(default: {DEFAULT_TOKENS_PER_SECOND:g})" in option.help

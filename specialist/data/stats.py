@@ -13,9 +13,11 @@ from specialist.data.example import Example
 from specialist.data.findings import DataWarning
 
 # Training throughput assumed for the time estimate when none is given (tokens seen per
-# second, prompt + answer): a rough figure for LoRA on the embedded 270M model on a 2-core CPU.
-# Pass the figure your machine measures (the training benchmark prints it) with --tokens-per-second.
-DEFAULT_TOKENS_PER_SECOND = 150.0
+# second, prompt + answer): `specialist train`'s defaults (LoRA r=16, batch 8, max length 256)
+# on the embedded 270M model, measured by benchmarks/bench_train_speed.py on a 2-core Xeon with
+# AMX bf16, one torch thread on a shared machine (168.5 tokens/s). Pass the figure your
+# machine measures with --tokens-per-second.
+DEFAULT_TOKENS_PER_SECOND = 170.0
 # API fine-tuning price per million training tokens (OpenAI's gpt-4.1-mini list price at the
 # time of writing); billed tokens = tokens per epoch × epochs.
 DEFAULT_PRICE_PER_MILLION = 5.0
