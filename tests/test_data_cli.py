@@ -157,7 +157,7 @@ def test_atomic_writes_leave_no_temporary_files_and_a_normal_mode(tmp_path):
     import os
     import stat
 
-    from specialist.data.io import atomic_write_jsonl
+    from specialist.io import atomic_write_jsonl
 
     out = tmp_path / "d.jsonl"
     atomic_write_jsonl(out, [{"a": 1}])

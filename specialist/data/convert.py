@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from specialist.data.example import Example
-from specialist.data.io import atomic_write_jsonl, refuse_overwrite
+from specialist.io import atomic_write_jsonl, refuse_overwrite
 from specialist.data.validate import load_examples
 from specialist.errors import SpecialistError
 

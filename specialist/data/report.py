@@ -16,7 +16,7 @@ from rich.table import Table
 
 from specialist.data.check import CheckReport
 from specialist.data.findings import CODES
-from specialist.data.io import atomic_write_text
+from specialist.io import atomic_write_text
 
 MAX_SHOWN = 20
 

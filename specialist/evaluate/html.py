@@ -8,7 +8,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from specialist.evaluate.report import METRICS, atomic_write, best_index, fmt
+from specialist.evaluate.report import METRICS, best_index, fmt
+from specialist.io import atomic_write_text
 
 COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
 
@@ -170,4 +171,4 @@ generic answers, held-out accuracy {_e(acc)}.</p>
 
 
 def write_html(doc: dict[str, Any], path: Path) -> None:
-    atomic_write(path, render_html(doc))
+    atomic_write_text(path, render_html(doc))

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from specialist.evaluate.contenders import FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT
+from specialist.io import atomic_write_text
 
 REPORT_VERSION = 1
 
@@ -231,18 +230,5 @@ def best_index(values: Sequence[Any], better: str) -> int | None:
     return (max if better == "higher" else min)(known)[1]
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(doc: dict[str, Any], path: Path) -> None:
-    atomic_write(path, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")

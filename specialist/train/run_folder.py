@@ -14,22 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from specialist.errors import SpecialistError
+from specialist.io import atomic_write_text
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, doc: Any) -> None:
