@@ -322,8 +322,8 @@ def eval_command(
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data."""
     _quiet_libraries()
-    from specialist.evaluate.html import write_html
-    from specialist.evaluate.report import rich_table, write_json
+    from specialist.evaluate.html import write_reports
+    from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
 
     if (price_per_mtok is None) != (train_price_per_hour is None):
@@ -337,8 +337,7 @@ def eval_command(
     doc = run_eval(settings)
     json_out = json_path or model / "eval" / "report.json"
     html_out = html_path or model / "eval" / "report.html"
-    write_json(doc, json_out)
-    write_html(doc, html_out)
+    write_reports(doc, json_out, html_out)
     console.print(rich_table(doc))
     console.print(doc["verdict"], markup=False, highlight=False)
     err_console.print(f"wrote {json_out} and {html_out}")

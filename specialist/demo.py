@@ -39,8 +39,8 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.config import load_train_config
     from specialist.data.check import CheckSettings, run_check
     from specialist.data.report import print_report
-    from specialist.evaluate.html import write_html
-    from specialist.evaluate.report import rich_table, write_json
+    from specialist.evaluate.html import write_reports
+    from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
     from specialist.models.resolve import load_model, resolve
     from specialist.models.template import build_messages
@@ -90,8 +90,7 @@ def run_demo(s: DemoSettings) -> Path:
     doc = run_eval(EvalSettings(model=str(run_dir), data=s.eval_data, system_prompt=s.system_prompt,
                                 rules=s.rules if s.rules.exists() else None, limit=s.eval_limit))
     json_path, html_path = run_dir / "eval" / "report.json", run_dir / "eval" / "report.html"
-    write_json(doc, json_path)
-    write_html(doc, html_path)
+    write_reports(doc, json_path, html_path)
     console.print(rich_table(doc))
     console.print(doc["verdict"], markup=False, highlight=False)
     console.print(f"reports: {json_path}, {html_path}")

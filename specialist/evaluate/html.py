@@ -172,3 +172,11 @@ generic answers, held-out accuracy {_e(acc)}.</p>
 
 def write_html(doc: dict[str, Any], path: Path) -> None:
     atomic_write_text(path, render_html(doc))
+
+
+def write_reports(doc: dict[str, Any], json_out: Path, html_out: Path) -> None:
+    """report.json and report.html, as `specialist eval` and `specialist demo` write them."""
+    from specialist.evaluate.report import write_json
+
+    write_json(doc, json_out)
+    write_html(doc, html_out)
