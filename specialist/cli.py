@@ -26,6 +26,9 @@ models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=
 app.add_typer(models_app, name="models")
 
 ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
+EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (a 4-bit GGUF, ~3.5x faster on a CPU; needs llama-cpp-python).")
+ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
+QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q4_0 (default), q8_0, f16 or bf16.")
 
 
 def _quiet_libraries() -> None:
@@ -95,6 +98,9 @@ def generate(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    engine: str = EngineOpt,
+    threads: Optional[int] = ThreadsOpt,
+    quant: Optional[str] = QuantOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Answer a prompt (--prompt) or a JSONL file of prompts (--input/--output) with a base model or a run."""
@@ -104,15 +110,16 @@ def generate(
         raise typer.BadParameter("--input needs --output FILE (answers are appended there, resumably)",
                                  param_hint="--output")
     _quiet_libraries()
-    from specialist.models.resolve import load_model
     from specialist.models.template import build_messages
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.serve.engines import make_generator
+    from specialist.serve.generation import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size)  # noqa: E731
     if input_file is not None:
-        _generate_file(model, input_file, output_file, settings, batch_size, system, as_json)
+        _generate_file(model, load, input_file, output_file, settings, batch_size, system, as_json)
         return
-    gen = Generator(load_model(model, merge_adapter=True))
+    gen = load()
     answer = gen.generate([build_messages(prompt, system)], settings)[0]
     if as_json:
         _print_json({"model": model, "prompt": prompt, "answer": answer.text,
@@ -132,15 +139,18 @@ def chat(
     seed: Optional[int] = typer.Option(None, "--seed"),
     max_context: Optional[int] = typer.Option(None, "--max-context", min=16,
                                               help="Tokens of history + answer kept (default: the model's context, at most 4096)."),
+    engine: str = EngineOpt,
+    threads: Optional[int] = ThreadsOpt,
+    quant: Optional[str] = QuantOpt,
 ) -> None:
     """Interactive chat with streamed answers (/reset clears the history, /exit quits)."""
     _quiet_libraries()
-    from specialist.models.resolve import load_model
     from specialist.serve.chat import ChatSession, PromptTooLong
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.serve.engines import make_generator
+    from specialist.serve.generation import GenerationSettings
 
     system_text = _read_text(system) if system else None
-    generator = Generator(load_model(model, merge_adapter=True))
+    generator = make_generator(model, engine, threads, quant, max_batch=1)
     session = ChatSession(generator, system_text, max_context or min(generator.context_length, 4096),
                           GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                              top_p=top_p, seed=seed))
@@ -344,19 +354,17 @@ def eval_command(
 
 
 # ---------------------------------------------------------------- serve/export
-def _generate_file(model: str, input_file: Path, output_file: Path, settings, batch_size: int,
+def _generate_file(model: str, load, input_file: Path, output_file: Path, settings, batch_size: int,
                    system: Optional[str], as_json: bool) -> None:
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from specialist.models.resolve import load_model
     from specialist.serve.batch import answer_file, read_answered, read_prompts
-    from specialist.serve.generation import Generator
 
     records = read_prompts(input_file, system)  # bad input fails before the model loads
     todo = len(records) - len(read_answered(output_file, records))
-    gen = Generator(load_model(model, merge_adapter=True))
+    gen = load()
     columns = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=as_json) as progress:
@@ -388,6 +396,9 @@ def serve(
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most tokens one request may generate."),
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Concurrent requests decoded as one batch."),
+    engine: str = EngineOpt,
+    threads: Optional[int] = ThreadsOpt,
+    quant: Optional[str] = QuantOpt,
 ) -> None:
     """OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     _quiet_libraries()
@@ -396,7 +407,8 @@ def serve(
     model_id = Path(model).name if Path(model).expanduser().exists() else model
     limits = ServerLimits(max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_batch=max_batch,
                           default_max_tokens=min(256, max_tokens))
-    run_server(model, host, port, api_key or None, limits, model_id=model_id)
+    run_server(model, host, port, api_key or None, limits, model_id=model_id, engine=engine, threads=threads,
+               quant=quant)
 
 
 @app.command()
@@ -404,7 +416,7 @@ def export(
     model: str = typer.Option(..., "--model", "-m", help="A run folder (its LoRA is merged) or any model reference."),
     fmt: str = typer.Option(..., "--format", "-f", help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16 or q8_0."),
+    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest, fastest on a CPU)."),
     system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -2,7 +2,7 @@
 
 - merged: the LoRA merged into the base, a normal Hugging Face folder (weights + tokenizer with
   the chat template the run trained on) that transformers loads on its own;
-- gguf: one GGUF file for llama.cpp (f16, bf16 or q8_0), see gguf_export.py;
+- gguf: one GGUF file for llama.cpp (f16, bf16, q8_0 or q4_0), see gguf_export.py;
 - ollama: the GGUF plus a Modelfile carrying the TEMPLATE, the stop tokens and the system prompt.
 
 Every export is built in a temporary folder next to --out and renamed into place at the end, so

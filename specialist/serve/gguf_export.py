@@ -19,6 +19,7 @@ SentencePiece-style (byte-fallback BPE, Unigram) as "llama" through gguf.LlamaHf
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,9 +29,9 @@ import torch
 
 from specialist.errors import SpecialistError
 
-OUTTYPES = ("f16", "bf16", "q8_0")
+OUTTYPES = ("f16", "bf16", "q8_0", "q4_0")
 
-_FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"}
+_FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
 _TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER_DEFINED, _TOKEN_UNUSED = 1, 3, 4, 5
 
 
@@ -113,8 +114,10 @@ def _tensors(model: Any, arch: Any) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _encode(data: torch.Tensor, outtype: str) -> tuple[np.ndarray, Any]:
-    """(array, GGML type): vectors (norms) stay F32 as llama.cpp keeps them; Q8_0 needs rows in
-    blocks of 32 and falls back to F16 otherwise."""
+    """(array, GGML type): vectors (norms) stay F32 as llama.cpp keeps them; Q8_0 and Q4_0 need
+    rows in blocks of 32 and fall back to F16 otherwise. Q4_0 quantizes every matrix, the tied
+    embedding / output head included (llama.cpp's `--pure`): on a CPU the 262k-row head is most
+    of what each token reads, so a 4-bit head is what makes single-stream decoding fast."""
     import gguf
     from gguf.quants import quantize
 
@@ -122,8 +125,9 @@ def _encode(data: torch.Tensor, outtype: str) -> tuple[np.ndarray, Any]:
     arr = data.numpy()
     if arr.ndim < 2:
         return arr.astype(np.float32), Q.F32
-    if outtype == "q8_0" and arr.shape[-1] % 32 == 0:
-        return quantize(arr, Q.Q8_0), Q.Q8_0
+    if outtype in ("q8_0", "q4_0") and arr.shape[-1] % 32 == 0:
+        qtype = Q.Q8_0 if outtype == "q8_0" else Q.Q4_0
+        return quantize(arr, qtype), qtype
     if outtype == "bf16":
         return quantize(arr, Q.BF16), Q.BF16
     return arr.astype(np.float16), Q.F16
@@ -235,6 +239,9 @@ def write_gguf(model: Any, tokenizer: Any, tok_dir: Path, out_file: Path, outtyp
     _write_hparams(writer, config, arch, outtype)
 
     vocab_size = int(config.vocab_size)
+    # SpecialVocab warns about tokenizer.json post-processors it cannot map (Gemma's "<bos> A
+    # <bos> B" pair template); the add-BOS/EOS flags are set explicitly below
+    logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
     src = source_gguf(weights_dir) if weights_dir else None
     if src is not None:
         add_bos = _copy_vocab_from_gguf(writer, src, vocab_size)

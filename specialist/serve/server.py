@@ -438,15 +438,16 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          limits: ServerLimits | None = None, model_id: str | None = None) -> None:
+          limits: ServerLimits | None = None, model_id: str | None = None, engine: str = "torch",
+          threads: int | None = None, quant: str | None = None) -> None:
     """Load the model and run the server until interrupted."""
     import uvicorn
 
     from specialist.console import err_console
-    from specialist.models.resolve import load_model
+    from specialist.serve.engines import make_generator
 
-    # a merged adapter answers the same at the cost of the base model alone (no extra LoRA matmuls)
-    generator = Generator(load_model(model_ref, merge_adapter=True))
+    limits = limits or ServerLimits()
+    generator = make_generator(model_ref, engine, threads, quant, max_batch=limits.max_batch)
     app = create_app(generator, model_id or model_ref, api_key, limits)
     if host not in LOOPBACK and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can "

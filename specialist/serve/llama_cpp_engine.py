@@ -1,0 +1,275 @@
+"""Decode with llama.cpp instead of PyTorch: the fast path on a CPU.
+
+A 270M model with a 262k-word vocabulary reads its 168M-parameter output head on every token;
+in bf16 that is ~335 MB per token, which caps PyTorch near 20 tokens/s on two cores. A GGUF
+with 4-bit weights (`specialist export --outtype q4_0`) reads a quarter of that, through
+llama.cpp's hand-written CPU kernels.
+
+`LlamaCppGenerator` is a `Generator` whose `run_batch` runs llama.cpp (through the C API that
+llama-cpp-python binds) instead of `transformers.generate`. Everything else is shared: prompts
+are encoded by the model's Hugging Face tokenizer with models.template (exactly as in
+training), and each row's tokens go through the same RowDecoder (stop strings, end-of-turn,
+token budget, streaming, cancellation), so generate, chat and serve behave the same on either
+engine. A batch of prompts decodes as parallel llama.cpp sequences: one step reads the weights
+once for every row, which is what makes batched serving pay off."""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from specialist.errors import SpecialistError
+from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
+
+DEFAULT_QUANT = "q4_0"
+INSTALL_HINT = ('pip install llama-cpp-python (on CPUs with AMX, build it with CMAKE_ARGS="-DGGML_NATIVE=OFF '
+                '-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF '
+                '-DGGML_AMX_TILE=OFF"; see README)')
+
+
+def require_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise SpecialistError(f"--engine llama.cpp needs llama-cpp-python: {INSTALL_HINT}", exit_code=2) from exc
+    return llama_cpp
+
+
+class _Log:
+    """llama.cpp's log, kept (not printed) so a failure can say what llama.cpp said. The
+    callback replaces llama-cpp-python's verbose=False mode, which crashes in 0.3.x."""
+
+    lines: collections.deque = collections.deque(maxlen=30)
+    _callback = None
+
+    @classmethod
+    def install(cls, llama_cpp: Any) -> None:
+        if cls._callback is None:
+            def sink(level: int, text: bytes, user_data: Any) -> None:
+                if text:
+                    cls.lines.append(text.decode("utf-8", "replace").rstrip())
+            cls._callback = llama_cpp.llama_log_callback(sink)  # kept alive: C holds the pointer
+            llama_cpp.llama_log_set(cls._callback, ctypes.c_void_p())
+
+    @classmethod
+    def tail(cls, n: int = 3) -> str:
+        return " / ".join(line for line in list(cls.lines)[-n:] if line)
+
+
+class LlamaCppGenerator(Generator):
+    """A Generator over a GGUF file. `tokenizer` is the Hugging Face tokenizer of the same
+    model (the GGUF's token ids are the same ids); `context_length` is per sequence."""
+
+    def __init__(self, gguf: Path, tokenizer: Any, threads: int | None = None, max_batch: int = 8,
+                 context_length: int = 4096, prefill_chunk: int = 512) -> None:
+        llama_cpp = require_llama_cpp()
+        _Log.install(llama_cpp)
+        llama_cpp.llama_backend_init()
+        self._lib = llama_cpp
+        self._lock = threading.Lock()
+        self.gguf = Path(gguf)
+        self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
+        self.threads = threads or os.cpu_count() or 1
+
+        mparams = llama_cpp.llama_model_default_params()
+        self.amx = amx_build(llama_cpp)
+        if self.amx:
+            # llama.cpp's AMX int8 kernels (ggml_backend_amx_mul_mat) crash on Gemma 3's quantized
+            # weights; without the extra buffer types the plain CPU kernels run (no AMX, no repacking)
+            mparams.use_extra_bufts = False
+        self._model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
+        if not self._model:
+            raise SpecialistError(f"{self.gguf}: llama.cpp could not load it ({_Log.tail()})", exit_code=2)
+        train_ctx = int(llama_cpp.llama_model_n_ctx_train(self._model))
+        per_seq = min(context_length, train_ctx) if train_ctx > 0 else context_length
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = per_seq * max_batch
+        cparams.n_batch = cparams.n_ubatch = max(prefill_chunk, max_batch)
+        cparams.n_seq_max = max_batch
+        cparams.n_threads = cparams.n_threads_batch = self.threads
+        cparams.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise SpecialistError(f"{self.gguf}: llama.cpp could not create a context ({_Log.tail()})", exit_code=2)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0, max_batch)
+        vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+
+        # The parts of Generator that do not touch a PyTorch model.
+        self.model = None
+        self.device = "cpu"
+        self.tokenizer = tokenizer
+        from specialist.models.template import stop_strings, stop_token_ids
+
+        self.eos_ids = stop_token_ids(tokenizer)
+        self.template_stops = stop_strings(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.context_length = int(llama_cpp.llama_n_ctx_seq(self._ctx)) if hasattr(llama_cpp, "llama_n_ctx_seq") else per_seq
+        if len(tokenizer) > self.n_vocab + 64:  # a few added tokens beyond the matrix are usual
+            self.close()
+            raise SpecialistError(f"{self.gguf}: its vocabulary ({self.n_vocab}) does not match the tokenizer "
+                                  f"({len(tokenizer)}); pass the GGUF exported from this model", exit_code=2)
+
+    # ------------------------------------------------------------ llama.cpp calls
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode over (token, position, sequence, wants logits) entries."""
+        b = self._batch
+        for i, (token, pos, seq, logits) in enumerate(entries):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = logits
+        b.n_tokens = len(entries)
+        rc = self._lib.llama_decode(self._ctx, b)
+        if rc != 0:
+            raise SpecialistError(f"llama.cpp decode failed (code {rc}: {_Log.tail()})")
+
+    def _logits(self, index: int) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self._ctx, index)
+        if not ptr:
+            raise SpecialistError(f"llama.cpp returned no logits for batch entry {index} ({_Log.tail()})")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def _pick(self, index: int, settings: GenerationSettings, rng: np.random.Generator) -> int:
+        logits = self._logits(index)
+        if settings.greedy:
+            return int(logits.argmax())
+        return sample(logits, settings.temperature, settings.top_p, rng)
+
+    # ------------------------------------------------------------ the Generator interface
+    def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder],
+                  settings: GenerationSettings) -> list[Answer]:
+        """Decode the prompts as parallel sequences (up to max_batch): the prompts are read in
+        chunks, then every step decodes one token of every unfinished row in one call."""
+        if len(prompts) > self.max_batch:
+            raise ValueError(f"a batch of {len(prompts)} prompts; this engine holds {self.max_batch}")
+        with self._lock:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(settings.seed)
+            self._lib.llama_memory_clear(self._memory, False)  # metadata only: zeroing the cache costs more than a token
+            pos = [len(p) for p in prompts]
+            pending: list[int | None] = [None] * len(prompts)
+            # every prompt's tokens as one stream of (token, position, sequence, wants logits),
+            # read in chunks; a row's first answer token is picked right after the chunk that
+            # holds its last prompt token (the next decode overwrites the logits)
+            entries = []
+            for i, prompt in enumerate(prompts):
+                if not prompt or len(prompt) >= self.context_length:
+                    rows[i]._finish("length")
+                    continue
+                entries += [(t, k, i, k == len(prompt) - 1) for k, t in enumerate(prompt)]
+            for start in range(0, len(entries), self.prefill_chunk):
+                chunk = entries[start:start + self.prefill_chunk]
+                self._decode(chunk)
+                for j, (_, _, i, last) in enumerate(chunk):
+                    if last:
+                        pending[i] = self._pick(j, settings, rng)
+            while True:
+                active = []
+                for i, row in enumerate(rows):
+                    if pending[i] is None or row.done:
+                        continue
+                    row.push(pending[i])
+                    if row.done:
+                        continue
+                    if pos[i] + 1 >= self.context_length:  # the sequence's context is full
+                        row._finish("length")
+                        continue
+                    active.append(i)
+                if not active:
+                    break
+                self._decode([(pending[i], pos[i], i, True) for i in active])
+                for j, i in enumerate(active):
+                    pos[i] += 1
+                    pending[i] = self._pick(j, settings, rng)
+            seconds = time.perf_counter() - t0
+        for row in rows:
+            if not row.done:
+                row._finish("length")
+        return [Answer(r.text, r.prompt_tokens, r.completion_tokens,
+                       "stop" if r.finish_reason == "stop" else "length", seconds) for r in rows]
+
+    def generate(self, conversations, settings=None, batch_size: int = 8) -> list[Answer]:
+        return super().generate(conversations, settings, min(batch_size, self.max_batch))
+
+    def close(self) -> None:
+        lib, self._lib = getattr(self, "_lib", None), None
+        if lib is None:
+            return
+        if getattr(self, "_batch", None) is not None:
+            lib.llama_batch_free(self._batch)
+        if getattr(self, "_ctx", None):
+            lib.llama_free(self._ctx)
+        if getattr(self, "_model", None):
+            lib.llama_model_free(self._model)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def amx_build(llama_cpp: Any) -> bool:
+    """Whether this llama.cpp was built with its AMX int8 kernels (the default on AMX CPUs)."""
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Temperature then nucleus (top-p) sampling, as transformers' warpers do: keep the
+    smallest set of most likely tokens whose probability reaches top_p."""
+    z = logits.astype(np.float64) / max(temperature, 1e-6)
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, top_p)) + 1]
+        q = p[keep] / p[keep].sum()
+        return int(keep[rng.choice(len(keep), p=q)])
+    return int(rng.choice(len(p), p=p))
+
+
+# ---------------------------------------------------------------- a model reference → GGUF
+def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
+    """The GGUF llama.cpp runs for a model reference: a .gguf file as it is; anything else
+    (a run, a folder, a known model) is exported once into the cache and reused, keyed by
+    the weights it came from, so a retrained run gets a fresh file."""
+    from specialist.models.cache import specialist_home
+    from specialist.models.resolve import resolve
+    from specialist.serve.export import export
+
+    path = Path(model_ref).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    source = resolve(model_ref)
+    stamps = [str(Path(source.weights).resolve())]
+    if source.adapter is not None:
+        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(Path(source.adapter).glob("*.safetensors"))]
+    if source.kind in ("run", "folder", "gguf", "known"):
+        weights = Path(source.weights)
+        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(weights.glob("*.safetensors"))]
+    key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
+    out = specialist_home() / "engine" / f"{key}-{outtype}"
+    if not out.exists():
+        from specialist.models.resolve import _announce
+
+        _announce(f"Exporting {model_ref} to a {outtype} GGUF for llama.cpp (once)…")
+        export(model_ref, "gguf", out, outtype, name=Path(str(model_ref).rstrip("/")).name or "model")
+    files = sorted(out.glob("*.gguf"))
+    if not files:
+        raise SpecialistError(f"{out}: no GGUF inside; delete the folder and run again")
+    return files[0]
