@@ -1,0 +1,284 @@
+"""--engine llama.cpp: the LlamaCppGenerator's bookkeeping (parallel sequences, positions,
+chunked prompt reading, which logits belong to which row) against the PyTorch Generator, with
+a stand-in for llama.cpp's C API that runs the same tiny model in PyTorch; then engine
+selection and the cached GGUF. The real llama.cpp runs in the slow tests at the end."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from specialist.errors import SpecialistError
+from specialist.models.resolve import load_model, load_tokenizer
+from specialist.models.template import build_messages
+from specialist.serve import llama_cpp_engine as lc
+from specialist.serve.engines import make_generator
+from specialist.serve.generation import GenerationSettings, Generator
+
+PROMPTS = ["Dzień dobry, czy macie dziś sernik?", "Ile kosztuje duże latte z mlekiem owsianym?", "Hej!"]
+
+
+class FakeLlamaCpp:
+    """The slice of llama.cpp's C API the engine calls, computing logits with a PyTorch model:
+    each sequence keeps its own tokens, every token must arrive at the next position of its
+    sequence, and logits exist only for batch entries that asked for them."""
+
+    def __init__(self, model, system_info: str = "AVX2 = 1 | AVX512 = 1 |", n_ctx_train: int = 2048):
+        self.model = model
+        self.system_info = system_info
+        self.n_ctx_train = n_ctx_train
+        self.seqs: dict[int, list[int]] = {}
+        self.out: dict[int, ctypes.Array] = {}
+        self.decode_sizes: list[int] = []
+        self.model_params = None
+        self.llama_log_callback = lambda f: f
+
+    # setup
+    def llama_log_set(self, cb, data): pass
+    def llama_backend_init(self): pass
+    def llama_print_system_info(self): return self.system_info.encode()
+    def llama_model_default_params(self): return SimpleNamespace(use_extra_bufts=True)
+    def llama_context_default_params(self): return SimpleNamespace()
+
+    def llama_model_load_from_file(self, path, params):
+        self.model_params = params
+        return "model" if Path(path.decode()).exists() else None
+
+    def llama_model_n_ctx_train(self, model): return self.n_ctx_train
+
+    def llama_init_from_model(self, model, params):
+        self.ctx_params = params
+        return "ctx"
+
+    def llama_n_ctx_seq(self, ctx): return self.ctx_params.n_ctx // self.ctx_params.n_seq_max
+    def llama_get_memory(self, ctx): return "mem"
+    def llama_model_get_vocab(self, model): return "vocab"
+    def llama_vocab_n_tokens(self, vocab): return self.model.config.vocab_size
+
+    def llama_batch_init(self, n_tokens, embd, n_seq_max):
+        self.batch_capacity = n_tokens
+        return SimpleNamespace(token=[0] * n_tokens, pos=[0] * n_tokens, n_seq_id=[0] * n_tokens,
+                               seq_id=[[0] for _ in range(n_tokens)], logits=[False] * n_tokens, n_tokens=0)
+
+    def llama_batch_free(self, b): pass
+    def llama_free(self, ctx): pass
+    def llama_model_free(self, model): pass
+
+    # decoding
+    def llama_memory_clear(self, mem, data): self.seqs.clear()
+
+    def llama_decode(self, ctx, b):
+        assert b.n_tokens <= self.batch_capacity
+        self.decode_sizes.append(b.n_tokens)
+        self.out.clear()
+        for i in range(b.n_tokens):
+            assert b.n_seq_id[i] == 1
+            seq = self.seqs.setdefault(b.seq_id[i][0], [])
+            assert b.pos[i] == len(seq), f"sequence {b.seq_id[i][0]}: token at {b.pos[i]}, expected {len(seq)}"
+            seq.append(b.token[i])
+            if b.logits[i]:
+                with torch.no_grad():
+                    logits = self.model(torch.tensor([seq])).logits[0, -1].float().numpy()
+                self.out[i] = (ctypes.c_float * len(logits))(*logits)
+        return 0
+
+    def llama_get_logits_ith(self, ctx, i):
+        arr = self.out.get(i)
+        return ctypes.cast(arr, ctypes.POINTER(ctypes.c_float)) if arr is not None else None
+
+
+@pytest.fixture(scope="module")
+def torch_generator(lively_model) -> Generator:
+    return Generator(load_model(str(lively_model), dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def lively_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
+    from tests.test_serve import build_lively_model
+
+    return build_lively_model(tmp_path_factory.mktemp("lively-engine"), chat_tokenizer_dir)
+
+
+def fake_engine(monkeypatch, torch_generator, tmp_path, **kwargs):
+    fake = FakeLlamaCpp(torch_generator.model, **{k: kwargs.pop(k) for k in ("system_info",) if k in kwargs})
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    return fake, lc.LlamaCppGenerator(gguf, torch_generator.tokenizer, **kwargs)
+
+
+def test_batched_sequences_answer_like_pytorch(monkeypatch, torch_generator, tmp_path):
+    # a prefill chunk of 7 tokens splits prompts and mixes two prompts in one llama_decode
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=4, prefill_chunk=7)
+    settings = GenerationSettings(max_new_tokens=12)
+    convs = [build_messages(p) for p in PROMPTS]
+    expected = torch_generator.generate(convs, settings, batch_size=1)
+    got = engine.generate(convs, settings)
+    assert [a.text for a in got] == [a.text for a in expected]
+    assert [a.completion_tokens for a in got] == [a.completion_tokens for a in expected]
+    assert len({a.text for a in got}) == 3 and all(a.text for a in got)
+    assert max(fake.decode_sizes) == 7  # prompts were read in chunks, several rows at once
+    steps = fake.decode_sizes[-3:]
+    assert all(1 <= n <= 3 for n in steps)  # then one token per unfinished row per step
+
+
+def test_stream_and_length_limit(monkeypatch, torch_generator, tmp_path):
+    conv = build_messages(PROMPTS[1])
+    prompt_len = len(torch_generator.prompt_ids(conv))
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2, context_length=prompt_len + 8)
+    settings = GenerationSettings(max_new_tokens=30)
+    pieces = list(engine.stream(conv, settings))
+    (answer,) = engine.generate([conv], settings)
+    assert "".join(pieces).strip() == answer.text and answer.text
+    # the context (8 tokens left per sequence) ends the answer before its 30-token budget
+    assert answer.finish_reason == "length" and answer.completion_tokens == 8
+    too_long = build_messages("kawa " * 60)
+    (cut,) = engine.generate([too_long], settings)
+    assert cut.finish_reason == "length" and cut.completion_tokens == 0
+
+
+def test_amx_builds_run_without_the_extra_buffer_types(monkeypatch, torch_generator, tmp_path):
+    fake, _ = fake_engine(monkeypatch, torch_generator, tmp_path, system_info="AVX512 = 1 | AMX_INT8 = 1 |")
+    assert fake.model_params.use_extra_bufts is False
+    fake, _ = fake_engine(monkeypatch, torch_generator, tmp_path)
+    assert fake.model_params.use_extra_bufts is True
+
+
+def test_a_gguf_llama_cpp_cannot_load_is_a_clear_error(monkeypatch, torch_generator, tmp_path):
+    fake = FakeLlamaCpp(torch_generator.model)
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    with pytest.raises(SpecialistError, match="could not load"):
+        lc.LlamaCppGenerator(tmp_path / "missing.gguf", torch_generator.tokenizer)
+
+
+def test_sampling_keeps_to_the_nucleus_and_follows_the_seed():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
+    draws = [lc.sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
+    assert set(draws) == {0, 1}  # 0.5 + 0.3 reaches 0.7; the tail is never drawn
+    assert 0.5 < draws.count(0) / 300 < 0.75  # 0.5/0.8 = 0.625
+    again = [lc.sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
+    assert draws == again
+    cold = {lc.sample(logits, 0.05, 1.0, np.random.default_rng(s)) for s in range(50)}
+    assert cold == {0}
+
+
+def test_engine_choice_errors(monkeypatch, tiny_chat_model):
+    with pytest.raises(SpecialistError, match="unknown --engine"):
+        make_generator(str(tiny_chat_model), "vllm")
+    with pytest.raises(SpecialistError, match="unknown --quant"):
+        make_generator(str(tiny_chat_model), "llama.cpp", quant="q5")
+    with pytest.raises(SpecialistError, match="llama.cpp only"):
+        make_generator(str(tiny_chat_model), "torch", quant="q8_0")
+
+    def missing():
+        raise SpecialistError(f"--engine llama.cpp needs llama-cpp-python: {lc.INSTALL_HINT}", exit_code=2)
+
+    monkeypatch.setattr(lc, "require_llama_cpp", missing)
+    with pytest.raises(SpecialistError, match="pip install llama-cpp-python"):
+        make_generator(str(tiny_chat_model), "llama.cpp")
+
+
+def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, tmp_path):
+    # a child interpreter where `import llama_cpp` fails, whatever is installed
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "llama_cpp.py").write_text("raise ImportError('blocked for the test')\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(blocker)}
+    proc = subprocess.run([sys.executable, "-m", "specialist.cli", "generate", "--model", str(tiny_chat_model),
+                           "--engine", "llama.cpp", "--prompt", "hej"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 2
+    assert "needs llama-cpp-python" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_engine_gguf_is_exported_once_and_redone_for_new_weights(monkeypatch, tiny_chat_model, tmp_path):
+    import shutil
+
+    from specialist.serve import export as export_mod
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_chat_model, model)
+    calls = []
+    real_export = export_mod.export
+
+    def counting_export(*args, **kwargs):
+        calls.append(args)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(export_mod, "export", counting_export)
+    first = lc.engine_gguf(str(model), "f16")
+    again = lc.engine_gguf(str(model), "f16")
+    assert first == again and first.suffix == ".gguf" and len(calls) == 1
+    assert lc.engine_gguf(str(first)) == first  # a .gguf reference is used as it is
+    weights = next(model.glob("*.safetensors"))
+    weights.touch()
+    import os
+
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    renewed = lc.engine_gguf(str(model), "f16")
+    assert renewed != first and len(calls) == 2
+
+
+# ---------------------------------------------------------------- the real llama.cpp (slow)
+def _llama_cpp_or_skip():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp)")
+
+
+ENGINE_RUNNER = r"""
+import json, sys
+from specialist.models.resolve import load_tokenizer
+from specialist.models.template import build_messages
+from specialist.serve.generation import GenerationSettings
+from specialist.serve.llama_cpp_engine import LlamaCppGenerator
+gguf, ref, n, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+engine = LlamaCppGenerator(gguf, load_tokenizer(ref), max_batch=4)
+convs = [build_messages(p) for p in prompts]
+s = GenerationSettings(max_new_tokens=n)
+one = [engine.generate([c], s)[0].text for c in convs]
+batched = [a.text for a in engine.generate(convs, s)]
+print(json.dumps({"one": one, "batched": batched}))
+"""
+
+
+def engine_answers(gguf: Path, ref: str, n: int, prompts: list[str]) -> dict:
+    """In a child process, so a native crash fails the test instead of ending the run."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", ENGINE_RUNNER, str(gguf), ref, str(n), json.dumps(prompts)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_engine_answers_like_pytorch_smollm2(tmp_path):
+    _llama_cpp_or_skip()
+    from tests.test_export import PROMPTS as EXPORT_PROMPTS, export_gguf_ref
+
+    gguf = export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16")
+    gen = Generator(load_model("smollm2-135m-instruct", dtype="float32"))
+    expected = [a.text for a in gen.generate([build_messages(p) for p in EXPORT_PROMPTS],
+                                             GenerationSettings(max_new_tokens=24), batch_size=1)]
+    got = engine_answers(gguf, "smollm2-135m-instruct", 24, EXPORT_PROMPTS)
+    assert got["one"] == expected
+    assert got["batched"] == expected  # parallel sequences do not leak into each other
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_engine_runs_gemma3_q4_0(tmp_path):
+    """The fast path (a 4-bit Gemma 3): it runs on any llama.cpp build, AMX ones included, and
+    batched answers equal one-at-a-time answers."""
+    _llama_cpp_or_skip()
+    from tests.test_export import export_gguf_ref
+
+    gguf = export_gguf_ref("gemma-3-270m", tmp_path / "g", "q4_0")
+    got = engine_answers(gguf, "gemma-3-270m", 16, PROMPTS)
+    assert got["one"] == got["batched"]
+    assert all(got["one"])
