@@ -138,6 +138,8 @@ def test_consistent_dataset_is_not_judged_by_a_fixed_style(tmp_path):
 @pytest.mark.parametrize("text,kind", [
     ("Napisz do mnie: anna.nowak@gmail.com", "e-mail"),
     ("Mój numer to +48 601 234 567.", "phone"),
+    ("Proszę dzwonić pod (22) 601-23-45 po 10.", "phone"),
+    ("Stacjonarny: 22 601 23 45.", "phone"),
     ("Karta 4539 1488 0343 6467 jest moja.", "card number"),
     ("Konto PL61 1090 1014 0000 0712 1981 2874.", "IBAN"),
     ("PESEL 44051401359.", "PESEL"),

@@ -10,13 +10,15 @@ import re
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 PHONE = re.compile(r"(?<![\w+])(?:\+|00)\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){2,5}\d{2,4}(?!\d)"
-                   r"|(?<![\w+-])\d{3}[ -]\d{3}[ -]\d{3}(?![\d-])")
+                   r"|(?<![\w+-])\d{3}[ -]\d{3}[ -]\d{3}(?![\d-])"
+                   # Polish landlines: (22) 601-23-45, 22 601 23 45
+                   r"|(?<![\w+-])\(?\d{2}\)?[ -]\d{3}[ -]\d{2}[ -]\d{2}(?![\d-])")
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 PESEL = re.compile(r"(?<!\d)\d{11}(?!\d)")
 # Every kind above needs an @ or nine-plus digits close together: a cheap first pass that
 # lets most texts skip the detailed patterns.
-_MAYBE = re.compile(r"@|\d(?:[ .()/-]?\d){8}")
+_MAYBE = re.compile(r"@|\d(?:[ .()/-]{0,2}\d){8}")
 
 
 def luhn_ok(digits: str) -> bool:
