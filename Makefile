@@ -6,8 +6,15 @@ PY := $(VENV)/bin/python
 # (make setup TORCH_SPEC=torch) to keep its CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# llama-cpp-python builds llama.cpp from source. Its AMX int8 kernels crash on Gemma 3's
+# quantized weights, so on AMX CPUs (which all have these AVX-512 extensions) it is built
+# without AMX and with the AVX-512 kernels named; elsewhere llama.cpp's native build.
+AMX_CPU := $(shell grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && echo yes)
+LLAMA_CMAKE_ARGS ?= $(if $(AMX_CPU),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+	-DGGML_AVX_VNNI=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench llama-cpp clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +34,20 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-test-slow: setup
-	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install -q -e ".[gguf-check]"
+test-slow: llama-cpp
 	$(PY) -m pytest -q -m slow
+
+# Kept when a suitable build is installed; an AMX build on an AMX CPU is replaced.
+# --no-cache-dir: pip's wheel cache does not know the CMAKE_ARGS a wheel was built with.
+AMX_BUILD := import llama_cpp, sys; sys.exit(0 if 'AMX_INT8 = 1' in llama_cpp.llama_print_system_info().decode() else 1)
+llama-cpp: setup
+	@if $(PY) -c "import llama_cpp" 2>/dev/null; then \
+	  if [ "$(AMX_CPU)" = yes ] && $(PY) -c "$(AMX_BUILD)" 2>/dev/null; then \
+	    echo "llama-cpp-python has AMX kernels: rebuilding without them"; $(PY) -m pip uninstall -q -y llama-cpp-python; \
+	  else echo "llama-cpp-python is installed"; exit 0; fi; \
+	fi; \
+	echo "building llama-cpp-python (several minutes)"; \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python>=0.3"
 
 bench: setup
 	$(VENV)/bin/specialist bench

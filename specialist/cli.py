@@ -26,9 +26,9 @@ models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=
 app.add_typer(models_app, name="models")
 
 ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
-EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (a 4-bit GGUF, ~3.5x faster on a CPU; needs llama-cpp-python).")
+EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
-QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q4_0 (default), q8_0, f16 or bf16.")
+QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, can break small models), f16 or bf16.")
 
 
 def _quiet_libraries() -> None:
@@ -416,7 +416,7 @@ def export(
     model: str = typer.Option(..., "--model", "-m", help="A run folder (its LoRA is merged) or any model reference."),
     fmt: str = typer.Option(..., "--format", "-f", help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest, fastest on a CPU)."),
+    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest and fastest; can break small models' answers)."),
     system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -34,7 +34,20 @@ def write_data(path: Path, n: int) -> Path:
 def test_every_benchmark_is_registered():
     from specialist.bench import discover
 
-    assert {"train_speed", "data_check", "eval", "generation"} <= set(discover())
+    assert {"train_speed", "data_check", "eval", "generation", "engine_quality"} <= set(discover())
+
+
+def test_engine_quality_compares_answers_with_the_torch_engine():
+    quality = load("bench_engine_quality")
+    ref = {0: {"answer": "Dzień dobry! Mamy sernik.", "finish_reason": "stop", "completion_tokens": 8},
+           1: {"answer": "Latte kosztuje 16 zł.", "finish_reason": "stop", "completion_tokens": 7}}
+    same = quality.compare(ref, ref)
+    assert same["chrf_vs_torch"] == 100.0 and same["identical"] == 2 and same["ended_on_their_own"] == 2
+    broken = {0: {"answer": "kaw kaw kaw albo kawom albo kawom", "finish_reason": "length", "completion_tokens": 128},
+              1: {"answer": "Latte kosztuje 16 zł.", "finish_reason": "stop", "completion_tokens": 7}}
+    worse = quality.compare(ref, broken)
+    assert worse["identical"] == 1 and worse["ended_on_their_own"] == 1 and worse["chrf_vs_torch"] < 80
+    assert worse["mean_answer_tokens"] == 67.5
 
 
 def test_recipes_train_different_tokens_and_are_scored_alike(tiny_base_model, tmp_path):

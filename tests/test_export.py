@@ -260,8 +260,8 @@ print(json.dumps(out))
 
 
 AMX_CRASH = ("llama.cpp (llama-cpp-python 0.3.36, native build) segfaults in ggml_backend_amx_mul_mat on quantized "
-             "Gemma 3 weights on AMX CPUs; a build without the AMX kernels works: CMAKE_ARGS='-DGGML_NATIVE=OFF "
-             "-DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF' pip install llama-cpp-python")
+             "Gemma 3 weights on AMX CPUs; `make llama-cpp` builds it without the AMX kernels (and "
+             "--engine llama.cpp turns llama.cpp's extra buffer types off on AMX builds)")
 
 
 def importlib_find(name: str) -> bool:

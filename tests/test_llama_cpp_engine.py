@@ -272,13 +272,13 @@ def test_real_llama_cpp_engine_answers_like_pytorch_smollm2(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_llama_cpp_engine_runs_gemma3_q4_0(tmp_path):
-    """The fast path (a 4-bit Gemma 3): it runs on any llama.cpp build, AMX ones included, and
-    batched answers equal one-at-a-time answers."""
+def test_real_llama_cpp_engine_runs_gemma3_q8_0(tmp_path):
+    """What --engine llama.cpp runs by default (Gemma 3 in q8_0): it runs on any llama.cpp
+    build, AMX ones included, and batched answers equal one-at-a-time answers."""
     _llama_cpp_or_skip()
     from tests.test_export import export_gguf_ref
 
-    gguf = export_gguf_ref("gemma-3-270m", tmp_path / "g", "q4_0")
+    gguf = export_gguf_ref("gemma-3-270m", tmp_path / "g", "q8_0")
     got = engine_answers(gguf, "gemma-3-270m", 16, PROMPTS)
     assert got["one"] == got["batched"]
     assert all(got["one"])

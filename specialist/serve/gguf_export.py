@@ -116,8 +116,9 @@ def _tensors(model: Any, arch: Any) -> Iterator[tuple[str, torch.Tensor]]:
 def _encode(data: torch.Tensor, outtype: str) -> tuple[np.ndarray, Any]:
     """(array, GGML type): vectors (norms) stay F32 as llama.cpp keeps them; Q8_0 and Q4_0 need
     rows in blocks of 32 and fall back to F16 otherwise. Q4_0 quantizes every matrix, the tied
-    embedding / output head included (llama.cpp's `--pure`): on a CPU the 262k-row head is most
-    of what each token reads, so a 4-bit head is what makes single-stream decoding fast."""
+    embedding / output head included (llama.cpp's `--pure`): the smallest and fastest file on a
+    CPU, but round-to-nearest 4-bit weights can break a small model's answers (they do for
+    Gemma 3 270M: benchmarks/README.md), so q8_0 is the quantized type to start from."""
     import gguf
     from gguf.quants import quantize
 

@@ -1,0 +1,122 @@
+"""Benchmark: do the faster engines still answer like the trained model?
+
+`specialist generate --input … --output …` answers the same held-out prompts once per engine:
+--engine torch (the trained weights in bf16, what `specialist eval` measured) and --engine
+llama.cpp with each GGUF type. Each llama.cpp answer set is compared with the torch answers:
+chrF (character n-gram F-score, 0–100; greedy decoding drifts apart after the first different
+token, so even f16 scores well below 100), identical answers, the share of answers that end
+on their own (end-of-turn) rather than running into the token limit, and decoding speed.
+
+    python benchmarks/bench_engine_quality.py --model runs/coffee [--data examples/coffee/eval.jsonl]
+        [--prompts 12] [--max-new-tokens 128] [--quant q8_0 --quant q4_0] [--json]
+
+A quantized type is called faithful here when its chrF against torch is at least 60% of the
+f16 export's (i.e. the drift is that of precision, not of broken weights) and at least as many
+answers end on their own as with torch, minus one in ten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NAME = "engine_quality"
+DESCRIPTION = "Answers of --engine llama.cpp (per GGUF type) against --engine torch on held-out prompts"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _answers(model: str, prompts: Path, out: Path, max_new_tokens: int, engine: str, quant: str | None) -> dict:
+    cmd = [sys.executable, "-m", "specialist.cli", "generate", "--model", model, "--input", str(prompts),
+           "--output", str(out), "--max-new-tokens", str(max_new_tokens), "--engine", engine, "--json"]
+    if quant:
+        cmd += ["--quant", quant]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[3:])}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    summary = json.loads(proc.stdout)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+    return {"summary": summary, "rows": rows}
+
+
+def compare(reference: dict, candidate: dict) -> dict:
+    from sacrebleu.metrics import CHRF
+
+    ids = sorted(reference)
+    hyp = [candidate[i]["answer"] for i in ids]
+    ref = [reference[i]["answer"] for i in ids]
+    return {
+        "chrf_vs_torch": round(CHRF().corpus_score(hyp, [ref]).score, 1),
+        "identical": sum(h == r for h, r in zip(hyp, ref)),
+        "ended_on_their_own": sum(candidate[i]["finish_reason"] == "stop" for i in ids),
+        "mean_answer_tokens": round(sum(candidate[i]["completion_tokens"] for i in ids) / len(ids), 1),
+    }
+
+
+def run(model: str, data: Path, prompts: int = 12, max_new_tokens: int = 128,
+        quants: tuple[str, ...] = ("f16", "q8_0", "q4_0")) -> dict:
+    records = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()][:prompts]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prompt_file = tmp / "prompts.jsonl"
+        prompt_file.write_text("".join(json.dumps({"id": i, "prompt": r["prompt"]}, ensure_ascii=False) + "\n"
+                                       for i, r in enumerate(records)), encoding="utf-8")
+        torch_run = _answers(model, prompt_file, tmp / "torch.jsonl", max_new_tokens, "torch", None)
+        rows = [{"engine": "torch", "weights": "bf16 (trained)", "chrf_vs_torch": 100.0, "identical": len(records),
+                 "ended_on_their_own": sum(r["finish_reason"] == "stop" for r in torch_run["rows"].values()),
+                 "mean_answer_tokens": round(sum(r["completion_tokens"] for r in torch_run["rows"].values())
+                                             / len(records), 1),
+                 "tokens_per_s": torch_run["summary"]["tokens_per_second"]}]
+        for quant in quants:
+            got = _answers(model, prompt_file, tmp / f"{quant}.jsonl", max_new_tokens, "llama.cpp", quant)
+            rows.append({"engine": "llama.cpp", "weights": quant, **compare(torch_run["rows"], got["rows"]),
+                         "tokens_per_s": got["summary"]["tokens_per_second"]})
+    f16 = next((r["chrf_vs_torch"] for r in rows if r["weights"] == "f16"), None)
+    for r in rows[1:]:
+        r["faithful"] = bool(f16 and r["chrf_vs_torch"] >= 0.6 * f16
+                             and r["ended_on_their_own"] >= rows[0]["ended_on_their_own"] - max(1, len(records) // 10))
+    return {"model": model, "data": str(data), "prompts": len(records), "max_new_tokens": max_new_tokens,
+            "load_average": os.getloadavg()[0], "rows": rows}
+
+
+def bench(quick: bool = False) -> dict:
+    """The `specialist bench` entry point, on the embedded base model and the coffee prompts
+    (quick: 2 prompts, 8 tokens, q8_0 only). Without llama-cpp-python there is nothing to compare."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return {"rows": [], "summary": {"skipped": "llama-cpp-python is not installed (make llama-cpp)"}, "ok": True}
+    data = ROOT / "examples" / "coffee" / "eval.jsonl"
+    result = run("gemma-3-270m", data, *((2, 8, ("q8_0",)) if quick else (12, 128, ("f16", "q8_0", "q4_0"))))
+    faithful = [r["weights"] for r in result["rows"][1:] if r.get("faithful")]
+    return {"rows": result["rows"], "summary": {"faithful_gguf_types": ", ".join(faithful) or "none"},
+            "ok": "q8_0" in faithful or quick, "machine": {"load_average": result["load_average"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma-3-270m", help="a run folder (the specialist) or any model reference")
+    parser.add_argument("--data", type=Path, default=ROOT / "examples" / "coffee" / "eval.jsonl")
+    parser.add_argument("--prompts", type=int, default=12)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--quant", action="append", help="GGUF types to compare (default: f16, q8_0, q4_0)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.model, args.data, args.prompts, args.max_new_tokens, tuple(args.quant or ("f16", "q8_0", "q4_0")))
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    print(f"{args.model}: {result['prompts']} prompts of {args.data}, up to {args.max_new_tokens} tokens, "
+          f"load average {result['load_average']:.1f}")
+    for r in result["rows"]:
+        print(f"  {r['engine']:9s} {r['weights']:15s} chrF vs torch {r['chrf_vs_torch']:5.1f}  identical "
+              f"{r['identical']:2d}  ended on their own {r['ended_on_their_own']:2d}/{result['prompts']}  "
+              f"mean tokens {r['mean_answer_tokens']:5.1f}  {r['tokens_per_s']:6.1f} tok/s"
+              + ("" if "faithful" not in r else ("  faithful" if r["faithful"] else "  NOT faithful")))
+
+
+if __name__ == "__main__":
+    main()
