@@ -226,20 +226,29 @@ def amx_build(llama_cpp: Any) -> bool:
     return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
 
 
-def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator,
+           candidates: int = 256) -> int:
     """Temperature then nucleus (top-p) sampling, as transformers' warpers do: keep the
-    smallest set of most likely tokens whose probability reaches top_p."""
-    z = logits.astype(np.float64) / max(temperature, 1e-6)
-    z -= z.max()
-    p = np.exp(z)
+    smallest set of most likely tokens whose probability reaches top_p. Runs once per token
+    per row over the whole vocabulary, so it avoids sorting 262k logits: the nucleus is looked
+    for among the `candidates` most likely tokens and only if they do not reach top_p is the
+    whole vocabulary sorted."""
+    z = logits.astype(np.float32) / np.float32(max(temperature, 1e-6))
+    p = np.exp(z - z.max())
     p /= p.sum()
-    if top_p < 1.0:
+    if top_p >= 1.0:
+        cdf = np.cumsum(p)  # float32: a quarter of float64's time over 262k entries
+        return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+    k = min(candidates, len(p))
+    top = np.argpartition(-p, k - 1)[:k]
+    order = top[np.argsort(-p[top], kind="stable")]
+    cum = np.cumsum(p[order], dtype=np.float64)
+    if cum[-1] < top_p:
         order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, top_p)) + 1]
-        q = p[keep] / p[keep].sum()
-        return int(keep[rng.choice(len(keep), p=q)])
-    return int(rng.choice(len(p), p=p))
+        cum = np.cumsum(p[order], dtype=np.float64)
+    keep = order[: int(np.searchsorted(cum, top_p)) + 1]
+    cdf = np.cumsum(p[keep], dtype=np.float64)
+    return int(keep[min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(keep) - 1)])
 
 
 # ---------------------------------------------------------------- a model reference → GGUF
