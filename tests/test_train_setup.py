@@ -180,3 +180,22 @@ def test_repository_registers_the_training_benchmark():
     from specialist.bench import discover
 
     assert "train_speed" in discover()
+
+
+def test_progress_prints_each_step_once_and_the_summary_only_to_the_file(tmp_path, capsys):
+    """Trainer's last log event (train_loss, runtime) comes after the last step's own line."""
+    from types import SimpleNamespace
+
+    from specialist.train.callbacks import MetricsCallback
+
+    cb = MetricsCallback(tmp_path / "metrics.jsonl")
+    state = SimpleNamespace(global_step=0, max_steps=2, epoch=0.0, num_input_tokens_seen=0, is_world_process_zero=True)
+    cb.on_train_begin(None, state, None)
+    for step in (1, 2):
+        state.global_step, state.epoch, state.num_input_tokens_seen = step, step / 2, 100 * step
+        cb.on_log(None, state, None, logs={"loss": 2.0 / step, "learning_rate": 1e-4})
+    cb.on_log(None, state, None, logs={"train_loss": 1.5, "train_runtime": 3.0})
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("step ")]
+    assert [l.split("  ")[0] for l in lines] == ["step 1/2", "step 2/2"]
+    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and records[-1]["train_loss"] == 1.5

@@ -84,7 +84,8 @@ class MetricsCallback(TrainerCallback):
         record["tokens_seen"] = int(state.num_input_tokens_seen)
         with self.metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        if self.show_progress:
+        # the end-of-training summary (train_loss, runtime) repeats the last step: file only
+        if self.show_progress and ("loss" in record or "eval_loss" in record):
             self._print(record, state)
 
     def _print(self, record: dict[str, Any], state: Any) -> None:
