@@ -170,6 +170,12 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tiny_chat_model, data_
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == list(range(1, 25))  # each step logged once: records after the checkpoint were trimmed
+    # run.json's training time includes the steps kept from before the kill
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed_at = int(info["resumed_from"].split("-")[1])
+    before = max(r["train_seconds"] for r in records if r["step"] <= resumed_at)
+    assert before > 0 and info["train_seconds"] >= 0.95 * records[-1]["train_seconds"]
+    assert [r["train_seconds"] for r in records] == sorted(r["train_seconds"] for r in records)
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 

@@ -43,9 +43,11 @@ class MetricsCallback(TrainerCallback):
     """Appends one JSON object per log event to metrics.jsonl (kept across --resume) and shows
     a progress line on stderr."""
 
-    def __init__(self, metrics_path: Path, show_progress: bool = True) -> None:
+    def __init__(self, metrics_path: Path, show_progress: bool = True, seconds_before: float = 0.0) -> None:
         self.metrics_path = metrics_path
         self.show_progress = show_progress
+        # training time of earlier attempts of a resumed run, up to the checkpoint it resumes from
+        self.seconds_before = seconds_before
         self.throughput = Throughput()
         self.train_started = 0.0
         self.first_step = 0
@@ -80,6 +82,7 @@ class MetricsCallback(TrainerCallback):
             record["grad_norm"] = float(logs["grad_norm"])
         if "train_loss" in logs:
             record["train_loss"] = float(logs["train_loss"])
+        record["train_seconds"] = round(self.seconds_before + time.perf_counter() - self.train_started, 2)
         record["tokens_per_second"] = round(self.throughput.tokens_per_second, 1)
         record["tokens_seen"] = int(state.num_input_tokens_seen)
         with self.metrics_path.open("a", encoding="utf-8") as fh:

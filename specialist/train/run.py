@@ -134,7 +134,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     try:
         model = load_model_for_training(source.weights, plan, config)
         args = training_arguments(config, plan, checkpoints_dir(run_dir), has_eval=eval_features is not None)
-        metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main)
+        # a resumed run counts the time its kept steps took (the last record up to the checkpoint)
+        before = [m.get("train_seconds", 0.0) for m in read_metrics(metrics_path)] if resume else []
+        metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main,
+                                     seconds_before=float(before[-1]) if before else 0.0)
         callbacks: list[Any] = [metrics_cb]
         if config.threads is None:
             callbacks.append(AdaptiveThreads(local))
@@ -172,7 +175,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             "steps": trainer.state.global_step,
             "max_steps": trainer.state.max_steps,
             "epochs": round(float(trainer.state.epoch or 0), 4),
-            "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+            "train_seconds": round(metrics_cb.seconds_before + float(result.metrics.get("train_runtime", 0.0)), 2),
             "train_tokens": int(trainer.state.num_input_tokens_seen),
             "tokens_per_second": round(metrics_cb.throughput.tokens_per_second, 1),
             "train_loss": float(result.training_loss),
