@@ -47,7 +47,7 @@ llama-cpp: setup
 	  else echo "llama-cpp-python is installed"; exit 0; fi; \
 	fi; \
 	echo "building llama-cpp-python (several minutes)"; \
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python>=0.3"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python>=0.3.36"
 
 bench: setup
 	$(VENV)/bin/specialist bench

@@ -115,7 +115,8 @@ def generate(
     from specialist.serve.generation import GenerationSettings
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size)  # noqa: E731
+    # one prompt needs one sequence of llama.cpp's cache, a file a batch of them
+    load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size if input_file else 1)  # noqa: E731
     if input_file is not None:
         _generate_file(model, load, input_file, output_file, settings, batch_size, system, as_json)
         return
@@ -150,8 +151,8 @@ def chat(
     from specialist.serve.generation import GenerationSettings
 
     system_text = _read_text(system) if system else None
-    generator = make_generator(model, engine, threads, quant, max_batch=1)
-    session = ChatSession(generator, system_text, max_context or min(generator.context_length, 4096),
+    generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context)
+    session = ChatSession(generator, system_text, min(max_context or 4096, generator.context_length),
                           GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                              top_p=top_p, seed=seed))
     err_console.print(f"[bold]{model}[/bold] ready. /reset clears the history, /exit quits.")

@@ -38,13 +38,18 @@ class FakeLlamaCpp:
         self.out: dict[int, ctypes.Array] = {}
         self.decode_sizes: list[int] = []
         self.model_params = None
+        self.fail_decode = False
         self.llama_log_callback = lambda f: f
 
     # setup
     def llama_log_set(self, cb, data): pass
     def llama_backend_init(self): pass
     def llama_print_system_info(self): return self.system_info.encode()
-    def llama_model_default_params(self): return SimpleNamespace(use_extra_bufts=True)
+    def llama_model_default_params(self):
+        class Params:  # a ctypes-like struct: the engine checks the field exists before setting it
+            _fields_ = [("use_extra_bufts", bool)]
+            use_extra_bufts = True
+        return Params()
     def llama_context_default_params(self): return SimpleNamespace()
 
     def llama_model_load_from_file(self, path, params):
@@ -57,7 +62,9 @@ class FakeLlamaCpp:
         self.ctx_params = params
         return "ctx"
 
-    def llama_n_ctx_seq(self, ctx): return self.ctx_params.n_ctx // self.ctx_params.n_seq_max
+    def llama_n_ctx_seq(self, ctx):
+        # llama.cpp splits n_ctx between the sequences only with separate (not unified) caches
+        return self.ctx_params.n_ctx // (1 if self.ctx_params.kv_unified else self.ctx_params.n_seq_max)
     def llama_get_memory(self, ctx): return "mem"
     def llama_model_get_vocab(self, model): return "vocab"
     def llama_vocab_n_tokens(self, vocab): return self.model.config.vocab_size
@@ -78,10 +85,13 @@ class FakeLlamaCpp:
         assert b.n_tokens <= self.batch_capacity
         self.decode_sizes.append(b.n_tokens)
         self.out.clear()
+        if self.fail_decode:
+            return -3
         for i in range(b.n_tokens):
-            assert b.n_seq_id[i] == 1
+            assert b.n_seq_id[i] == 1 and 0 <= b.seq_id[i][0] < self.ctx_params.n_seq_max
             seq = self.seqs.setdefault(b.seq_id[i][0], [])
             assert b.pos[i] == len(seq), f"sequence {b.seq_id[i][0]}: token at {b.pos[i]}, expected {len(seq)}"
+            assert b.pos[i] < self.llama_n_ctx_seq("ctx"), "past the sequence's context"
             seq.append(b.token[i])
             if b.logits[i]:
                 with torch.no_grad():
@@ -140,8 +150,45 @@ def test_stream_and_length_limit(monkeypatch, torch_generator, tmp_path):
     # the context (8 tokens left per sequence) ends the answer before its 30-token budget
     assert answer.finish_reason == "length" and answer.completion_tokens == 8
     too_long = build_messages("kawa " * 60)
-    (cut,) = engine.generate([too_long], settings)
-    assert cut.finish_reason == "length" and cut.completion_tokens == 0
+    with pytest.raises(SpecialistError, match="does not fit llama.cpp's context"):
+        engine.generate([too_long], settings)
+    assert fake.ctx_params.kv_unified is False and fake.ctx_params.swa_full is False
+
+
+def test_a_cancelled_row_stops_and_the_others_go_on(monkeypatch, torch_generator, tmp_path):
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3)
+    settings = GenerationSettings(max_new_tokens=10)
+    prompts = [engine.prompt_ids(build_messages(p)) for p in PROMPTS]
+    rows = [engine.row_decoder(len(p), settings) for p in prompts]
+    rows[0].cancelled.set()  # gone before its turn: its prompt is never read
+    seen = []
+    rows[1].on_piece = lambda piece: (seen.append(piece), rows[1].cancelled.set())  # gone after its first piece
+    answers = engine.run_batch(prompts, rows, settings)
+    assert rows[0].finish_reason == rows[1].finish_reason == "cancelled"
+    assert answers[0].completion_tokens == 0 and 1 <= answers[1].completion_tokens < 10 and len(seen) == 1
+    expected = torch_generator.generate([build_messages(PROMPTS[2])], settings)[0]
+    assert answers[2].text == expected.text  # the row left alone answers as if alone
+    assert 0 not in fake.seqs
+
+
+def test_sampling_follows_the_seed_and_a_failed_decode_is_an_error(monkeypatch, torch_generator, tmp_path):
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path)
+    conv = [build_messages(PROMPTS[0])]
+    hot = GenerationSettings(max_new_tokens=12, temperature=1.5, seed=7)
+    first, again = engine.generate(conv, hot)[0].text, engine.generate(conv, hot)[0].text
+    other = engine.generate(conv, GenerationSettings(max_new_tokens=12, temperature=1.5, seed=8))[0].text
+    assert first == again and first != other
+    fake.fail_decode = True
+    with pytest.raises(SpecialistError, match="decode failed"):
+        engine.generate(conv, hot)
+
+
+def test_a_gguf_model_runs_as_it_is(monkeypatch, tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: object())
+    with pytest.raises(SpecialistError, match="--quant does not apply to a .gguf"):
+        make_generator(str(gguf), "llama.cpp", quant="q8_0")
 
 
 def test_amx_builds_run_without_the_extra_buffer_types(monkeypatch, torch_generator, tmp_path):
@@ -181,8 +228,15 @@ def test_engine_choice_errors(monkeypatch, tiny_chat_model):
         raise SpecialistError(f"--engine llama.cpp needs llama-cpp-python: {lc.INSTALL_HINT}", exit_code=2)
 
     monkeypatch.setattr(lc, "require_llama_cpp", missing)
-    with pytest.raises(SpecialistError, match="pip install llama-cpp-python"):
+    with pytest.raises(SpecialistError, match="make llama-cpp"):
         make_generator(str(tiny_chat_model), "llama.cpp")
+
+
+def test_a_too_old_llama_cpp_python_is_named(monkeypatch):
+    old = SimpleNamespace(__version__="0.2.90", llama_decode=None, llama_batch_init=None)
+    monkeypatch.setitem(sys.modules, "llama_cpp", old)
+    with pytest.raises(SpecialistError, match=r"0\.2\.90 is too old.*llama_get_memory"):
+        lc.require_llama_cpp()
 
 
 def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, tmp_path):

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from specialist.errors import SpecialistError
 from specialist.serve.generation import Generator
 
@@ -16,10 +18,11 @@ ENGINES = ("torch", "llama.cpp")
 
 
 def make_generator(model_ref: str, engine: str = "torch", threads: int | None = None,
-                   quant: str | None = None, max_batch: int = 8) -> Generator:
+                   quant: str | None = None, max_batch: int = 8, context_length: int | None = None) -> Generator:
     """The Generator for a model reference on the chosen engine. `threads` caps the CPU
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
-    GGUF type llama.cpp runs when the reference is not a .gguf file already."""
+    GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
+    `max_batch` sequences of `context_length` tokens (default 4096) in its cache."""
     from specialist.models.resolve import load_model, load_tokenizer
     from specialist.serve import llama_cpp_engine as lc
 
@@ -39,10 +42,17 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
     lc.require_llama_cpp()  # before minutes of loading and exporting
+    path = Path(model_ref).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        if quant is not None:
+            raise SpecialistError(f"--quant does not apply to a .gguf model ({path.name} runs as it is)", exit_code=2)
+        return lc.LlamaCppGenerator(path, lc.gguf_tokenizer(path), threads=threads, max_batch=max_batch,
+                                    context_length=context_length or 4096)
     if quant == "q4_0":
         from specialist.console import err_console
 
         err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
                           "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
     gguf = lc.engine_gguf(model_ref, quant or lc.DEFAULT_QUANT)
-    return lc.LlamaCppGenerator(gguf, load_tokenizer(model_ref), threads=threads, max_batch=max_batch)
+    return lc.LlamaCppGenerator(gguf, load_tokenizer(model_ref), threads=threads, max_batch=max_batch,
+                                context_length=context_length or 4096)

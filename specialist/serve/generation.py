@@ -184,13 +184,17 @@ class TextStream:
 class Generator:
     def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
         self.device = loaded.device
-        self.eos_ids = stop_token_ids(self.tokenizer)
-        self.template_stops = stop_strings(self.tokenizer)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._use_tokenizer(loaded.tokenizer)
         config = getattr(self.model, "config", None)
         self.context_length = int(getattr(config, "max_position_embeddings", 0) or 2048)
+
+    def _use_tokenizer(self, tokenizer) -> None:
+        """Prompts and answers go through the Hugging Face tokenizer whatever the engine."""
+        self.tokenizer = tokenizer
+        self.eos_ids = stop_token_ids(tokenizer)
+        self.template_stops = stop_strings(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         return encode_prompt(self.tokenizer, messages)
@@ -223,7 +227,10 @@ class Generator:
             **batch, max_new_tokens=max(r.max_new_tokens for r in rows), eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id, stopping_criteria=[_FollowRows(rows)], **settings.generate_kwargs(),
         )
-        seconds = time.perf_counter() - t0
+        return self._answers(rows, time.perf_counter() - t0)
+
+    @staticmethod
+    def _answers(rows: Sequence[RowDecoder], seconds: float) -> list[Answer]:
         for row in rows:  # generation ended (e.g. the context is full) before the row finished
             if not row.done:
                 row._finish("length")

@@ -29,9 +29,11 @@ from specialist.errors import SpecialistError
 from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
 
 DEFAULT_QUANT = "q8_0"
-INSTALL_HINT = ('pip install llama-cpp-python (on CPUs with AMX, build it with CMAKE_ARGS="-DGGML_NATIVE=OFF '
-                '-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF '
-                '-DGGML_AMX_TILE=OFF"; see README)')
+EXPORT_VERSION = "1"  # bump when gguf_export changes what it writes: cached engine files are redone
+INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CPUs with AMX see the README)"
+# the parts of the C API (llama.cpp's memory API, from llama-cpp-python 0.3.36 on) this engine calls
+_API = ("llama_get_memory", "llama_memory_clear", "llama_batch_init", "llama_decode", "llama_get_logits_ith",
+        "llama_n_ctx_seq", "llama_model_load_from_file", "llama_init_from_model", "llama_vocab_n_tokens")
 
 
 def require_llama_cpp() -> Any:
@@ -39,7 +41,19 @@ def require_llama_cpp() -> Any:
         import llama_cpp
     except ImportError as exc:
         raise SpecialistError(f"--engine llama.cpp needs llama-cpp-python: {INSTALL_HINT}", exit_code=2) from exc
+    missing = [name for name in _API if not hasattr(llama_cpp, name)]
+    if missing:
+        raise SpecialistError(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')} is too old for --engine "
+                              f"llama.cpp (no {', '.join(missing)}): {INSTALL_HINT}", exit_code=2)
     return llama_cpp
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class _Log:
@@ -77,13 +91,16 @@ class LlamaCppGenerator(Generator):
         self.gguf = Path(gguf)
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or default_threads()
 
         mparams = llama_cpp.llama_model_default_params()
         self.amx = amx_build(llama_cpp)
         if self.amx:
             # llama.cpp's AMX int8 kernels (ggml_backend_amx_mul_mat) crash on Gemma 3's quantized
             # weights; without the extra buffer types the plain CPU kernels run (no AMX, no repacking)
+            if "use_extra_bufts" not in dict(type(mparams)._fields_):  # ctypes would accept it silently
+                raise SpecialistError("this llama-cpp-python was built with AMX kernels, which crash on quantized "
+                                      f"Gemma 3 weights, and cannot turn them off: {INSTALL_HINT}", exit_code=2)
             mparams.use_extra_bufts = False
         self._model = llama_cpp.llama_model_load_from_file(str(self.gguf).encode(), mparams)
         if not self._model:
@@ -94,6 +111,10 @@ class LlamaCppGenerator(Generator):
         cparams.n_ctx = per_seq * max_batch
         cparams.n_batch = cparams.n_ubatch = max(prefill_chunk, max_batch)
         cparams.n_seq_max = max_batch
+        cparams.kv_unified = False  # each sequence its own cache of per_seq positions
+        # the cache is cleared for every batch and never shifted or branched, so the sliding-window
+        # layers need only their window, not a full-length cache
+        cparams.swa_full = False
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
@@ -105,18 +126,12 @@ class LlamaCppGenerator(Generator):
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
 
-        # The parts of Generator that do not touch a PyTorch model.
         self.model = None
         self.device = "cpu"
-        self.tokenizer = tokenizer
-        from specialist.models.template import stop_strings, stop_token_ids
-
-        self.eos_ids = stop_token_ids(tokenizer)
-        self.template_stops = stop_strings(tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.context_length = int(llama_cpp.llama_n_ctx_seq(self._ctx)) if hasattr(llama_cpp, "llama_n_ctx_seq") else per_seq
+        self._use_tokenizer(tokenizer)
+        self.context_length = int(llama_cpp.llama_n_ctx_seq(self._ctx))
         if len(tokenizer) > self.n_vocab + 64:  # a few added tokens beyond the matrix are usual
-            self.close()
+            self._free()
             raise SpecialistError(f"{self.gguf}: its vocabulary ({self.n_vocab}) does not match the tokenizer "
                                   f"({len(tokenizer)}); pass the GGUF exported from this model", exit_code=2)
 
@@ -165,8 +180,11 @@ class LlamaCppGenerator(Generator):
             # holds its last prompt token (the next decode overwrites the logits)
             entries = []
             for i, prompt in enumerate(prompts):
-                if not prompt or len(prompt) >= self.context_length:
-                    rows[i]._finish("length")
+                if len(prompt) >= self.context_length:
+                    raise SpecialistError(f"a prompt of {len(prompt)} tokens does not fit llama.cpp's context of "
+                                          f"{self.context_length} tokens per sequence")
+                if rows[i].cancelled.is_set():  # the reader left while the request waited: skip it
+                    rows[i].finish_reason = "cancelled"
                     continue
                 entries += [(t, k, i, k == len(prompt) - 1) for k, t in enumerate(prompt)]
             for start in range(0, len(entries), self.prefill_chunk):
@@ -194,16 +212,19 @@ class LlamaCppGenerator(Generator):
                     pos[i] += 1
                     pending[i] = self._pick(j, settings, rng)
             seconds = time.perf_counter() - t0
-        for row in rows:
-            if not row.done:
-                row._finish("length")
-        return [Answer(r.text, r.prompt_tokens, r.completion_tokens,
-                       "stop" if r.finish_reason == "stop" else "length", seconds) for r in rows]
+        return self._answers(rows, seconds)
 
     def generate(self, conversations, settings=None, batch_size: int = 8) -> list[Answer]:
         return super().generate(conversations, settings, min(batch_size, self.max_batch))
 
     def close(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:  # not while a batch is decoding
+            self._free()
+
+    def _free(self) -> None:
         lib, self._lib = getattr(self, "_lib", None), None
         if lib is None:
             return
@@ -264,12 +285,20 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return path
     source = resolve(model_ref)
-    stamps = [str(Path(source.weights).resolve())]
+    stamps = [EXPORT_VERSION, source.kind]
+    if source.kind == "hub":  # the snapshot the hub cache holds for this id (none yet: the id)
+        from huggingface_hub import snapshot_download
+
+        try:
+            stamps.append(str(Path(snapshot_download(source.weights, local_files_only=True)).resolve()))
+        except Exception:  # noqa: BLE001 - not downloaded yet; the export downloads it
+            stamps.append(source.weights)
+    else:
+        weights = Path(source.weights).resolve()
+        stamps.append(str(weights))
+        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(weights.glob("*.safetensors"))]
     if source.adapter is not None:
         stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(Path(source.adapter).glob("*.safetensors"))]
-    if source.kind in ("run", "folder", "gguf", "known"):
-        weights = Path(source.weights)
-        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(weights.glob("*.safetensors"))]
     key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
     out = specialist_home() / "engine" / f"{key}-{outtype}"
     if not out.exists():
@@ -281,3 +310,23 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
     if not files:
         raise SpecialistError(f"{out}: no GGUF inside; delete the folder and run again")
     return files[0]
+
+
+def gguf_tokenizer(path: Path) -> Any:
+    """The Hugging Face tokenizer of a .gguf file, read from the file itself: the engine needs
+    no converted weights (the cached folder is used when an earlier run made it)."""
+    from transformers import AutoTokenizer
+
+    from specialist.errors import ModelNotFound
+    from specialist.models.convert import gguf_cache_path
+    from specialist.models.resolve import load_tokenizer
+    from specialist.models.template import ensure_chat_template
+
+    if gguf_cache_path(path).exists():
+        return load_tokenizer(str(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise ModelNotFound(f"{path}: cannot read its tokenizer ({exc})") from exc
+    ensure_chat_template(tokenizer)
+    return tokenizer
