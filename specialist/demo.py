@@ -94,7 +94,8 @@ def run_demo(s: DemoSettings) -> Path:
     console.print(rich_table(doc))
     console.print(doc["verdict"], markup=False, highlight=False)
     console.print(f"reports: {json_path}, {html_path}")
-    err_console.print(f"[green]done[/green]: chat with it: specialist chat --model {run_dir}")
+    err_console.print(f"[green]done[/green]: chat with it: specialist chat --model {run_dir}  "
+                      "(add --engine llama.cpp after `make llama-cpp` for faster answers on a CPU)")
     return run_dir
 
 
