@@ -39,6 +39,8 @@ class FakeLlamaCpp:
         self.decode_sizes: list[int] = []
         self.model_params = None
         self.fail_decode = False
+        self.fail_context = False
+        self.models_freed = 0
         self.llama_log_callback = lambda f: f
 
     # setup
@@ -60,7 +62,7 @@ class FakeLlamaCpp:
 
     def llama_init_from_model(self, model, params):
         self.ctx_params = params
-        return "ctx"
+        return None if self.fail_context else "ctx"
 
     def llama_n_ctx_seq(self, ctx):
         # llama.cpp splits n_ctx between the sequences only with separate (not unified) caches
@@ -76,7 +78,7 @@ class FakeLlamaCpp:
 
     def llama_batch_free(self, b): pass
     def llama_free(self, ctx): pass
-    def llama_model_free(self, model): pass
+    def llama_model_free(self, model): self.models_freed += 1
 
     # decoding
     def llama_memory_clear(self, mem, data): self.seqs.clear()
@@ -203,6 +205,15 @@ def test_a_gguf_llama_cpp_cannot_load_is_a_clear_error(monkeypatch, torch_genera
     monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
     with pytest.raises(SpecialistError, match="could not load"):
         lc.LlamaCppGenerator(tmp_path / "missing.gguf", torch_generator.tokenizer)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    fake.fail_context = True
+    with pytest.raises(SpecialistError, match="could not create a context"):
+        lc.LlamaCppGenerator(gguf, torch_generator.tokenizer)
+    import gc
+
+    gc.collect()  # __del__ of the half-built engine must not free the model a second time
+    assert fake.models_freed == 1
 
 
 def test_sampling_keeps_to_the_nucleus_and_follows_the_seed():

@@ -119,7 +119,7 @@ class LlamaCppGenerator(Generator):
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
-            llama_cpp.llama_model_free(self._model)
+            self._free()  # the model, once (__del__ finds nothing left to free)
             raise SpecialistError(f"{self.gguf}: llama.cpp could not create a context ({_Log.tail()})", exit_code=2)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0, max_batch)
