@@ -48,6 +48,12 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "run.json").exists()
 
 
+def gguf_file(ref: str) -> Path | None:
+    """The path when `ref` is a local .gguf file, else None."""
+    path = Path(str(ref)).expanduser()
+    return path if path.is_file() and path.suffix.lower() == ".gguf" else None
+
+
 def _known_names() -> str:
     return ", ".join(KNOWN_MODELS)
 
@@ -66,7 +72,7 @@ def resolve(ref: str, prepare: bool = True) -> ModelSource:
     if path.exists():
         if is_run_dir(path):
             return _resolve_run(ref, path, prepare)
-        if path.is_file() and path.suffix.lower() == ".gguf":
+        if gguf_file(ref) is not None:
             out = gguf_cache_path(path)
             if prepare:
                 _announce(f"Converting {path.name} to a cached Hugging Face folder (once)…")

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from specialist.errors import SpecialistError
 from specialist.serve.generation import Generator
 
@@ -23,7 +21,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
     GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
     `max_batch` sequences of `context_length` tokens (default 4096) in its cache."""
-    from specialist.models.resolve import load_model, load_tokenizer
+    from specialist.models.resolve import gguf_file, load_model, load_tokenizer
     from specialist.serve import llama_cpp_engine as lc
 
     if engine not in ENGINES:
@@ -42,17 +40,17 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
     lc.require_llama_cpp()  # before minutes of loading and exporting
-    path = Path(model_ref).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    path = gguf_file(model_ref)
+    if path is not None:  # runs as it is, tokenizer read from the file
         if quant is not None:
             raise SpecialistError(f"--quant does not apply to a .gguf model ({path.name} runs as it is)", exit_code=2)
-        return lc.LlamaCppGenerator(path, lc.gguf_tokenizer(path), threads=threads, max_batch=max_batch,
-                                    context_length=context_length or 4096)
-    if quant == "q4_0":
-        from specialist.console import err_console
+        gguf, tokenizer = path, lc.gguf_tokenizer(path)
+    else:
+        if quant == "q4_0":
+            from specialist.console import err_console
 
-        err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
-                          "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
-    gguf = lc.engine_gguf(model_ref, quant or lc.DEFAULT_QUANT)
-    return lc.LlamaCppGenerator(gguf, load_tokenizer(model_ref), threads=threads, max_batch=max_batch,
+            err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
+                              "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
+        gguf, tokenizer = lc.engine_gguf(model_ref, quant or lc.DEFAULT_QUANT), load_tokenizer(model_ref)
+    return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096)

@@ -273,16 +273,20 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
 
 
 # ---------------------------------------------------------------- a model reference → GGUF
+def _weight_stamps(folder: Path) -> list[str]:
+    return [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))]
+
+
 def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
     """The GGUF llama.cpp runs for a model reference: a .gguf file as it is; anything else
     (a run, a folder, a known model) is exported once into the cache and reused, keyed by
     the weights it came from, so a retrained run gets a fresh file."""
     from specialist.models.cache import specialist_home
-    from specialist.models.resolve import resolve
+    from specialist.models.resolve import gguf_file, resolve
     from specialist.serve.export import export
 
-    path = Path(model_ref).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    path = gguf_file(model_ref)
+    if path is not None:
         return path
     source = resolve(model_ref)
     stamps = [EXPORT_VERSION, source.kind]
@@ -295,10 +299,9 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
             stamps.append(source.weights)
     else:
         weights = Path(source.weights).resolve()
-        stamps.append(str(weights))
-        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(weights.glob("*.safetensors"))]
+        stamps += [str(weights), *_weight_stamps(weights)]
     if source.adapter is not None:
-        stamps += [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(Path(source.adapter).glob("*.safetensors"))]
+        stamps += _weight_stamps(Path(source.adapter))
     key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
     out = specialist_home() / "engine" / f"{key}-{outtype}"
     if not out.exists():
