@@ -15,6 +15,19 @@ Models with a chat template use it. Base models without one get DEFAULT_CHAT_TEM
     ### Assistant:
     {completion}<eos>
 
+With a knowledge base, the retrieved passages go into the last user turn, before the
+question, as a context section (format_context):
+
+    Context:
+    [1] {title}: {text}
+    [2] {title}: {text}
+
+    Question: {prompt}
+
+The same function builds it in training, eval, generate, chat and serve, so a specialist reads
+its context exactly as it was trained to. Clients of an exported GGUF/Ollama model that do their
+own retrieval put this text in the user message.
+
 The completion always ends with an end-of-turn token that is trained on (the EOS for the
 default template, e.g. <|im_end|> or <end_of_turn> for chat templates), so the model learns to
 stop; generation stops on it.
@@ -22,9 +35,20 @@ stop; generation stops on it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 Message = dict[str, str]
+
+CONTEXT_HEADER = "Context:"
+QUESTION_HEADER = "Question:"
+NO_CONTEXT = "(nothing found)"
+
+
+class ContextPassage(Protocol):
+    """What the prompt needs of a retrieved passage (specialist.knowledge.Passage has it)."""
+
+    title: str
+    text: str
 
 DEFAULT_CHAT_TEMPLATE = (
     "{% if bos_token %}{{ bos_token }}{% endif %}"
@@ -50,13 +74,37 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
-def build_messages(prompt: str, system: str | None = None, history: Sequence[Message] = ()) -> list[Message]:
+def format_context(prompt: str, passages: Sequence[ContextPassage]) -> str:
+    """The user turn of a retrieval-augmented prompt: numbered passages, then the question."""
+    lines = [CONTEXT_HEADER]
+    for i, p in enumerate(passages, 1):
+        text = " ".join(p.text.split())
+        lines.append(f"[{i}] {p.title}: {text}" if p.title else f"[{i}] {text}")
+    if not passages:
+        lines.append(NO_CONTEXT)
+    return "\n".join(lines) + f"\n\n{QUESTION_HEADER} {prompt}"
+
+
+def build_messages(prompt: str, system: str | None = None, history: Sequence[Message] = (),
+                   context: Sequence[ContextPassage] | None = None) -> list[Message]:
+    """The conversation the model sees; `context` (retrieved passages, possibly none) turns the
+    last user turn into format_context(prompt, context)."""
     messages: list[Message] = []
     if system:
         messages.append({"role": "system", "content": system})
     messages.extend(history)
-    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "user", "content": prompt if context is None else format_context(prompt, context)})
     return messages
+
+
+def attach_context(messages: Sequence[Message], context: Sequence[ContextPassage]) -> list[Message]:
+    """A copy of `messages` whose last user turn carries `context` (see format_context)."""
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m["role"] == "user":
+            m["content"] = format_context(m["content"], context)
+            break
+    return out
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
