@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from specialist.errors import ConfigError
 
 Method = Literal["lora", "dora", "qlora", "full"]
+# Room for three retrieved passages before the question when training with a knowledge base.
+KNOWLEDGE_MAX_LENGTH = 512
 
 
 class TrainConfig(BaseModel):
@@ -27,6 +29,15 @@ class TrainConfig(BaseModel):
     eval_data: Path | None = Field(None, description="held-out data for eval loss and best checkpoint")
     model: str = Field("gemma-3-270m", description="base model reference")
     system_prompt: str | None = Field(None, description="system prompt added to examples that have none")
+
+    # knowledge base: retrieved passages go into every prompt (retrieval-augmented fine-tuning)
+    knowledge: Path | None = Field(None, description="knowledge base (Markdown/text file, folder, or JSONL of passages)")
+    knowledge_top_k: int = Field(3, gt=0, le=20, description="passages retrieved into each prompt")
+    retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
+    embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")
+    abstain_share: float = Field(0.15, ge=0.0, lt=1.0, description=(
+        "abstention examples added (share of the training examples): unrelated passages, an answer "
+        "that offers to check instead of inventing"))
 
     # method
     method: Method = "lora"
@@ -44,7 +55,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    max_length: int = Field(256, ge=8, description="examples longer than this (tokens) are truncated")
+    max_length: int = Field(256, ge=8, description=(
+        f"examples longer than this (tokens) are truncated; default {KNOWLEDGE_MAX_LENGTH} with a knowledge base"))
     seed: int = 42
 
     # evaluation, checkpoints, logging
@@ -67,6 +79,13 @@ class TrainConfig(BaseModel):
 
     # where
     out: Path | None = Field(None, description="run folder; default runs/<data name>-<method>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knowledge_needs_room(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("knowledge") and values.get("max_length") is None:
+            return {**values, "max_length": KNOWLEDGE_MAX_LENGTH}
+        return values
 
     def run_dir(self) -> Path:
         return self.out if self.out is not None else Path("runs") / f"{self.data.stem}-{self.method}"
@@ -134,7 +153,7 @@ def load_train_config(path: Path | None = None, overrides: Mapping[str, Any] | N
     if path is not None:
         values = read_yaml(path)
         source = str(path)
-        for key in ("data", "eval_data"):  # a config next to its data finds it from any cwd
+        for key in ("data", "eval_data", "knowledge"):  # a config next to its data finds it from any cwd
             v = values.get(key)
             if isinstance(v, str) and v and not Path(v).is_absolute() and not Path(v).exists():
                 candidate = Path(path).parent / v

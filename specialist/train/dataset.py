@@ -25,6 +25,7 @@ class TrainExample:
     messages: list[Message]
     completion: str
     source: str  # file:line
+    answerable: bool = True  # False: the record is the dataset's own "I'll check" answer
 
 
 def read_examples(path: Path, system_prompt: str | None = None) -> list[TrainExample]:
@@ -40,10 +41,23 @@ def read_examples(path: Path, system_prompt: str | None = None) -> list[TrainExa
         messages = [dict(m) for m in ex.messages]
         if system_prompt and (not messages or messages[0]["role"] != "system"):
             messages.insert(0, {"role": "system", "content": system_prompt})
-        examples.append(TrainExample(messages, ex.completion, ex.location))
+        answerable = not (isinstance(ex.source, dict) and ex.source.get("answerable") is False)
+        examples.append(TrainExample(messages, ex.completion, ex.location, answerable))
     if not examples:
         raise SpecialistError(f"{path}: no examples")
     return examples
+
+
+def with_knowledge(examples: Sequence[TrainExample], context: Any, abstain_share: float, seed: int,
+                   training: bool = True) -> tuple[list[TrainExample], dict[str, Any]]:
+    """The examples with their retrieved passages in the prompt (knowledge.augment): training
+    examples also get the answer's passage and abstention examples, eval examples retrieval only."""
+    from specialist.knowledge.augment import AugmentSettings, augment_examples
+
+    settings = AugmentSettings(top_k=context.settings.top_k, abstain_share=abstain_share, seed=seed)
+    out, report = augment_examples([(e.messages, e.completion, e.source) for e in examples], context.retriever,
+                                   settings, [e.answerable for e in examples], training=training)
+    return [TrainExample(a.messages, a.completion, a.source) for a in out], report.to_dict()
 
 
 def tokenize_example(tokenizer: Any, ex: TrainExample, max_length: int) -> dict[str, list[int]]:

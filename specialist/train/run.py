@@ -19,7 +19,7 @@ import yaml
 
 from specialist.config import TrainConfig
 from specialist.errors import SpecialistError
-from specialist.train.dataset import fingerprint, read_examples, tokenize_examples
+from specialist.train.dataset import fingerprint, read_examples, tokenize_examples, with_knowledge
 from specialist.train.run_folder import (
     atomic_write_json,
     atomic_write_text,
@@ -101,6 +101,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         tokenizer.pad_token = tokenizer.eos_token
     train_examples = read_examples(config.data, config.system_prompt)
     eval_examples = read_examples(config.eval_data, config.system_prompt) if config.eval_data else []
+    knowledge = None
+    if config.knowledge is not None:
+        knowledge, train_examples, eval_examples = _add_knowledge(config, train_examples, eval_examples)
     train_features = tokenize_examples(tokenizer, train_examples, config.max_length)
     eval_features = tokenize_examples(tokenizer, eval_examples, config.max_length) if eval_examples else None
 
@@ -111,7 +114,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         "method": config.method,
         "dataset": str(config.data),
         "dataset_fingerprint": fingerprint(config.data),
-        "examples": len(train_examples),
+        "examples": len(train_examples) if knowledge is None else knowledge["summary"]["augment"]["examples"],
         "eval_data": str(config.eval_data) if config.eval_data else None,
         "eval_dataset_fingerprint": fingerprint(config.eval_data) if config.eval_data else None,
         "eval_examples": len(eval_examples),
@@ -123,7 +126,14 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         "status": "running",
         "started_at": _now(),
     }
+    if knowledge is not None:
+        summary["training_examples"] = len(train_examples)  # with the abstention examples
     if is_main:
+        if knowledge is not None:
+            from specialist.knowledge.snapshot import save_snapshot
+
+            summary["knowledge"] = save_snapshot(knowledge["context"].kb, run_dir, knowledge["context"].settings,
+                                                 knowledge["summary"])
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
         if resume:
             trim_metrics(metrics_path, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
@@ -188,6 +198,26 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             plot_loss(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method} on {Path(config.data).name}")
     trainer.accelerator.wait_for_everyone()
     return run_dir
+
+
+def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: list) -> tuple[dict[str, Any], list, list]:
+    """Retrieved passages into every prompt; the knowledge base is snapshotted into the run."""
+    from specialist.console import err_console
+    from specialist.knowledge.runtime import KnowledgeContext
+    from specialist.knowledge.passages import load_knowledge
+    from specialist.knowledge.snapshot import RetrievalSettings
+
+    context = KnowledgeContext(load_knowledge(config.knowledge),
+                               RetrievalSettings(top_k=config.knowledge_top_k, method=config.retrieval,
+                                                 embedding_model=config.embedding_model))
+    train_examples, report = with_knowledge(train_examples, context, config.abstain_share, config.seed)
+    if eval_examples:
+        eval_examples, _ = with_knowledge(eval_examples, context, 0.0, config.seed, training=False)
+    err_console.print(
+        f"[dim]knowledge: {len(context.kb)} passages, top {config.knowledge_top_k} ({config.retrieval}, "
+        f"{context.retriever.language or 'no stemming'}); answer's passage added to {report['answer_passage_added']} "
+        f"examples, {report['abstentions']} abstention examples ({report['abstention_source'] or 'none'})[/dim]")
+    return {"context": context, "summary": {"augment": report}}, train_examples, eval_examples
 
 
 def _tensorboard(run_dir: Path) -> list[Any]:
