@@ -26,6 +26,7 @@ class CheckSettings:
     price_per_million: float = DEFAULT_PRICE_PER_MILLION
     max_errors: int = DEFAULT_MAX_ERRORS
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    knowledge: Path | None = None  # a knowledge base (or a run folder with one): W116/W117 fact checks
 
 
 @dataclass
@@ -40,6 +41,7 @@ class CheckReport:
     eval: dict[str, Any] | None = None
     flagged: dict[int, dict[str, str]] = field(default_factory=dict)  # line → prompt/answer, for the HTML page
     lengths: dict[str, list[float]] = field(default_factory=dict)  # per-record lengths, for the histograms
+    knowledge: dict[str, Any] | None = None  # the knowledge base checked against, and what it found
 
     @property
     def exit_code(self) -> int:
@@ -51,6 +53,8 @@ class CheckReport:
                "stats": self.stats}
         if self.eval is not None:
             doc["eval"] = self.eval
+        if self.knowledge is not None:
+            doc["knowledge"] = self.knowledge
         return doc
 
 
@@ -60,6 +64,14 @@ def run_check(path: str | Path, settings: CheckSettings | None = None,
     default_length, default_epochs = train_defaults()
     max_length = settings.max_length or default_length
     epochs = settings.epochs or default_epochs
+
+    context = None
+    if settings.knowledge is not None:
+        # The data stage runs the knowledge checks but owns none of them: imported only when asked.
+        from specialist.knowledge.check import open_for_check
+
+        progress("reading the knowledge base")
+        context = open_for_check(settings.knowledge)  # before the data: a bad --knowledge fails fast
 
     progress("reading and validating")
     data = read_dataset(path, settings.format, settings.max_errors, settings.max_record_bytes)
@@ -102,6 +114,14 @@ def run_check(path: str | Path, settings: CheckSettings | None = None,
             progress(f"token counts with {settings.model}")
             tokens = count_tokens(examples, _tokenizer(settings.model))
             warnings += truncation_warnings(examples, tokens, max_length)
+    knowledge_doc = None
+    if context is not None:
+        from specialist.knowledge.check import data_warnings, knowledge_summary
+
+        progress("facts against the knowledge base")
+        findings = data_warnings(examples, context)
+        warnings += findings.warnings
+        knowledge_doc = knowledge_summary(context, findings, len(examples))
     warnings += quality.size_warnings(examples)
     warnings.sort(key=lambda w: (w.code, w.lines[:1]))
 
@@ -118,7 +138,8 @@ def run_check(path: str | Path, settings: CheckSettings | None = None,
                "answer characters": [len(e.completion) for e in examples]}
     if tokens is not None:
         lengths.update({"prompt tokens": tokens.prompt, "answer tokens": tokens.completion})
-    return CheckReport(data.file, data.format, data.records, data.valid, errors, warnings, stats, eval_doc, flagged, lengths)
+    return CheckReport(data.file, data.format, data.records, data.valid, errors, warnings, stats, eval_doc, flagged, lengths,
+                       knowledge_doc)
 
 
 def _tokenizer(model: str) -> Any:

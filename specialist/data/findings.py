@@ -85,6 +85,22 @@ _TABLE = [
          "Add examples for rare labels (or down-sample common ones) so the model does not default to the majority."),
     Code("W115", "warning", "too-few-examples", "Too few examples to fine-tune well",
          "Collect more: hundreds of examples at least, better thousands."),
+    # ---- against a knowledge base: `data check --knowledge K` (W116, W117), `knowledge check K` (W118–W121)
+    Code("W116", "warning", "knowledge-contradiction",
+         "An answer states a number (price, duration, percent, weight…) that a retrieved passage contradicts",
+         "Correct the answer to what the knowledge base says (or the passage, if it is out of date): "
+         "the model learns whichever figure it sees, and retrieval will show it the other."),
+    Code("W117", "warning", "unsupported-fact", "An answer states a number or name found nowhere in the knowledge base",
+         "Add the fact to the knowledge base, or drop it from the answer: a trained figure with no passage behind "
+         "it is one the specialist will invent."),
+    Code("W118", "warning", "duplicate-passage", "Identical or near-identical passages in the knowledge base",
+         "Keep one: copies crowd other passages out of the retrieved top k, and drift apart when one is edited."),
+    Code("W119", "warning", "passage-conflict", "Passages about the same subject that state different numbers",
+         "Decide on one figure and fix the other passage; the specialist answers with whichever it retrieves."),
+    Code("W120", "warning", "passage-too-long", "A passage longer than 150 words",
+         "Split it at a heading or paragraph: long passages blur retrieval and take up the prompt."),
+    Code("W121", "warning", "passage-too-short", "A passage shorter than 5 words",
+         "Merge it into its neighbour or add the subject it is about: on its own it answers nothing."),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _TABLE}
@@ -143,6 +159,10 @@ def render_markdown() -> str:
         "`specialist data check` reports every finding with a stable code. Errors (E0xx) make the",
         "command exit 1 and stop `specialist train`; warnings (W1xx) name the records involved and",
         "leave the exit code at 0. `--json` prints them under `errors` and `warnings`.",
+        "",
+        "A knowledge base gets the same treatment: `specialist knowledge check K` reports bad knowledge",
+        "files with the error codes below (located file:line, exit 1) and W118–W121 on its passages;",
+        "`specialist data check DATA --knowledge K` adds W116 and W117, the answers' facts against it.",
         "",
         "This page is generated from `specialist/data/findings.py`",
         "(`python -m specialist.data.findings > docs/data-checks.md`).",

@@ -27,6 +27,9 @@ def print_report(report: CheckReport, console: Console) -> None:
                   f"{report.valid} valid, {ok}, {len(report.warnings)} warning(s)")
     if report.eval:
         console.print(f"eval data [bold]{escape(report.eval['file'])}[/bold]: {report.eval['records']} records, {report.eval['valid']} valid")
+    if report.knowledge:
+        console.print(f"knowledge [bold]{escape(str(report.knowledge['origin']))}[/bold]: {_knowledge_line(report.knowledge)}",
+                      highlight=False)
     for err in report.errors[:MAX_SHOWN]:
         where = f"{err.file}:{err.line}" + (f":{err.field}" if err.field else "")
         console.print(f"[red]{err.code}[/red] {escape(where)}: {escape(err.message)}", highlight=False)
@@ -39,6 +42,11 @@ def print_report(report: CheckReport, console: Console) -> None:
     if len(report.warnings) > MAX_SHOWN:
         console.print(f"… {len(report.warnings) - MAX_SHOWN} more warnings (use --json or --html for all)")
     _print_stats(report.stats, console)
+
+
+def _knowledge_line(k: dict[str, Any]) -> str:
+    return (f"{k['passages']} passages; {k['contradicted_records']} record(s) state a number it contradicts (W116), "
+            f"{k['unsupported_records']} state facts it does not hold (W117)")
 
 
 def _print_stats(stats: dict[str, Any], console: Console) -> None:
@@ -113,6 +121,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:lef
 .rec{{white-space:pre-wrap;font-size:90%}} img{{margin:.5em}}</style></head><body>
 <h1>Data check: {e(report.file)}</h1>
 <p>{report.records} records ({e(report.format)}), {report.valid} valid, {len(report.errors)} errors, {len(report.warnings)} warnings.</p>"""]
+    if report.knowledge:
+        parts.append(f"<p>Knowledge base {e(str(report.knowledge['origin']))}: {e(_knowledge_line(report.knowledge))}.</p>")
     if report.errors:
         parts.append("<h2>Errors</h2><table><tr><th>code</th><th>where</th><th>message</th></tr>")
         for err in report.errors:
