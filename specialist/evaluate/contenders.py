@@ -4,7 +4,14 @@
 - prompt-engineering: the base model with a system prompt and k few-shot turns drawn (seeded)
   from the training set, the same k for every prompt;
 - fine-tuned: the run, the short prompt only (as it was trained);
-- an OpenAI-compatible endpoint (optional), asked with the prompt-engineering messages.
+- an OpenAI-compatible endpoint (optional), asked with the prompt-engineering messages;
+with a knowledge base (--knowledge, or the run's own snapshot) two more:
+- prompt-engineering+knowledge: the base model, a system prompt that asks it to answer from the
+  context (system_prompt_knowledge.txt) in place of the full fact list, the same few-shot turns,
+  and the retrieved passages in the last user turn;
+- fine-tuned+knowledge: the run, its training system prompt if any, the retrieved passages in
+  the last user turn, the prompt a run trained with --knowledge saw.
+The passages come from one retrieval per prompt, shared by both (models.template.format_context).
 
 The base model is loaded once: the base contenders run with the run's LoRA adapter disabled
 (PeftModel.disable_adapter), the fine-tuned contender with it enabled."""
@@ -19,11 +26,13 @@ from typing import Any, Iterator, Literal, Sequence
 
 from specialist.errors import SpecialistError
 from specialist.evaluate.examples import Pair
-from specialist.models.template import Message, build_messages
+from specialist.models.template import ContextPassage, Message, build_messages
 
 ZERO_SHOT = "zero-shot"
 PROMPT_ENGINEERING = "prompt-engineering"
 FINE_TUNED = "fine-tuned"
+PROMPT_ENGINEERING_KNOWLEDGE = "prompt-engineering+knowledge"
+FINE_TUNED_KNOWLEDGE = "fine-tuned+knowledge"
 
 Kind = Literal["base", "fine-tuned", "endpoint"]
 
@@ -34,16 +43,23 @@ class Contender:
     kind: Kind
     system: str | None = None
     shots: list[Pair] = field(default_factory=list)
+    knowledge: bool = False  # retrieved passages go into the last user turn
 
-    def messages(self, pair: Pair) -> list[Message]:
+    def messages(self, pair: Pair, context: Sequence[ContextPassage] = ()) -> list[Message]:
+        """The conversation for `pair`; `context` (the retrieved passages) is used only by a
+        knowledge contender, which gets a context section even when nothing was found."""
         history: list[Message] = []
         for shot in self.shots:
             history += [{"role": "user", "content": shot.prompt}, {"role": "assistant", "content": shot.completion}]
         system = "\n\n".join(s for s in (self.system, pair.system) if s) or None
-        return build_messages(pair.prompt, system, [*history, *pair.history])
+        return build_messages(pair.prompt, system, [*history, *pair.history],
+                              list(context) if self.knowledge else None)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "system_prompt": self.system, "few_shot": len(self.shots)}
+        out: dict[str, Any] = {"kind": self.kind, "system_prompt": self.system, "few_shot": len(self.shots)}
+        if self.knowledge:
+            out["knowledge"] = True
+        return out
 
 
 def pick_shots(train: Sequence[Pair], k: int, seed: int, exclude: Sequence[Pair] = ()) -> list[Pair]:
@@ -62,6 +78,13 @@ def standard_contenders(system_prompt: str | None, shots: list[Pair], fine_tuned
     if fine_tuned:
         contenders.append(Contender(FINE_TUNED, "fine-tuned"))
     return contenders
+
+
+def knowledge_contenders(system_prompt: str | None, shots: list[Pair],
+                         training_system_prompt: str | None) -> list[Contender]:
+    """prompt-engineering+knowledge and fine-tuned+knowledge (see the module's docstring)."""
+    return [Contender(PROMPT_ENGINEERING_KNOWLEDGE, "base", system_prompt, shots, knowledge=True),
+            Contender(FINE_TUNED_KNOWLEDGE, "fine-tuned", training_system_prompt, knowledge=True)]
 
 
 @contextlib.contextmanager

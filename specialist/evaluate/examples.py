@@ -1,11 +1,22 @@
 """Prompt/completion pairs for evaluation, read through the data stage's loader when it is
-available so every format it accepts works here too."""
+available so every format it accepts works here too.
+
+Eval records may also carry what a right answer must say and whether the question can be
+answered at all (examples/coffee/facts.jsonl):
+
+    {"prompt": …, "completion": …, "facts": ["14[,.]99\\s*(zł|zl)"], "answerable": true}
+    {"prompt": …, "completion": …, "answerable": false}
+
+`facts` are regular expressions a right answer must all contain (case-insensitive search);
+a regex that does not compile is a located error (file:line:facts), exit 1."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from specialist.errors import SpecialistError
 
@@ -16,6 +27,48 @@ class Pair:
     completion: str
     system: str | None = None
     history: tuple[dict[str, str], ...] = ()  # earlier turns of a multi-turn example
+    facts: tuple[str, ...] = ()  # regexes a right answer must all contain
+    answerable: bool = True      # False: the right answer offers to check / hand over
+
+
+def facts_problems(record: Any, where: str) -> list[str]:
+    """Located problems of a record's `facts` and `answerable` fields (empty when fine)."""
+    if not isinstance(record, dict):
+        return []
+    problems = []
+    facts = record.get("facts")
+    if facts is not None:
+        if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
+            problems.append(f"{where}:facts: E007 expected a list of regular expressions (strings)")
+        else:
+            for regex in facts:
+                try:
+                    re.compile(regex, re.IGNORECASE)
+                except re.error as exc:
+                    problems.append(f"{where}:facts: invalid regular expression {regex!r} ({exc})")
+                if not regex.strip():
+                    problems.append(f"{where}:facts: empty regular expression (it would match every answer)")
+    answerable = record.get("answerable")
+    if answerable is not None and not isinstance(answerable, bool):
+        problems.append(f"{where}:answerable: E007 expected true or false, got {type(answerable).__name__}")
+    return problems
+
+
+def _with_facts(pair: Pair, record: Any) -> Pair:
+    if not isinstance(record, dict):
+        return pair
+    facts = tuple(record.get("facts") or ())
+    answerable = record.get("answerable")
+    return replace(pair, facts=facts, answerable=answerable if isinstance(answerable, bool) else True)
+
+
+def _raise_problems(path: Path, problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise SpecialistError(problems[0], exit_code=1)
+    if problems:
+        shown = "\n".join(problems[:10])
+        more = f"\n… and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise SpecialistError(f"{path}: {len(problems)} error(s) in facts/answerable:\n{shown}{more}", exit_code=1)
 
 
 def load_pairs(path: str | Path) -> list[Pair]:
@@ -26,7 +79,15 @@ def load_pairs(path: str | Path) -> list[Pair]:
         from specialist.data import load_examples  # the data stage's canonical loader
     except ImportError:
         return _read_jsonl(path)
-    return [_pair_of(ex) for ex in load_examples(path)]
+    examples = load_examples(path)
+    problems = [p for ex in examples for p in facts_problems(getattr(ex, "source", None), _where(ex, path))]
+    _raise_problems(path, problems)
+    return [_with_facts(_pair_of(ex), getattr(ex, "source", None)) for ex in examples]
+
+
+def _where(example: object, path: Path) -> str:
+    file, line = getattr(example, "file", None), getattr(example, "line", None)
+    return f"{file or path}:{line}" if line else str(file or path)
 
 
 def _pair_of(example: object) -> Pair:
@@ -39,6 +100,7 @@ def _pair_of(example: object) -> Pair:
 def _read_jsonl(path: Path) -> list[Pair]:
     """JSONL with {"prompt", "completion"} or {"messages": [...]} records."""
     pairs: list[Pair] = []
+    problems: list[str] = []
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -50,7 +112,9 @@ def _read_jsonl(path: Path) -> list[Pair]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SpecialistError(f"{path}:{number}: not valid JSON ({exc.msg})", exit_code=1) from exc
-        pairs.append(_pair_of_record(record, f"{path}:{number}"))
+        pairs.append(_with_facts(_pair_of_record(record, f"{path}:{number}"), record))
+        problems += facts_problems(record, f"{path}:{number}")
+    _raise_problems(path, problems)
     if not pairs:
         raise SpecialistError(f"{path}: no examples", exit_code=1)
     return pairs

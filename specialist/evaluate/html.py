@@ -6,9 +6,11 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from specialist.evaluate.facts import number_spans, shown_fact
 from specialist.evaluate.report import METRICS, best_index, fmt
+from specialist.knowledge.grounding import numbers
 from specialist.io import atomic_write_text
 
 COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
@@ -117,9 +119,48 @@ def _comparison(doc: dict[str, Any]) -> str:
     return f"<table><tr><th></th><th>prompt engineering</th><th>fine-tuning</th></tr>{rows}</table>"
 
 
+def _marked(answer: str, unsupported: Sequence[str] | None) -> str:
+    """The answer, escaped, with its unsupported numbers in <mark>."""
+    if not answer:
+        return "<span class=dim>(empty)</span>"
+    values = {f.value for text in unsupported or () for f in numbers(text)}
+    out, at = [], 0
+    for start, end in number_spans(answer, values):
+        out += [_e(answer[at:start]), f"<mark title='not in the question nor the knowledge base'>{_e(answer[start:end])}</mark>"]
+        at = end
+    return "".join(out) + _e(answer[at:])
+
+
+def _fact_notes(a: dict[str, Any], reference: str) -> str:
+    notes = []
+    if a.get("fact_ok") is True:
+        notes.append("<div class='ok'>facts right</div>")
+    if a.get("missing_facts"):
+        shown = ", ".join(shown_fact(f, reference) for f in a["missing_facts"])
+        notes.append(f"<div class='wrong'>missing: {_e(shown)}</div>")
+    if a.get("unsupported_numbers"):
+        notes.append(f"<div class='wrong'>unsupported: {_e(', '.join(a['unsupported_numbers']))}</div>")
+    if a.get("abstained") is True:
+        notes.append("<div class='ok'>abstains (offers to check / hand over)</div>")
+    elif a.get("abstained") is False:
+        notes.append("<div class='wrong'>does not abstain on an unanswerable question</div>")
+    return "".join(notes)
+
+
+def _passages(retrieved: dict[str, Any] | None) -> str:
+    if retrieved is None:
+        return ""
+    hits = retrieved["hits"]
+    items = "".join(f"<li><code>{_e(h['id'])}</code> <b>{_e(h['title'])}</b> <span class='dim'>score "
+                    f"{h['score']:.2f}</span><br>{_e(h['text'])}</li>" for h in hits)
+    return (f"<details class='passages'><summary>{len(hits)} passage(s) retrieved</summary>"
+            f"<ol>{items or '<li>(nothing found)</li>'}</ol></details>")
+
+
 def _answers(doc: dict[str, Any]) -> str:
     names = [c["name"] for c in doc["contenders"]]
     head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    retrieved = (doc.get("knowledge") or {}).get("retrieved")
     rows = []
     for i in range(doc["examples"]):
         first = doc["contenders"][0]["answers"][i]
@@ -127,10 +168,26 @@ def _answers(doc: dict[str, Any]) -> str:
         for c in doc["contenders"]:
             a = c["answers"][i]
             failed = f"<div class='dim'>fails: {_e(', '.join(a['failed_rules']))}</div>" if a["failed_rules"] else ""
-            cells.append(f"<td>{_e(a['answer']) or '<span class=dim>(empty)</span>'}"
-                         f"<div class='dim'>style {a['style_score']:.2f} · {a['words']} words</div>{failed}</td>")
-        rows.append(f"<tr><td><b>{_e(first['prompt'])}</b></td><td>{_e(first['reference'])}</td>{''.join(cells)}</tr>")
+            cells.append(f"<td>{_marked(a['answer'], a.get('unsupported_numbers'))}"
+                         f"<div class='dim'>style {a['style_score']:.2f} · {a['words']} words</div>{failed}"
+                         f"{_fact_notes(a, first['reference'])}</td>")
+        unanswerable = "<div class='dim'>not answerable from the knowledge</div>" if first.get("abstained") is not None else ""
+        rows.append(f"<tr><td><b>{_e(first['prompt'])}</b>{unanswerable}{_passages(retrieved[i] if retrieved else None)}</td>"
+                    f"<td>{_e(first['reference'])}</td>{''.join(cells)}</tr>")
     return f"<table class='answers'><tr><th>prompt</th><th>reference</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _knowledge(doc: dict[str, Any]) -> str:
+    k = doc.get("knowledge")
+    if not k:
+        return ""
+    recall = fmt(k.get("retrieval_recall_at_k"), "pct") if k.get("retrieval_recall_at_k") is not None else "not measured (no facts)"
+    sys_prompt = f", prompt-engineering+knowledge system prompt <code>{_e(k['system_prompt'])}</code>" if k.get("system_prompt") else ""
+    return (f"<h2>Knowledge base</h2><p><code>{_e(k['origin'])}</code>: {k['passages']} passages "
+            f"(<code>{_e(k['fingerprint'][:19])}</code>), top {k['top_k']} by {_e(k['method'])}, "
+            f"language {_e(k.get('language') or '?')}; retrieval recall@{k['top_k']} {_e(recall)}{sys_prompt}. "
+            "The passages retrieved for each prompt are under it below; "
+            "<mark>highlighted</mark> numbers are in neither the question nor the knowledge base.</p>")
 
 
 CSS = """
@@ -140,6 +197,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#e6
 .answers td{font-size:.9em;max-width:28em}.dim{color:#777;font-size:.85em}
 .charts{display:flex;flex-wrap:wrap;gap:.5em}.charts img{border:1px solid #eee}
 .verdict{font-size:1.15em;background:#f5f7fb;border-left:4px solid #4c78a8;padding:.8em 1em}
+.wrong{color:#c62828;font-size:.85em;font-weight:600}.ok{color:#2e7d32;font-size:.85em}
+mark{background:#ffcdd2}details.passages{font-size:.85em;margin-top:.4em}details.passages ol{padding-left:1.4em}
 """
 
 
@@ -161,6 +220,7 @@ def render_html(doc: dict[str, Any]) -> str:
 <h2>Metrics</h2>{_metric_table(doc)}
 <p class="dim">Style classifier: {_e(clf['method'])}, {clf['target_examples']} target-style vs {clf['generic_examples']}
 generic answers, held-out accuracy {_e(acc)}.</p>
+{_knowledge(doc)}
 <h2>Rules</h2>{_rules_table(doc)}
 <h2>Charts</h2><div class="charts">{charts}</div>
 <h2>Length and style-score distributions</h2><img alt="distributions" src="{distribution_chart(doc)}">

@@ -2,7 +2,15 @@
 of the HTML page (html.py).
 
 report.json keeps a stable top level: `contenders` is a list of {"name", "metrics",
-"answers"} in the order zero-shot, prompt-engineering, fine-tuned, then an endpoint."""
+"answers"} in the order zero-shot, prompt-engineering, fine-tuned, with a knowledge base
+prompt-engineering+knowledge and fine-tuned+knowledge, then an endpoint. `knowledge` is None
+without a knowledge base, else where it came from, its retrieval settings, recall@k and every
+prompt's retrieved passages; `retrieval_recall_at_k` repeats that one figure at the top level.
+
+Every answer carries fact_ok (None: no facts to check), missing_facts (the regexes not
+matched), unsupported_numbers (None without a knowledge base) and abstained (None for an
+answerable record); answers of the +knowledge contenders also carry `passages` (the ids
+retrieved into their prompt)."""
 
 from __future__ import annotations
 
@@ -33,6 +41,10 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("exact_match", "exact match", "higher", "pct"),
     MetricInfo("accuracy", "accuracy", "higher", "pct"),
     MetricInfo("macro_f1", "macro-F1", "higher", "f3"),
+    MetricInfo("fact_accuracy", "fact accuracy", "higher", "pct"),
+    MetricInfo("unsupported_number_rate", "answers with unsupported numbers", "lower", "pct"),
+    MetricInfo("abstention_rate", "abstains when it cannot know", "higher", "pct"),
+    MetricInfo("retrieval_recall_at_k", "retrieval recall@k", "higher", "pct"),
     MetricInfo("style_adherence", "style adherence", "higher", "pct"),
     MetricInfo("style_score_mean", "style score, mean", "higher", "f3"),
     MetricInfo("style_score_spread", "style score spread (std)", "lower", "f3"),
@@ -75,13 +87,16 @@ def _clean(value: Any) -> Any:
 
 # ------------------------------------------------------------------ building
 def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: dict[str, dict[str, Any]],
-                 classifier: Any, break_even: Any, max_new_tokens: int) -> dict[str, Any]:
+                 classifier: Any, break_even: Any, max_new_tokens: int,
+                 knowledge: dict[str, Any] | None = None) -> dict[str, Any]:
     rules = inputs.rules
     contenders = []
     for r in results:
         m = dict(metrics[r.contender.name])
         scores = m.pop("_style_scores")
         passes = m.pop("_rule_passes")
+        checked = m.pop("_facts", None)
+        passages = getattr(r, "passages", None)
         answers = []
         for i, (pair, reply) in enumerate(zip(inputs.eval_pairs, r.replies)):
             answers.append({
@@ -92,6 +107,10 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
                 "failed_rules": [rule.name for rule, ok in zip(rules, passes[i]) if not ok] if passes else [],
                 "loss": r.loss.per_example[i] if r.loss else None,
             })
+            if checked is not None:
+                answers[-1].update(checked[i])
+            if passages is not None:
+                answers[-1]["passages"] = passages[i]
         contenders.append({"name": r.contender.name, "prompt": r.contender.describe(), "metrics": m,
                            "answers": answers})
     run = inputs.run
@@ -113,18 +132,33 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
         "style_classifier": classifier.describe(),
         "rules": [{"name": rule.name, "check": rule.check, "value": getattr(rule, rule.check)} for rule in rules],
         "break_even": break_even.to_dict() if break_even else None,
+        "knowledge": knowledge,
+        "retrieval_recall_at_k": knowledge.get("retrieval_recall_at_k") if knowledge else None,
         "notes": [
             "latency = wall time of the batch a request was answered in (batch size "
             f"{settings.batch_size}); throughput = generated tokens / generation wall time",
             "style adherence = share of answers the style classifier scores >= 0.5; its generic class is the "
             "zero-shot base model's answers to training prompts, so zero-shot scores low by construction",
             "held-out loss = mean NLL per reference completion token under each contender's own prompt",
+            *(FACT_NOTES if any(c["metrics"].get(k) is not None for c in contenders for k in FACT_KEYS) else []),
         ],
         "contenders": contenders,
     }
     doc["comparison"] = comparison_table(doc)
     doc["verdict"] = verdict(doc)
     return _clean(doc)
+
+
+FACT_KEYS = ("fact_accuracy", "unsupported_number_rate", "abstention_rate")
+FACT_NOTES = [
+    "fact accuracy = share of answerable records with facts whose answer matches every facts regex "
+    "(case-insensitive)",
+    "unsupported numbers = share of answers stating a number found neither in the question nor anywhere in the "
+    "knowledge base",
+    "abstention = share of unanswerable records whose answer offers to check / hand over or says it does not know "
+    "(specialist.evaluate.facts.ABSTAIN_PATTERN) and states no unsupported number",
+    "retrieval recall@k = share of answerable records with facts whose top-k passages match every facts regex",
+]
 
 
 def contender(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -200,7 +234,49 @@ def verdict(doc: dict[str, Any]) -> str:
     if be and be.get("requests") is not None and doc["run"].get("train_seconds") is not None:
         sentence += (f"; its {doc['run']['train_seconds']:,.0f} s of training are repaid after "
                      f"{be['requests']:,} requests")
-    return sentence + "."
+    facts = facts_verdict(doc)
+    return sentence + "." + (f" {facts}" if facts else "")
+
+
+def facts_verdict(doc: dict[str, Any]) -> str:
+    """When facts were measured: who is right most often, and who keeps the voice."""
+    measured = [c for c in doc["contenders"] if c["metrics"].get("fact_accuracy") is not None]
+    if not measured:
+        return ""
+    if len({c["metrics"]["fact_accuracy"] for c in measured}) == 1 and len(measured) > 1:
+        return f"Facts: no contender is right more often than another (all {_pct(measured[0]['metrics']['fact_accuracy'])})."
+    # ties go to the contender listed first: the simpler setup
+    best = max(measured, key=lambda c: c["metrics"]["fact_accuracy"])
+    others = [c for c in measured if c is not best and c["metrics"]["fact_accuracy"] is not None]
+    vs = ", ".join(f"{_pct(c['metrics']['fact_accuracy'])} {c['name']}" for c in others)
+    sentence = (f"Facts: {best['name']} is right most often ({_pct(best['metrics']['fact_accuracy'])}"
+                + (f" vs {vs}" if vs else "") + ")")
+    unsupported = best["metrics"].get("unsupported_number_rate")
+    if unsupported is not None:
+        sentence += f", {_pct(unsupported)} of its answers state an unsupported number"
+    abstain = best["metrics"].get("abstention_rate")
+    if abstain is not None:
+        sentence += f", it abstains on {_pct(abstain)} of unanswerable questions"
+    voice = _voice(doc, best)
+    return sentence + (f"; the voice: {voice}" if voice else "") + "."
+
+
+def _voice(doc: dict[str, Any], best: dict[str, Any]) -> str:
+    """The most accurate contender's style adherence against the plain fine-tuned run (the voice
+    it should keep), and who keeps the voice best when that is a third contender."""
+    styled = [c for c in doc["contenders"] if c["metrics"].get("style_adherence") is not None]
+    if best not in styled:
+        return ""
+    ref = contender(doc, FINE_TUNED)
+    if ref is best or ref not in styled:
+        ref = max((c for c in styled if c is not best), key=lambda c: c["metrics"]["style_adherence"], default=None)
+    keeper = max(styled, key=lambda c: c["metrics"]["style_adherence"])
+    text = f"{best['name']} keeps {_pct(best['metrics']['style_adherence'])} style adherence"
+    if ref is not None:
+        text += f" vs {_pct(ref['metrics']['style_adherence'])} {ref['name']}"
+    if keeper is not best and keeper is not ref:
+        text += f", {keeper['name']} keeps it best ({_pct(keeper['metrics']['style_adherence'])})"
+    return text
 
 
 # ------------------------------------------------------------------ output

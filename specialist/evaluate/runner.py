@@ -4,7 +4,12 @@ Order of work: read the run and the data → load the base model once (with the 
 → generate each contender's answers (adapter off for the base contenders) → held-out loss of
 the references under each contender's prompt → a style classifier from the training
 completions against the zero-shot base model's answers to training prompts → metrics →
-report (report.py, html.py)."""
+report (report.py, html.py).
+
+With a knowledge base (--knowledge, else the run's own snapshot) every prompt is retrieved for
+once, before any contender answers; the +knowledge contenders get those passages in their
+prompt, and every contender's answers are checked against the eval records' facts and the
+knowledge base's numbers (facts.py)."""
 
 from __future__ import annotations
 
@@ -19,9 +24,12 @@ from specialist.console import err_console
 from specialist.errors import SpecialistError
 from specialist.evaluate import metrics as sim
 from specialist.evaluate.contenders import (FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT, Contender, Endpoint, Reply,
-                                            adapter_enabled, answer_locally, pick_shots, standard_contenders)
+                                            adapter_enabled, answer_locally, knowledge_contenders, pick_shots,
+                                            standard_contenders)
 from specialist.evaluate.cost import break_even_by_price, break_even_by_time, usage_stats
 from specialist.evaluate.examples import Pair, load_pairs
+from specialist.evaluate.facts import NumberCheck, retrieval_recall, score_answers
+from specialist.evaluate.answer_cache import cache_key, cached
 from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
@@ -48,6 +56,10 @@ class EvalSettings:
     price_per_million_prompt_tokens: float | None = None
     train_price_per_hour: float | None = None
     dtype: str = "auto"
+    knowledge: Path | None = None  # default: the run's own knowledge snapshot, if any
+    top_k: int | None = None       # default: the run's retrieval settings (3)
+    knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
+    cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
 
 
 @dataclass
@@ -124,6 +136,9 @@ class Inputs:
     system_prompt_path: Path | None
     rules: list[Rule]
     rules_path: Path | None
+    knowledge: Any = None  # a KnowledgeContext, or None: no +knowledge contenders
+    knowledge_system_prompt: str | None = None
+    knowledge_system_prompt_path: Path | None = None
 
 
 def gather_inputs(s: EvalSettings) -> Inputs:
@@ -141,7 +156,60 @@ def gather_inputs(s: EvalSettings) -> Inputs:
     rules_path = s.rules or _beside(s.data, "eval.yaml")
     system = _read_text(system_path, "system prompt") if system_path else None
     rules = load_rules(rules_path) if rules_path else []
-    return Inputs(run, eval_pairs, train_pairs, system, system_path, rules, rules_path)
+    inputs = Inputs(run, eval_pairs, train_pairs, system, system_path, rules, rules_path)
+    _add_knowledge(inputs, s)
+    return inputs
+
+
+def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
+    """The knowledge base (--knowledge wins over the run's snapshot) and the system prompt of
+    prompt-engineering+knowledge: --knowledge-system-prompt, else system_prompt_knowledge.txt
+    next to the data, else the normal one (which may still list facts)."""
+    from specialist.knowledge.runtime import open_knowledge
+
+    inputs.knowledge = open_knowledge(s.knowledge, str(inputs.run.path), top_k=s.top_k)
+    if inputs.knowledge is None:
+        if s.top_k is not None or s.knowledge_system_prompt is not None:
+            err_console.print("[yellow]no knowledge base (give --knowledge, or a run trained with one): "
+                              "--top-k / --knowledge-system-prompt ignored[/yellow]")
+        return
+    err_console.print(f"[dim]knowledge: {inputs.knowledge.origin}, {len(inputs.knowledge.kb)} passages, "
+                      f"top {inputs.knowledge.settings.top_k}[/dim]")
+    path = s.knowledge_system_prompt or _beside(s.data, "system_prompt_knowledge.txt")
+    if path is not None:
+        inputs.knowledge_system_prompt = _read_text(path, "knowledge system prompt")
+        inputs.knowledge_system_prompt_path = path
+    else:
+        inputs.knowledge_system_prompt, inputs.knowledge_system_prompt_path = inputs.system_prompt, inputs.system_prompt_path
+
+
+@dataclass
+class Retrieval:
+    """One retrieval per eval prompt, shared by both +knowledge contenders."""
+
+    hits: list[list[Any]]  # knowledge.retrieve.Hit per prompt, best first
+    recall: float | None   # retrieval recall@k over the answerable records with facts
+    numbers: NumberCheck   # the knowledge base's numbers (unsupported-number rate)
+
+    @property
+    def passages(self) -> list[list[Any]]:
+        return [[h.passage for h in hits] for hits in self.hits]
+
+    def describe(self, context: Any, pairs: Sequence[Pair]) -> dict[str, Any]:
+        """report.json's top-level "knowledge": the base, the settings, recall and every prompt's hits."""
+        return {**context.describe(), "retrieval_recall_at_k": self.recall,
+                "retrieved": [{"prompt": p.prompt, "hits": [h.to_dict() for h in hits]}
+                              for p, hits in zip(pairs, self.hits)]}
+
+
+def retrieve_all(context: Any, pairs: Sequence[Pair]) -> Retrieval:
+    from specialist.knowledge.retrieve import passage_text
+
+    hits = [context.retrieve(p.prompt) for p in pairs]
+    joined = ["\n".join(passage_text(h.passage) for h in hs) for hs in hits]
+    recall = retrieval_recall(joined, [p.facts for p in pairs], [p.answerable for p in pairs])
+    numbers = NumberCheck((passage_text(p) for p in context.kb.passages), context.retriever.language)
+    return Retrieval(hits, recall, numbers)
 
 
 def _beside(data: Path, name: str) -> Path | None:
@@ -157,6 +225,7 @@ class ContenderResult:
     contender: Contender
     replies: list[Reply]
     loss: LossResult | None
+    passages: list[list[str]] | None = None  # retrieved passage ids per prompt (+knowledge contenders)
 
 
 def run_eval(s: EvalSettings) -> dict[str, Any]:
@@ -180,21 +249,37 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     contenders = standard_contenders(inputs.system_prompt, shots, fine_tuned=True)
     fine_tuned = contenders[-1]
     fine_tuned.system = inputs.run.system_prompt  # the short prompt exactly as trained
+    retrieval = retrieve_all(inputs.knowledge, inputs.eval_pairs) if inputs.knowledge is not None else None
+    if retrieval is not None:
+        contenders += knowledge_contenders(inputs.knowledge_system_prompt, shots, inputs.run.system_prompt)
+    contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_pairs)
     generators = {id(base): Generator(base), id(tuned): Generator(tuned)}
 
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
 
     results: list[ContenderResult] = []
+    from_cache: list[str] = []
+    base_weights = source.weights if source.adapter is not None else resolve(inputs.run.base_model).weights
     with _progress() as step:
         for c in contenders:
             loaded = loaded_for(c)
-            convs = [c.messages(p) for p in inputs.eval_pairs]
-            with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
-                replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size,
-                                         step(f"{c.name}: answering", len(convs)))
-                loss = heldout_loss(loaded.model, loaded.tokenizer, convs, references)
-            results.append(ContenderResult(c, replies, loss))
+            convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_pairs, contexts)]
+            advance = step(f"{c.name}: answering", len(convs))
+
+            def compute() -> tuple[list[Reply], LossResult]:
+                with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
+                    replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size, advance)
+                    return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
+
+            # the base model's answers do not depend on the run: kept for the next eval
+            key = (cache_key(base_weights, c.name, convs, references, settings, s.batch_size, base.dtype)
+                   if s.cache and c.kind == "base" else None)
+            replies, loss, hit = cached(key, compute, advance)
+            if hit:
+                from_cache.append(c.name)
+            ids = [[p.id for p in ctx] for ctx in contexts] if c.knowledge else None
+            results.append(ContenderResult(c, replies, loss, ids))
         if s.endpoint:
             if not s.endpoint_model:
                 raise SpecialistError("--endpoint needs --endpoint-model NAME")
@@ -210,13 +295,15 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
 
             replies = endpoint.answer(convs, max_new, s.seed, count, step(f"{c.name}: answering", len(convs)))
             results.append(ContenderResult(c, replies, None))
-        classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step)
+        classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step,
+                                       base_weights, from_cache)
 
     usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
                                            [x.completion_tokens for x in r.replies],
                                            [x.latency for x in r.replies]) for r in results}
     by_name = {r.contender.name: r for r in results}
-    metrics = {r.contender.name: contender_metrics(r, references, classifier, inputs.rules, usage[r.contender.name])
+    metrics = {r.contender.name: contender_metrics(r, references, classifier, inputs.rules, usage[r.contender.name],
+                                                   inputs.eval_pairs, retrieval)
                for r in results}
     saved = usage[PROMPT_ENGINEERING]["prompt_tokens_mean"] - usage[FINE_TUNED]["prompt_tokens_mean"]
     break_even = None
@@ -228,20 +315,35 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         else:
             prefill = by_name[PROMPT_ENGINEERING].loss
             break_even = break_even_by_time(train_seconds, saved, prefill.seconds_per_token if prefill else 0.0)
-    return build_report(s, inputs, results, metrics, classifier, break_even, max_new)
+    knowledge = retrieval.describe(inputs.knowledge, inputs.eval_pairs) if retrieval is not None else None
+    if knowledge is not None:
+        knowledge["system_prompt"] = (str(inputs.knowledge_system_prompt_path)
+                                      if inputs.knowledge_system_prompt_path else None)
+    doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
+    doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
+    return doc
 
 
 def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, s: EvalSettings,
-                      step: Callable[[str, int], Callable[[int], None]]) -> StyleClassifier:
+                      step: Callable[[str, int], Callable[[int], None]], base_weights: str = "",
+                      from_cache: list[str] | None = None) -> StyleClassifier:
     """Target style: the training completions. Generic: the zero-shot base model's answers to
     (a seeded sample of) the training prompts: what the model says before specialising."""
     n = min(s.style_negatives, len(inputs.train_pairs))
     sample = random.Random(s.seed).sample(inputs.train_pairs, n)
     zero = Contender(ZERO_SHOT, "base")
     convs = [zero.messages(p) for p in sample]
-    with adapter_enabled(base.model, False):
-        generic = [r.text for r in answer_locally(generator, convs, settings, s.batch_size,
-                                                  step("style classifier: generic answers", len(convs)))]
+    advance = step("style classifier: generic answers", len(convs))
+
+    def compute() -> tuple[list[Reply], None]:
+        with adapter_enabled(base.model, False):
+            return answer_locally(generator, convs, settings, s.batch_size, advance), None
+
+    key = cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, base.dtype) if s.cache else None
+    replies, _, hit = cached(key, compute, advance)
+    if hit and from_cache is not None:
+        from_cache.append("style classifier (generic answers)")
+    generic = [r.text for r in replies]
     try:
         return train_style_classifier([p.completion for p in inputs.train_pairs], generic, seed=s.seed)
     except ValueError as exc:
@@ -249,7 +351,8 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
 
 
 def contender_metrics(result: ContenderResult, references: Sequence[str], classifier: StyleClassifier,
-                      rules: Sequence[Rule], usage: dict[str, float]) -> dict[str, Any]:
+                      rules: Sequence[Rule], usage: dict[str, float], pairs: Sequence[Pair] = (),
+                      retrieval: Retrieval | None = None) -> dict[str, Any]:
     texts = [r.text for r in result.replies]
     scores = classifier.scores(texts)
     lengths = dispersion([word_count(t) for t in texts])
@@ -270,7 +373,13 @@ def contender_metrics(result: ContenderResult, references: Sequence[str], classi
         "eval_loss": result.loss.loss if result.loss else None,
         "perplexity": result.loss.perplexity if result.loss else None,
     })
+    checked = score_answers(texts, pairs, retrieval.numbers if retrieval is not None else None) if pairs else None
+    if checked is not None:
+        m.update(checked.metrics)
+        # one figure for the run, shown against the contenders whose prompts carry the passages
+        m["retrieval_recall_at_k"] = retrieval.recall if retrieval is not None and result.contender.knowledge else None
     m["rules"] = rule_results.per_rule if rule_results else {}
+    m["_facts"] = checked.per_answer if checked is not None else None  # per answer, moved by the report
     m["_style_scores"] = scores  # per-answer, moved into the answers by the report
     m["_rule_passes"] = rule_results.passed if rule_results else None
     return m

@@ -1,0 +1,149 @@
+"""Is an answer right, and does it invent? Metrics against eval records' facts and a knowledge base.
+
+- fact accuracy: share of answerable records with `facts` whose answer matches every regex
+  (case-insensitive re.search);
+- unsupported-number rate: share of answers stating a number (knowledge.grounding.numbers)
+  found neither in the question nor anywhere in the knowledge base (needs a knowledge base);
+- abstention rate: share of `"answerable": false` records whose answer offers to check, hand
+  over or says it does not know (ABSTAIN_PATTERN), and states no unsupported number: an answer
+  that hedges *and* invents a price has not abstained;
+- retrieval recall@k: share of answerable records with facts whose top-k retrieved passages
+  (titles and texts joined) match every regex: could the answer have been found at all?
+
+Each function takes plain lists, so the figures are testable on hand-made answers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from specialist.knowledge.analyze import Analyzer, fold
+from specialist.knowledge.grounding import FactIndex, normalise_number, unsupported
+
+# An offer to check, to hand over to customer service, or an admission of not knowing, in
+# Polish and English. Matched on the folded answer (lower case, no diacritics), so "sprawdzę",
+# "sprawdze", "obsługą" and "Obsluga" all count. Redirects to the shop's own pages count too:
+# the coffee references answer unknown prices with "zobaczysz na stronie produktu" / "w koszyku".
+ABSTAIN_PATTERN = (
+    r"\bsprawdz|\bobslug|\bnie mam (?:\w+ ){0,2}informacj|\bnie wiem\b|\bnie znam\b|\bskontaktuj|\bkontakt"
+    r"|\bnapisz (?:\w+ )?(?:do|na)\b|\bzapytaj|\bzajrzyj|\bna (?:naszej )?stronie\b|\bw opisie\b|\bzobaczysz\b|\bpod reka\b"
+    r"|\bcheck\b|\bcustomer (?:service|support|care)\b|\bdon'?t know\b|\bdo not know\b|\bnot sure\b"
+    r"|\bcontact (?:us|our)\b|\bdon'?t have (?:that|this|the) information\b"
+)
+_ABSTAIN = re.compile(ABSTAIN_PATTERN)
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)?(?::\d\d)?(?![\d])")
+
+
+def offers_to_check(answer: str) -> bool:
+    """True when the answer offers to check / hand over or says it does not know."""
+    return bool(_ABSTAIN.search(fold(answer)))
+
+
+def missing_facts(answer: str, facts: Sequence[str]) -> list[str]:
+    """The regexes of `facts` the answer does not contain (case-insensitive search)."""
+    return [f for f in facts if not re.search(f, answer, re.IGNORECASE)]
+
+
+def fact_ok(answer: str, facts: Sequence[str], answerable: bool = True) -> bool | None:
+    """True/False for an answerable record with facts; None when there is nothing to check."""
+    if not answerable or not facts:
+        return None
+    return not missing_facts(answer, facts)
+
+
+class NumberCheck:
+    """Numbers of a knowledge base, to find the numbers an answer invents."""
+
+    def __init__(self, texts: Iterable[str], language: str | None = None) -> None:
+        self.index = FactIndex(texts, Analyzer(language))
+
+    def unsupported(self, answer: str, question: str = "") -> list[str]:
+        """Numbers (as written, with their unit) that neither the knowledge base nor the
+        question states."""
+        found = unsupported(answer, self.index, also=(question,) if question else (), kinds=("number",))
+        return list(dict.fromkeys(f.text for f in found))
+
+
+def share(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def fact_accuracy(answers: Sequence[str], facts: Sequence[Sequence[str]],
+                  answerable: Sequence[bool]) -> float | None:
+    """Share of answerable records with facts whose answer matches all of them; None when none has facts."""
+    oks = [fact_ok(a, f, ok) for a, f, ok in zip(answers, facts, answerable, strict=True)]
+    return share([x for x in oks if x is not None])
+
+
+def unsupported_number_rate(unsupported_numbers: Sequence[Sequence[str]] | None) -> float | None:
+    """Share of answers with at least one unsupported number; None without a knowledge base."""
+    if unsupported_numbers is None:
+        return None
+    return share([bool(u) for u in unsupported_numbers])
+
+
+def abstained(answer: str, unsupported_numbers: Sequence[str] = ()) -> bool:
+    """An offer to check / hand over that does not also state an unsupported number."""
+    return offers_to_check(answer) and not unsupported_numbers
+
+
+def abstention_rate(answers: Sequence[str], answerable: Sequence[bool],
+                    unsupported_numbers: Sequence[Sequence[str]] | None = None) -> float | None:
+    """Share of unanswerable records answered with an abstention; None when there are none."""
+    unsupported_numbers = unsupported_numbers or [()] * len(answers)
+    flags = [abstained(a, u) for a, ok, u in zip(answers, answerable, unsupported_numbers, strict=True) if not ok]
+    return share(flags)
+
+
+def retrieval_recall(retrieved_texts: Sequence[str], facts: Sequence[Sequence[str]],
+                     answerable: Sequence[bool]) -> float | None:
+    """Share of answerable records with facts whose retrieved passages (joined) match every regex."""
+    flags = [not missing_facts(text, f) for text, f, ok in zip(retrieved_texts, facts, answerable, strict=True)
+             if ok and f]
+    return share(flags)
+
+
+def number_spans(answer: str, values: Iterable[str]) -> list[tuple[int, int]]:
+    """Where numbers whose normalised value is in `values` stand in the answer (for highlighting)."""
+    wanted = set(values)
+    return [m.span() for m in _NUMBER.finditer(answer) if normalise_number(m.group(0)) in wanted]
+
+
+def shown_fact(regex: str, reference: str) -> str:
+    """A missing fact as a reader understands it: the reference's text the regex matches
+    ("14,99 zł"), else the regex itself."""
+    m = re.search(regex, reference, re.IGNORECASE)
+    return m.group(0) if m and m.group(0).strip() else regex
+
+
+@dataclass
+class FactResults:
+    """Per-answer checks and the figures of one contender."""
+
+    metrics: dict[str, float | None]
+    per_answer: list[dict[str, Any]] = field(default_factory=list)
+
+
+def score_answers(answers: Sequence[str], pairs: Sequence[Any], numbers: NumberCheck | None) -> FactResults:
+    """fact_accuracy, unsupported_number_rate and abstention_rate for one contender's answers to
+    `pairs` (objects with .prompt, .facts, .answerable), and per answer: fact_ok, missing_facts,
+    unsupported_numbers (None without a knowledge base) and abstained (None for answerable records)."""
+    facts = [tuple(p.facts) for p in pairs]
+    answerable = [bool(p.answerable) for p in pairs]
+    unsup = [numbers.unsupported(a, p.prompt) for a, p in zip(answers, pairs)] if numbers is not None else None
+    per_answer = []
+    for i, (a, f, ok) in enumerate(zip(answers, facts, answerable, strict=True)):
+        u = unsup[i] if unsup is not None else None
+        per_answer.append({
+            "fact_ok": fact_ok(a, f, ok),
+            "missing_facts": missing_facts(a, f) if ok else [],
+            "unsupported_numbers": u,
+            "abstained": None if ok else abstained(a, u or ()),
+        })
+    metrics = {
+        "fact_accuracy": fact_accuracy(answers, facts, answerable),
+        "unsupported_number_rate": unsupported_number_rate(unsup),
+        "abstention_rate": abstention_rate(answers, answerable, unsup),
+    }
+    return FactResults(metrics, per_answer)
