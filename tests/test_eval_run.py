@@ -285,3 +285,37 @@ def test_eval_on_the_embedded_model(coffee, tmp_path, monkeypatch):
     for c in doc["contenders"]:
         assert all(c["metrics"][k] is not None for k in REQUIRED)
         assert 0 < c["metrics"]["eval_loss"] and math.isfinite(c["metrics"]["eval_loss"])
+
+
+def test_second_eval_of_another_run_reuses_the_base_answers(tiny_base_model, coffee, tmp_path, monkeypatch):
+    """The base model's answers (zero-shot, prompt engineering, style negatives) are cached by
+    weights, prompts and settings: a second run of the same base generates only its own answers,
+    with the same report; a changed system prompt is generated again."""
+    from specialist.evaluate import contenders, runner
+
+    calls: list[int] = []
+    real = contenders.answer_locally
+
+    def counting(generator, conversations, *args, **kwargs):
+        calls.append(len(conversations))
+        return real(generator, conversations, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "answer_locally", counting)
+    first_run = make_run(tmp_path / "a", tiny_base_model, coffee["train"])
+    second_run = make_run(tmp_path / "b", tiny_base_model, coffee["train"])
+    first = runner.run_eval(_settings(first_run, coffee))
+    assert len(calls) == 4 and first["cached"] == []  # zero-shot, prompt engineering, fine-tuned, negatives
+    calls.clear()
+    second = runner.run_eval(_settings(second_run, coffee))
+    assert calls == [len(EVAL)]  # only the fine-tuned answers
+    assert set(second["cached"]) == {"zero-shot", "prompt-engineering", "style classifier (generic answers)"}
+    for name in ("zero-shot", "prompt-engineering"):
+        a, b = (next(c for c in doc["contenders"] if c["name"] == name) for doc in (first, second))
+        assert [x["answer"] for x in a["answers"]] == [x["answer"] for x in b["answers"]]
+        assert a["metrics"]["eval_loss"] == b["metrics"]["eval_loss"]
+    calls.clear()
+    other_prompt = tmp_path / "other_system.txt"
+    other_prompt.write_text("Jesteś baristą.", encoding="utf-8")
+    third = runner.run_eval(_settings(second_run, coffee, system_prompt=other_prompt))
+    assert set(third["cached"]) == {"zero-shot", "style classifier (generic answers)"}
+    assert len(calls) == 2  # prompt engineering (new system prompt) and fine-tuned

@@ -21,3 +21,13 @@ def models_dir() -> Path:
 
 def gguf_dir() -> Path:
     return specialist_home() / "gguf"
+
+
+def weight_stamps(folder: str | Path) -> list[str]:
+    """Name, size and modification time of a model folder's weight files: changes whenever the
+    weights do, without reading gigabytes to hash them. Empty for a hub id (not a folder)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    return [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            for p in sorted([*path.glob("*.safetensors"), *path.glob("*.bin")])]
