@@ -29,6 +29,8 @@ ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: 
 EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, can break small models), f16 or bf16.")
+KnowledgeOpt = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into each question; default: the run's own, if it was trained with one.")
+TopKOpt = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved per question (default: the run's setting, else 3).")
 
 
 def _quiet_libraries() -> None:
@@ -101,6 +103,8 @@ def generate(
     engine: str = EngineOpt,
     threads: Optional[int] = ThreadsOpt,
     quant: Optional[str] = QuantOpt,
+    knowledge: Optional[Path] = KnowledgeOpt,
+    top_k: Optional[int] = TopKOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Answer a prompt (--prompt) or a JSONL file of prompts (--input/--output) with a base model or a run."""
@@ -114,20 +118,26 @@ def generate(
     from specialist.serve.engines import make_generator
     from specialist.serve.generation import GenerationSettings
 
+    context = _open_knowledge(model, knowledge, top_k)  # a bad knowledge base fails before the model loads
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     # one prompt needs one sequence of llama.cpp's cache, a file a batch of them
     load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size if input_file else 1)  # noqa: E731
     if input_file is not None:
-        _generate_file(model, load, input_file, output_file, settings, batch_size, system, as_json)
+        _generate_file(model, load, input_file, output_file, settings, batch_size, system, as_json, context)
         return
+    messages, hits = context.messages(prompt, system) if context else (build_messages(prompt, system), [])
     gen = load()
-    answer = gen.generate([build_messages(prompt, system)], settings)[0]
+    answer = gen.generate([messages], settings)[0]
+    passages = {"passages": [_hit_doc(h) for h in hits]} if context else {}
     if as_json:
         _print_json({"model": model, "prompt": prompt, "answer": answer.text,
                      "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-                     "finish_reason": answer.finish_reason, "seconds": round(answer.seconds, 3)})
+                     "finish_reason": answer.finish_reason, "seconds": round(answer.seconds, 3), **passages})
     else:
         console.print(answer.text, markup=False, highlight=False)
+        if context:
+            err_console.print(f"passages: {', '.join(h.passage.id for h in hits) or '(none)'}",
+                              style="dim", markup=False, highlight=False)
 
 
 @app.command()
@@ -143,19 +153,23 @@ def chat(
     engine: str = EngineOpt,
     threads: Optional[int] = ThreadsOpt,
     quant: Optional[str] = QuantOpt,
+    knowledge: Optional[Path] = KnowledgeOpt,
+    top_k: Optional[int] = TopKOpt,
 ) -> None:
-    """Interactive chat with streamed answers (/reset clears the history, /exit quits)."""
+    """Interactive chat with streamed answers (/sources shows the passages behind the last answer, /reset clears the history, /exit quits)."""
     _quiet_libraries()
     from specialist.serve.chat import ChatSession, PromptTooLong
     from specialist.serve.engines import make_generator
     from specialist.serve.generation import GenerationSettings
 
     system_text = _read_text(system) if system else None
+    context = _open_knowledge(model, knowledge, top_k)
     generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context)
     session = ChatSession(generator, system_text, min(max_context or 4096, generator.context_length),
                           GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
-                                             top_p=top_p, seed=seed))
-    err_console.print(f"[bold]{model}[/bold] ready. /reset clears the history, /exit quits.")
+                                             top_p=top_p, seed=seed), knowledge=context)
+    sources = " /sources shows the passages behind the last answer," if context else ""
+    err_console.print(f"[bold]{model}[/bold] ready.{sources} /reset clears the history, /exit quits.")
     while True:
         try:
             line = input("you> ")
@@ -171,6 +185,9 @@ def chat(
             session.reset()
             err_console.print("[dim]history cleared[/dim]")
             continue
+        if text == "/sources":
+            _print_sources(session)
+            continue
         sys.stdout.write("bot> ")
         sys.stdout.flush()
         try:
@@ -181,6 +198,38 @@ def chat(
             err_console.print("[dim](answer interrupted, not kept in the history)[/dim]")
         sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+def _open_knowledge(model: str, knowledge: Optional[Path], top_k: Optional[int]):
+    """The knowledge base generate/chat/serve retrieve from (--knowledge, else the run's own,
+    else none), announced in one line on stderr."""
+    from specialist.knowledge.runtime import open_knowledge
+
+    context = open_knowledge(knowledge, model, top_k)
+    if context is None:
+        if top_k is not None:
+            raise SpecialistError(f"--top-k needs a knowledge base: {model} was not trained with one; "
+                                  "add --knowledge PATH")
+        return None
+    d = context.describe()
+    err_console.print(f"knowledge: {d['passages']} passages from {d['origin']} "
+                      f"(top {d['top_k']}, {d['method']}, fingerprint {d['fingerprint'].split(':')[-1][:12]})",
+                      style="dim", markup=False, highlight=False, soft_wrap=True)
+    return context
+
+
+def _hit_doc(hit) -> dict:
+    return {"id": hit.passage.id, "score": round(float(hit.score), 4), "title": hit.passage.title}
+
+
+def _print_sources(session) -> None:
+    if session.knowledge is None:
+        err_console.print("[dim]no knowledge base: answers come from the model alone[/dim]")
+    elif not session.last_hits:
+        err_console.print("[dim]no answer yet[/dim]")
+    for h in session.last_hits:
+        err_console.print(f"[{h.rank}] {h.passage.id} ({h.score:.2f}) {h.passage.title}: "
+                          f"{' '.join(h.passage.text.split())[:160]}", style="dim", markup=False, highlight=False)
 
 
 def _read_text(path: Path) -> str:
@@ -210,6 +259,7 @@ def data_check(
     epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs for time and cost (default: train's)."),
     max_errors: int = typer.Option(1000, "--max-errors", min=1, help="Stop after this many errors."),
     max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64, help="Records larger than this are errors."),
+    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (file, folder, JSONL or a run folder): warn about answers' numbers and names it contradicts or lacks."),
 ) -> None:
     """Validate and measure a dataset: errors (file:line:field), warnings, statistics. Exit 1 when errors."""
     if model:
@@ -218,7 +268,7 @@ def data_check(
     from specialist.data.report import print_report, write_html
 
     settings = CheckSettings(format=format, model=model, max_length=max_length, eval_data=eval_data, epochs=epochs,
-                             max_errors=max_errors, max_record_bytes=max_record_bytes)
+                             max_errors=max_errors, max_record_bytes=max_record_bytes, knowledge=knowledge)
     if tokens_per_second is not None:
         settings.tokens_per_second = tokens_per_second
     if price is not None:
@@ -268,6 +318,64 @@ def data_convert(
         err_console.print(f"[yellow]note:[/yellow] {note}")
 
 
+# ---------------------------------------------------------------- knowledge
+knowledge_app = typer.Typer(help="A specialist's knowledge base: search, check.", no_args_is_help=True)
+app.add_typer(knowledge_app, name="knowledge")
+
+
+@knowledge_app.command("search")
+def knowledge_search(
+    query: str = typer.Argument(..., help="The question to retrieve passages for."),
+    knowledge: Path = typer.Option(..., "--knowledge", help="Knowledge base (Markdown/text file, folder, JSONL) or a run folder (its snapshot)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages to show (default: 3, or the run's)."),
+    method: Optional[str] = typer.Option(None, "--method", help="bm25 (default), dense or hybrid."),
+    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="sentence-transformers model for dense/hybrid."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """The passages a specialist would retrieve for QUERY, best first, with scores."""
+    from specialist.knowledge.runtime import open_knowledge, run_folder_of
+
+    run = run_folder_of(str(knowledge))
+    context = (open_knowledge(None, str(run), top_k, method, embedding_model) if run is not None
+               else open_knowledge(knowledge, None, top_k, method, embedding_model))
+    if context is None:
+        raise SpecialistError(f"{knowledge}: the run was trained without a knowledge base (no knowledge/ snapshot)")
+    hits = context.retrieve(query)
+    if as_json:
+        _print_json({"query": query, "knowledge": context.describe(), "hits": [h.to_dict() for h in hits]})
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    d = context.describe()
+    table = Table(title=f"{escape(d['origin'])}: {d['passages']} passages, {d['method']}", show_lines=True, expand=True)
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("passage (file:line)", ratio=1, overflow="fold")
+    table.add_column("text", ratio=2)
+    for h in hits:
+        title = f"[bold]{escape(h.passage.title)}[/bold]\n" if h.passage.title else ""
+        table.add_row(str(h.rank), f"{h.score:.3f}", f"{escape(h.passage.id)}\n[dim]{escape(h.passage.location)}[/dim]",
+                      title + escape(h.passage.text))
+    console.print(table)
+
+
+@knowledge_app.command("check")
+def knowledge_check(
+    knowledge: Path = typer.Argument(..., help="Knowledge base (Markdown/text file, folder, JSONL) or a run folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Passages, sizes, located errors (exit 1), duplicates, conflicting numbers, passages too long or short."""
+    from specialist.knowledge.check import check_knowledge, print_knowledge_report
+
+    report = check_knowledge(knowledge)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        print_knowledge_report(report, console)
+    raise typer.Exit(report.exit_code)
+
+
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
@@ -283,6 +391,8 @@ def train(
     lora_r: Optional[int] = typer.Option(None, "--lora-r"),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages): retrieved passages go into every prompt; the run keeps a snapshot."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved into each prompt (default 3)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML settings; command-line options win."),
     settings: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
@@ -298,7 +408,7 @@ def train(
         config_file, settings, resume=resume, out=out,
         overrides=dict(data=data, eval_data=eval_data, model=model, method=method, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length,
-                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed))
+                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, knowledge=knowledge, knowledge_top_k=top_k))
     if dry_run:
         show_dry_run(config)
         return
@@ -330,8 +440,13 @@ def eval_command(
     price_per_mtok: Optional[float] = typer.Option(None, "--price-per-mtok", min=0, help="Price of 1M prompt tokens: break-even in money (with --train-price-per-hour)."),
     train_price_per_hour: Optional[float] = typer.Option(None, "--train-price-per-hour", min=0),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16 or fp32."),
+    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages); default: the run's own. Adds the +knowledge contenders and fact metrics."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved per prompt (default: the run's setting, 3)."),
+    knowledge_system_prompt: Optional[Path] = typer.Option(None, "--knowledge-system-prompt", help="System prompt of prompt-engineering+knowledge (default: system_prompt_knowledge.txt next to --data, else the normal one)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Generate the base model's answers again instead of reusing an earlier eval's (same prompts, settings and weights)."),
 ) -> None:
-    """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data."""
+    """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
+    knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
     _quiet_libraries()
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
@@ -344,7 +459,8 @@ def eval_command(
         train_data=train_data, limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
         style_negatives=style_negatives, endpoint=endpoint, endpoint_model=endpoint_model,
         endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
-        price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype)
+        price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
+        knowledge=knowledge, cache=not no_cache, top_k=top_k, knowledge_system_prompt=knowledge_system_prompt)
     doc = run_eval(settings)
     json_out = json_path or model / "eval" / "report.json"
     html_out = html_path or model / "eval" / "report.html"
@@ -356,7 +472,7 @@ def eval_command(
 
 # ---------------------------------------------------------------- serve/export
 def _generate_file(model: str, load, input_file: Path, output_file: Path, settings, batch_size: int,
-                   system: Optional[str], as_json: bool) -> None:
+                   system: Optional[str], as_json: bool, knowledge=None) -> None:
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -364,7 +480,7 @@ def _generate_file(model: str, load, input_file: Path, output_file: Path, settin
     from specialist.serve.batch import answer_file, read_answered, read_prompts
 
     records = read_prompts(input_file, system)  # bad input fails before the model loads
-    todo = len(records) - len(read_answered(output_file, records))
+    todo = len(records) - len(read_answered(output_file, records, with_knowledge=knowledge is not None))
     gen = load()
     columns = [TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
                TimeRemainingColumn()]
@@ -378,7 +494,7 @@ def _generate_file(model: str, load, input_file: Path, output_file: Path, settin
             elapsed = time.perf_counter() - started
             progress.update(task, advance=n, speed=f"{tokens[0] / max(elapsed, 1e-9):.1f} tok/s")
 
-        summary = answer_file(gen, input_file, output_file, settings, batch_size, system, advance)
+        summary = answer_file(gen, input_file, output_file, settings, batch_size, system, advance, knowledge)
     doc = {"model": model, "input": str(input_file), "output": str(output_file), **summary.as_dict()}
     if as_json:
         _print_json(doc)
@@ -400,16 +516,23 @@ def serve(
     engine: str = EngineOpt,
     threads: Optional[int] = ThreadsOpt,
     quant: Optional[str] = QuantOpt,
+    knowledge: Optional[Path] = KnowledgeOpt,
+    top_k: Optional[int] = TopKOpt,
 ) -> None:
-    """OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
+    """OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health).
+
+    With a knowledge base, /v1/chat/completions retrieves for the last user message and answers
+    list the passages in "context"; send "knowledge": false to skip it. /v1/completions (raw
+    text) never retrieves."""
     _quiet_libraries()
     from specialist.serve.server import ServerLimits, serve as run_server
 
+    context = _open_knowledge(model, knowledge, top_k)
     model_id = Path(model).name if Path(model).expanduser().exists() else model
     limits = ServerLimits(max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_batch=max_batch,
                           default_max_tokens=min(256, max_tokens))
     run_server(model, host, port, api_key or None, limits, model_id=model_id, engine=engine, threads=threads,
-               quant=quant)
+               quant=quant, knowledge=context)
 
 
 @app.command()
@@ -435,6 +558,10 @@ def export(
         _print_json(result.as_dict())
     else:
         console.print(f"[green]exported[/green] {fmt} → {result.out}: {', '.join(result.files)}")
+        if result.knowledge:
+            console.print(f"  with its knowledge base ({result.knowledge['passages']} passages in knowledge/); "
+                          f"clients put the retrieved context in the user message: see {result.out / 'README.md'}",
+                          markup=False, highlight=False)
         if fmt == "ollama":
             console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False, highlight=False)
 
@@ -473,13 +600,21 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),
-    eval_limit: int = typer.Option(16, "--eval-limit", min=1, help="Held-out prompts in the measured comparison."),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1, help="Held-out style prompts in the measured comparison (default 8 with the knowledge base, 16 without)."),
+    fact_limit: int = typer.Option(12, "--fact-limit", min=0, help="Fact questions (facts.jsonl) in the measured comparison, with the knowledge base."),
+    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (default: examples/coffee/knowledge)."),
+    no_knowledge: bool = typer.Option(False, "--no-knowledge", help="Run without a knowledge base (style only)."),
 ) -> None:
     """The whole road on the embedded default and the coffee-shop data: check → train → before/after → proof."""
     _quiet_libraries()
     from specialist.demo import DemoSettings, run_demo
 
-    run_demo(DemoSettings(model=model, out=out, epochs=epochs, max_steps=max_steps, eval_limit=eval_limit))
+    if no_knowledge and knowledge is not None:
+        raise typer.BadParameter("give --knowledge PATH or --no-knowledge, not both", param_hint="--no-knowledge")
+    s = DemoSettings(model=model, out=out, epochs=epochs, max_steps=max_steps, fact_limit=fact_limit)
+    s.knowledge = None if no_knowledge else (knowledge or s.knowledge)
+    s.eval_limit = eval_limit or (8 if s.knowledge else 16)
+    run_demo(s)
 
 
 # ---------------------------------------------------------------- entry point

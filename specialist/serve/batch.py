@@ -7,7 +7,12 @@ line number when it has none.
 Output: one JSON object per answered record, appended and fsync'ed batch by batch, so a crash
 loses at most the batch in flight. A rerun reads the output first and skips every key already
 answered; a torn last line (the crash hit mid-write) is cut off before appending. An output
-written for a different input (a key whose prompt differs) is refused rather than mixed."""
+written for a different input (a key whose prompt differs) is refused rather than mixed.
+
+With a knowledge base, each record's last user turn gets the passages retrieved for it
+(models.template.attach_context, the layout training used) and its output line lists their
+ids under "passages". An output answered with a knowledge base is not resumed without one (or
+the other way round): the file would mix two kinds of answers."""
 
 from __future__ import annotations
 
@@ -16,11 +21,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from specialist.errors import SpecialistError
-from specialist.models.template import Message, build_messages
+from specialist.models.template import Message, attach_context, build_messages
 from specialist.serve.generation import GenerationSettings, Generator
+
+if TYPE_CHECKING:
+    from specialist.knowledge.retrieve import Hit
+    from specialist.knowledge.runtime import KnowledgeContext
 
 MAX_REPORTED_ERRORS = 20
 
@@ -123,9 +132,10 @@ def _output_key(obj: dict) -> str | None:
     return None
 
 
-def read_answered(output: Path, records: list[PromptRecord]) -> set[str]:
+def read_answered(output: Path, records: list[PromptRecord], with_knowledge: bool | None = None) -> set[str]:
     """Keys already answered in `output`. Cuts a torn last line off the file (an interrupted
-    write), and refuses an output whose answers belong to another input."""
+    write), and refuses an output whose answers belong to another input, or (when
+    `with_knowledge` is given) were answered with(out) a knowledge base unlike this run."""
     if not output.exists():
         return set()
     data = output.read_bytes()
@@ -151,8 +161,26 @@ def read_answered(output: Path, records: list[PromptRecord]) -> set[str]:
         if record is None or any(obj.get(k) != v for k, v in record.source.items()):
             raise SpecialistError(f"{output}:{n}: this answer does not belong to the input (key {key}); "
                                   "the output was written for another file — choose another --output")
+        if with_knowledge is not None and ("passages" in obj) != with_knowledge:
+            then, now = ("with", "without") if "passages" in obj else ("without", "with")
+            raise SpecialistError(f"{output}:{n}: answered {then} a knowledge base, this run is {now} one; "
+                                  "choose another --output (or answer it the same way)")
         done.add(key)
     return done
+
+
+def last_user_text(messages: list[Message]) -> str | None:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+
+
+def with_context(messages: list[Message], knowledge: KnowledgeContext | None) -> tuple[list[Message], list[Hit]]:
+    """`messages` with the passages retrieved for the last user turn put into it (the same
+    layout build_messages(context=...) gives training), and those hits."""
+    question = last_user_text(messages) if knowledge is not None else None
+    if question is None:
+        return messages, []
+    hits = knowledge.retrieve(question)
+    return attach_context(messages, [h.passage for h in hits]), hits
 
 
 def _append(fh, rows: list[dict]) -> None:
@@ -163,11 +191,13 @@ def _append(fh, rows: list[dict]) -> None:
 
 def answer_file(generator: Generator, input_path: Path, output_path: Path, settings: GenerationSettings,
                 batch_size: int = 8, system: str | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+                on_progress: Callable[[int, int], None] | None = None,
+                knowledge: KnowledgeContext | None = None) -> BatchSummary:
     """Answer every prompt of `input_path` not yet in `output_path`. on_progress(answered
-    in this batch, completion tokens) is called after each batch is safely on disk."""
+    in this batch, completion tokens) is called after each batch is safely on disk. With
+    `knowledge`, each prompt is answered with the passages retrieved for its last user turn."""
     records = read_prompts(input_path, system)
-    done = read_answered(output_path, records)
+    done = read_answered(output_path, records, with_knowledge=knowledge is not None)
     todo = [r for r in records if r.key not in done]
     output_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -175,12 +205,14 @@ def answer_file(generator: Generator, input_path: Path, output_path: Path, setti
     with open(output_path, "a", encoding="utf-8") as fh:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            answers = generator.generate([r.messages for r in chunk], settings, batch_size=batch_size)
+            prepared = [with_context(r.messages, knowledge) for r in chunk]
+            answers = generator.generate([m for m, _ in prepared], settings, batch_size=batch_size)
             rows = []
-            for r, a in zip(chunk, answers):
+            for r, (_, hits), a in zip(chunk, prepared, answers):
                 key_fields = {"id": r.id} if r.id is not None else {"line": r.line}
+                passages = {"passages": [h.passage.id for h in hits]} if knowledge is not None else {}
                 rows.append({**key_fields, **r.source, "answer": a.text, "finish_reason": a.finish_reason,
-                             "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens})
+                             "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, **passages})
                 tokens += a.completion_tokens
             _append(fh, rows)
             if on_progress:

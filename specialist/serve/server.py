@@ -8,7 +8,16 @@ oldest one and every other waiting request that can share its sampling settings 
 `max_batch`) and decodes them as one batch, so concurrent clients share the forward passes
 instead of waiting for each other. A full queue answers 429; oversize bodies, prompts and
 token budgets answer 4xx; every error has OpenAI's shape
-{"error": {"message", "type", "param", "code"}}."""
+{"error": {"message", "type", "param", "code"}}.
+
+A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
+server: /v1/chat/completions searches the knowledge base with the last user message and puts
+the passages found into that message (models.template.attach_context, the layout the
+specialist was trained on), so clients send plain questions. The response names the passages
+in an extra top-level field "context": [{"id", "score", "title"}] (streamed: on the first
+chunk). A request opts out with the extra body field "knowledge": false. /v1/completions
+takes raw text and does no retrieval: the client builds the whole prompt itself. /health and
+/v1/models say whether a knowledge base is attached (passages, fingerprint)."""
 
 from __future__ import annotations
 
@@ -20,7 +29,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +37,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from specialist.models.template import attach_context
 from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
+
+if TYPE_CHECKING:
+    from specialist.knowledge.runtime import KnowledgeContext
 
 
 @dataclass
@@ -106,6 +119,8 @@ class _Sampling(_Lenient):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    # not OpenAI's: false answers without retrieval on a server that has a knowledge base
+    knowledge: bool = True
 
 
 class CompletionRequest(_Sampling):
@@ -279,9 +294,18 @@ class _Guard:
 
 
 # ---------------------------------------------------------------- the app
+def knowledge_info(knowledge: KnowledgeContext | None) -> dict | None:
+    """What clients may know of the attached knowledge base (not its path on this machine)."""
+    if knowledge is None:
+        return None
+    d = knowledge.describe()
+    return {k: d[k] for k in ("passages", "fingerprint", "top_k", "method")}
+
+
 def create_app(generator: Generator, model_id: str, api_key: str | None = None,
-               limits: ServerLimits | None = None) -> FastAPI:
+               limits: ServerLimits | None = None, knowledge: KnowledgeContext | None = None) -> FastAPI:
     limits = limits or ServerLimits()
+    kb_info = knowledge_info(knowledge)
     app = FastAPI(title="specialist", docs_url=None, redoc_url=None, openapi_url=None)
     worker = BatchWorker(generator, limits.max_batch, limits.max_queue)
     app.state.worker = worker
@@ -322,16 +346,19 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": model_id, "queued": worker.queued}
+        return {"status": "ok", "model": model_id, "queued": worker.queued, "knowledge": kb_info}
+
+    def model_card() -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": "specialist", "knowledge": kb_info}
 
     @app.get("/v1/models")
     def models() -> dict:
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "specialist"}]}
+        return {"object": "list", "data": [model_card()]}
 
     @app.get("/v1/models/{name:path}")
     def model_info(name: str) -> dict:
         check_model(name)
-        return {"id": model_id, "object": "model", "created": created, "owned_by": "specialist"}
+        return model_card()
 
     async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool):
         """Queue one job; returns (row, asyncio queue of pieces ending in ("done", answer|error))."""
@@ -349,7 +376,10 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         worker.submit(Job(prompt, settings, row, on_done))
         return row, events
 
-    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, chat: bool):
+    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, chat: bool,
+                               extra: dict | None = None):
+        """`extra`: top-level fields added to the response (the first chunk when streaming)."""
+        extra = extra or {}
         row, events = await run(prompt, settings, chat, req.stream)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
@@ -369,7 +399,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                 choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
                 obj = "text_completion"
             return JSONResponse({"id": rid, "object": obj, "created": now, "model": model_id,
-                                 "choices": [choice], "usage": _usage(result)})
+                                 "choices": [choice], "usage": _usage(result), **extra})
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -380,13 +410,16 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
             return {"id": rid, "object": obj, "created": now, "model": model_id, "choices": [choice]}
 
         async def events_sse():
+            first = extra
             try:
                 if chat:
-                    yield _sse(chunk({"role": "assistant", "content": ""}, None))
+                    yield _sse({**chunk({"role": "assistant", "content": ""}, None), **first})
+                    first = {}
                 while True:
                     kind, value = await events.get()
                     if kind == "piece":
-                        yield _sse(chunk({"content": value} if chat else value, None))
+                        yield _sse({**chunk({"content": value} if chat else value, None), **first})
+                        first = {}
                         continue
                     if isinstance(value, BaseException):
                         yield _sse(error_body(f"generation failed: {type(value).__name__}", "server_error"))
@@ -408,16 +441,25 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
     async def chat_completions(req: ChatCompletionRequest):
         check_model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        extra: dict = {}
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+        if knowledge is not None and req.knowledge and question is not None:
+            # off the event loop: dense retrieval encodes the question with a model
+            hits = await asyncio.to_thread(knowledge.retrieve, question)
+            messages = attach_context(messages, [h.passage for h in hits])
+            extra["context"] = [{"id": h.passage.id, "score": round(float(h.score), 4), "title": h.passage.title}
+                                for h in hits]
         try:
             prompt = generator.prompt_ids(messages)
         except Exception as exc:  # noqa: BLE001 - templates raise on orders they do not support
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
-        return await answer_or_stream(prompt, settings, req, chat=True)
+        return await answer_or_stream(prompt, settings, req, chat=True, extra=extra)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
+        """Raw text in, raw text out: no retrieval (the client owns the whole prompt)."""
         check_model(req.model)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
@@ -439,8 +481,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           limits: ServerLimits | None = None, model_id: str | None = None, engine: str = "torch",
-          threads: int | None = None, quant: str | None = None) -> None:
-    """Load the model and run the server until interrupted."""
+          threads: int | None = None, quant: str | None = None, knowledge: KnowledgeContext | None = None) -> None:
+    """Load the model and run the server until interrupted; with `knowledge`, chat completions
+    retrieve from it (see the module docstring)."""
     import uvicorn
 
     from specialist.console import err_console
@@ -448,7 +491,7 @@ def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
 
     limits = limits or ServerLimits()
     generator = make_generator(model_ref, engine, threads, quant, max_batch=limits.max_batch)
-    app = create_app(generator, model_id or model_ref, api_key, limits)
+    app = create_app(generator, model_id or model_ref, api_key, limits, knowledge)
     if host not in LOOPBACK and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can "
                           "reach this port can use the model (set --api-key or SPECIALIST_API_KEY)")
