@@ -273,15 +273,11 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
 
 
 # ---------------------------------------------------------------- a model reference → GGUF
-def _weight_stamps(folder: Path) -> list[str]:
-    return [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(folder.glob("*.safetensors"))]
-
-
 def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
     """The GGUF llama.cpp runs for a model reference: a .gguf file as it is; anything else
     (a run, a folder, a known model) is exported once into the cache and reused, keyed by
     the weights it came from, so a retrained run gets a fresh file."""
-    from specialist.models.cache import specialist_home
+    from specialist.models.cache import specialist_home, weight_stamps
     from specialist.models.resolve import gguf_file, resolve
     from specialist.serve.export import export
 
@@ -299,9 +295,9 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
             stamps.append(source.weights)
     else:
         weights = Path(source.weights).resolve()
-        stamps += [str(weights), *_weight_stamps(weights)]
+        stamps += [str(weights), *weight_stamps(weights)]
     if source.adapter is not None:
-        stamps += _weight_stamps(Path(source.adapter))
+        stamps += weight_stamps(source.adapter)
     key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
     out = specialist_home() / "engine" / f"{key}-{outtype}"
     if not out.exists():
