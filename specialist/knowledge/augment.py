@@ -139,7 +139,8 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriev
     n = min(len(fact_bearing), round(settings.abstain_share * len(examples)))
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
-        related = {h.passage.id for h in retriever.search(_last_user(messages), UNRELATED_EXCLUDE)}
+        # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
+        related = {h.passage.id for h in retriever.search(_last_user(messages), UNRELATED_EXCLUDE) if h.score > 0}
         stated = facts(completion, retriever.analyzer)
         pool = [p for p in retriever.kb.passages if p.id not in related
                 and not any(FactIndex([p.text], retriever.analyzer).supports(f) for f in stated if f.kind == "number")]
