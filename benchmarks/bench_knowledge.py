@@ -88,25 +88,29 @@ def _train(out: Path, knowledge: bool) -> Path:
     return out
 
 
-def _eval(run: Path, data: Path, knowledge: Path) -> dict[str, Any]:
+def _eval(run: Path, data: Path, knowledge: Path, contenders: tuple[str, ...] | None = None) -> dict[str, Any]:
     from specialist.evaluate.runner import EvalSettings, run_eval
 
     return run_eval(EvalSettings(model=str(run), data=data, system_prompt=COFFEE / "system_prompt.txt",
                                  rules=COFFEE / "eval.yaml", knowledge=knowledge,
                                  knowledge_system_prompt=COFFEE / "system_prompt_knowledge.txt",
-                                 train_data=COFFEE / "train.jsonl"))
+                                 train_data=COFFEE / "train.jsonl", contenders=contenders))
 
 
 KEYS = ("fact_accuracy", "unsupported_number_rate", "abstention_rate", "style_adherence", "chrf", "rule_pass_rate",
         "prompt_tokens_mean")
 
 
-def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COFFEE / "knowledge") -> dict[str, Any]:
+def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COFFEE / "knowledge",
+            contenders: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Both runs on the same prompts. The run without knowledge answers as plain fine-tuned only
+    (its base-model contenders would be the same answers again)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "facts_and_style.jsonl"
         records = _jsonl(COFFEE / "facts.jsonl") + _jsonl(COFFEE / "eval.jsonl")[:style_prompts]
         data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        docs = {"with knowledge": _eval(run, data, knowledge), "without knowledge": _eval(baseline, data, knowledge)}
+        docs = {"with knowledge": _eval(run, data, knowledge, contenders),
+                "without knowledge": _eval(baseline, data, knowledge, ("fine-tuned",))}
     rows = []
     for label, doc in docs.items():
         for c in doc["contenders"]:
@@ -150,7 +154,7 @@ def machine() -> dict[str, Any]:
 
 
 def bench(quick: bool = False, run: Path | None = None, baseline: Path | None = None,
-          style_prompts: int = 24) -> dict[str, Any]:
+          style_prompts: int = 24, contenders: tuple[str, ...] | None = None) -> dict[str, Any]:
     recall = retrieval()
     rows = [{"what": f"retrieval recall@{k}", "facts.jsonl": round(recall[f"recall_at_{k}"], 3),
              "train prompts (proxy)": round(recall[f"train_recall_at_{k}"], 3)} for k in (1, 3, 5)]
@@ -160,7 +164,7 @@ def bench(quick: bool = False, run: Path | None = None, baseline: Path | None = 
         runs = ROOT / "runs"
         run = run or _train(runs / "bench-knowledge-with", knowledge=True)
         baseline = baseline or _train(runs / "bench-knowledge-without", knowledge=False)
-        q = quality(Path(run), Path(baseline), style_prompts)
+        q = quality(Path(run), Path(baseline), style_prompts, contenders=contenders)
         rows += q["rows"]
         summary.update(q["summary"])
     doc.update({"rows": rows, "summary": summary, "ok": goals_met(summary)})
@@ -173,9 +177,11 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a run trained without a knowledge base")
     parser.add_argument("--style-prompts", type=int, default=24, help="eval.jsonl prompts added for the voice")
     parser.add_argument("--quick", action="store_true", help="retrieval only")
+    parser.add_argument("--contenders", help="contenders of the knowledge run's eval, comma-separated (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    doc = bench(args.quick, args.run, args.baseline, args.style_prompts)
+    only = tuple(n.strip() for n in args.contenders.split(",")) if args.contenders else None
+    doc = bench(args.quick, args.run, args.baseline, args.style_prompts, only)
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return

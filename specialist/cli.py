@@ -444,6 +444,7 @@ def eval_command(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved per prompt (default: the run's setting, 3)."),
     knowledge_system_prompt: Optional[Path] = typer.Option(None, "--knowledge-system-prompt", help="System prompt of prompt-engineering+knowledge (default: system_prompt_knowledge.txt next to --data, else the normal one)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Generate the base model's answers again instead of reusing an earlier eval's (same prompts, settings and weights)."),
+    only: Optional[str] = typer.Option(None, "--contenders", help="Only these contenders, comma-separated (e.g. fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering and fine-tuned."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -460,7 +461,8 @@ def eval_command(
         style_negatives=style_negatives, endpoint=endpoint, endpoint_model=endpoint_model,
         endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
-        knowledge=knowledge, cache=not no_cache, top_k=top_k, knowledge_system_prompt=knowledge_system_prompt)
+        knowledge=knowledge, cache=not no_cache,
+        contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k, knowledge_system_prompt=knowledge_system_prompt)
     doc = run_eval(settings)
     json_out = json_path or model / "eval" / "report.json"
     html_out = html_path or model / "eval" / "report.html"

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Module- and session-scoped fixtures run before the per-test home below: they get a home of
+# the session's own, never the user's cache.
+os.environ["SPECIALIST_HOME"] = tempfile.mkdtemp(prefix="specialist-test-home-")
 
 
 @pytest.fixture(autouse=True)

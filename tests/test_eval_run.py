@@ -319,3 +319,15 @@ def test_second_eval_of_another_run_reuses_the_base_answers(tiny_base_model, cof
     third = runner.run_eval(_settings(second_run, coffee, system_prompt=other_prompt))
     assert set(third["cached"]) == {"zero-shot", "style classifier (generic answers)"}
     assert len(calls) == 2  # prompt engineering (new system prompt) and fine-tuned
+
+
+def test_contenders_option_runs_only_the_named_ones(run_dir, coffee):
+    from specialist.errors import SpecialistError
+    from specialist.evaluate.runner import run_eval
+
+    doc = run_eval(_settings(run_dir, coffee, contenders=("fine-tuned",)))
+    assert [c["name"] for c in doc["contenders"]] == ["fine-tuned"]
+    assert doc["break_even"] is None and doc["comparison"] == []
+    assert doc["contenders"][0]["metrics"]["style_adherence"] is not None
+    with pytest.raises(SpecialistError, match="unknown fine-tuned\\+knowledge"):
+        run_eval(_settings(run_dir, coffee, contenders=("fine-tuned+knowledge",)))

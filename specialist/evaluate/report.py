@@ -212,7 +212,7 @@ def verdict(doc: dict[str, Any]) -> str:
     """One sentence from the numbers: how fine-tuning did against prompt engineering."""
     pe, ft, zs = (contender(doc, n) for n in (PROMPT_ENGINEERING, FINE_TUNED, ZERO_SHOT))
     if pe is None or ft is None:
-        return "No fine-tuned contender: nothing to compare."
+        return "prompt-engineering or fine-tuned was not evaluated (--contenders): no comparison."
     pm, fm = pe["metrics"], ft["metrics"]
     zs_txt = f", zero-shot {_pct(zs['metrics']['style_adherence'])}" if zs else ""
     fs, ps = fm["style_adherence"], pm["style_adherence"]

@@ -60,6 +60,7 @@ class EvalSettings:
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
     cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
+    contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
 
 
 @dataclass
@@ -252,6 +253,12 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     retrieval = retrieve_all(inputs.knowledge, inputs.eval_pairs) if inputs.knowledge is not None else None
     if retrieval is not None:
         contenders += knowledge_contenders(inputs.knowledge_system_prompt, shots, inputs.run.system_prompt)
+    if s.contenders is not None:
+        known = [c.name for c in contenders]
+        unknown = [n for n in s.contenders if n not in known]
+        if unknown:
+            raise SpecialistError(f"--contenders: unknown {', '.join(unknown)}; this eval has {', '.join(known)}")
+        contenders = [c for c in contenders if c.name in s.contenders]
     contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_pairs)
     generators = {id(base): Generator(base), id(tuned): Generator(tuned)}
 
@@ -305,10 +312,10 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     metrics = {r.contender.name: contender_metrics(r, references, classifier, inputs.rules, usage[r.contender.name],
                                                    inputs.eval_pairs, retrieval)
                for r in results}
-    saved = usage[PROMPT_ENGINEERING]["prompt_tokens_mean"] - usage[FINE_TUNED]["prompt_tokens_mean"]
     break_even = None
     train_seconds = inputs.run.train_seconds
-    if train_seconds is not None:
+    if train_seconds is not None and PROMPT_ENGINEERING in usage and FINE_TUNED in usage:
+        saved = usage[PROMPT_ENGINEERING]["prompt_tokens_mean"] - usage[FINE_TUNED]["prompt_tokens_mean"]
         if s.price_per_million_prompt_tokens is not None and s.train_price_per_hour is not None:
             break_even = break_even_by_price(train_seconds, s.train_price_per_hour, saved,
                                              s.price_per_million_prompt_tokens)
