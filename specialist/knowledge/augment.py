@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from specialist.knowledge.grounding import FactIndex, facts
+from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
 from specialist.knowledge.retrieve import Retriever
 from specialist.models.template import Message, attach_context
@@ -137,13 +137,15 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriev
     else:
         answers, report.abstention_source = abstention_answers(retriever.language), f"template ({retriever.language or 'en'})"
     n = min(len(fact_bearing), round(settings.abstain_share * len(examples)))
+    # each passage's numbers once, not once per abstention example
+    passage_numbers = {p.id: {f.value for f in numbers(p.text)} for p in retriever.kb.passages}
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
         # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
         related = {h.passage.id for h in retriever.search(_last_user(messages), UNRELATED_EXCLUDE) if h.score > 0}
         stated = facts(completion, retriever.analyzer)
-        pool = [p for p in retriever.kb.passages if p.id not in related
-                and not any(FactIndex([p.text], retriever.analyzer).supports(f) for f in stated if f.kind == "number")]
+        figures = {f.value for f in stated if f.kind == "number"}
+        pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]
         if len(pool) < settings.top_k:
             continue
         unrelated = rng.sample(pool, settings.top_k)
