@@ -138,7 +138,7 @@ class RunSummary(BaseModel):
     best_checkpoint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_unset=True)
+        return self.model_dump(exclude_unset=True)
 
 
 def is_run_dir(path: str | Path) -> bool:
