@@ -89,9 +89,6 @@ class RunFolder:
     def weights(self, full: bool) -> Path:
         return self.model if full else self.adapter
 
-    def exists(self) -> bool:
-        return self.summary.is_file()
-
 
 class RunSummary(BaseModel):
     """run.json. Fields are in the order training writes them; every one is optional, because
@@ -143,7 +140,7 @@ class RunSummary(BaseModel):
 
 def is_run_dir(path: str | Path) -> bool:
     path = Path(str(path)).expanduser()
-    return path.is_dir() and RunFolder(path).exists()
+    return path.is_dir() and RunFolder(path).summary.is_file()
 
 
 def read_summary(run_dir: str | Path) -> RunSummary:
