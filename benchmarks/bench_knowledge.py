@@ -77,8 +77,9 @@ def retrieval(knowledge: Path = COFFEE / "knowledge") -> dict[str, Any]:
 
 def _train(out: Path, knowledge: bool) -> Path:
     """A run with the default settings, reused when complete."""
-    summary = out / "run.json"
-    if summary.exists() and json.loads(summary.read_text(encoding="utf-8")).get("status") == "completed":
+    from specialist.run_folder import is_run_dir, read_summary
+
+    if is_run_dir(out) and read_summary(out).status == "completed":
         return out
     cmd = [sys.executable, "-m", "specialist", "train", "--data", str(COFFEE / "train.jsonl"), "--out", str(out),
            "--overwrite"]

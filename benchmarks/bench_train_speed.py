@@ -77,6 +77,7 @@ def run_specialist(data: Path, model: str, limit: int | None, threads: int | Non
     from specialist.train.trainer import CompletionTrainer
     from specialist.train.dataset import read_examples, tokenize_examples
     from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.run_folder import RunFolder, read_metrics, read_summary
 
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "train.jsonl"
@@ -102,19 +103,18 @@ def run_specialist(data: Path, model: str, limit: int | None, threads: int | Non
             run = train(config, show_progress=False)
         finally:
             CompletionTrainer.train = untimed
-        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-        losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
-                  if "loss" in json.loads(line)]
+        info = read_summary(run)
+        losses = [m["loss"] for m in read_metrics(RunFolder(run).metrics) if "loss" in m]
         if adapter_out is not None:
-            shutil.copytree(run / "adapter", adapter_out)
+            shutil.copytree(RunFolder(run).adapter, adapter_out)
     tokenizer = load_tokenizer(resolve(model))
     features = tokenize_examples(tokenizer, examples, 256)
-    seconds = float(info["train_seconds"])
-    return {"recipe": "specialist", "examples": info["examples"], "steps": info["steps"],
-            "tokens": info["train_tokens"], "train_seconds": seconds,
-            "tokens_per_second": round(info["train_tokens"] / seconds, 1), "cpu_seconds": round(cpu["seconds"], 2),
-            "tokens_per_cpu_second": round(info["train_tokens"] / cpu["seconds"], 1), "train_loss": info["train_loss"],
-            "losses": losses, "threads": info["threads_per_process"],
+    seconds = float(info.train_seconds)
+    return {"recipe": "specialist", "examples": info.examples, "steps": info.steps,
+            "tokens": info.train_tokens, "train_seconds": seconds,
+            "tokens_per_second": round(info.train_tokens / seconds, 1), "cpu_seconds": round(cpu["seconds"], 2),
+            "tokens_per_cpu_second": round(info.train_tokens / cpu["seconds"], 1), "train_loss": info.train_loss,
+            "losses": losses, "threads": info.threads_per_process,
             "trained_tokens": sum(sum(1 for t in f["labels"] if t != -100) for f in features),
             "loss_covers": f"completion + {tokenizer.eos_token}"}
 

@@ -452,6 +452,7 @@ def eval_command(
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
+    from specialist.run_folder import RunFolder
 
     if (price_per_mtok is None) != (train_price_per_hour is None):
         raise SpecialistError("give both --price-per-mtok and --train-price-per-hour (or neither)")
@@ -464,8 +465,8 @@ def eval_command(
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k, knowledge_system_prompt=knowledge_system_prompt)
     doc = run_eval(settings)
-    json_out = json_path or model / "eval" / "report.json"
-    html_out = html_path or model / "eval" / "report.html"
+    json_out = json_path or RunFolder(model).eval_json
+    html_out = html_path or RunFolder(model).eval_html
     write_reports(doc, json_out, html_out)
     console.print(rich_table(doc))
     console.print(doc["verdict"], markup=False, highlight=False)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.run_folder import RunFolder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "coffee"
 
@@ -116,7 +117,7 @@ def run_demo(s: DemoSettings) -> Path:
     doc = run_eval(EvalSettings(model=str(run_dir), data=data, system_prompt=s.system_prompt,
                                 rules=s.rules if s.rules.exists() else None, limit=limit,
                                 knowledge=s.knowledge, knowledge_system_prompt=knowledge_prompt))
-    json_path, html_path = run_dir / "eval" / "report.json", run_dir / "eval" / "report.html"
+    json_path, html_path = RunFolder(run_dir).eval_json, RunFolder(run_dir).eval_html
     write_reports(doc, json_path, html_path)
     console.print(rich_table(doc))
     console.print(doc["verdict"], markup=False, highlight=False)

@@ -1,13 +1,16 @@
-"""Atomic writes: a temporary file in the same folder, then a rename, so a crash never
-leaves a half-written dataset or report."""
+"""Atomic writes: a temporary file (or folder) in the same folder, then a rename, so a crash
+never leaves a half-written dataset, report, adapter or converted model."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 from specialist.errors import SpecialistError
 
@@ -47,3 +50,42 @@ def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> Non
 
 def atomic_write_jsonl(path: Path, records: Iterable[dict]) -> None:
     atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) for r in records))
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    """One indented JSON document. Encoded while it is written, so a value JSON cannot hold
+    fails the write half way, which leaves the old file as it was."""
+    chunks = json.JSONEncoder(ensure_ascii=False, indent=2).iterencode(doc)
+    atomic_write_lines(path, itertools.chain(chunks, ["\n"]), end="")
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """A temporary folder beside `final` that becomes `final` when the block succeeds and is
+    deleted when it raises. An existing `final` is replaced only once the new one is complete;
+    refusing to replace it is the caller's decision (see refuse_overwrite)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
+        yield tmp
+        _move_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    # The old folder steps aside (under a name as unique as tmp's) and is deleted only after
+    # the new one has its name, so a failure in between still leaves one complete folder.
+    old = tmp.with_name(tmp.name + ".old")
+    if final.exists():
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -94,3 +94,22 @@ def tiny_chat_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
 def tiny_base_model(base_tokenizer_dir, tmp_path_factory) -> Path:
     """Tiny Gemma 3 without a chat template (the default-template path)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), base_tokenizer_dir, "gemma3")
+
+
+def write_run_files(run_dir: Path, config: dict | None = None, **fields):
+    """run.json (and config.yaml when `config` is given) as `specialist train` leaves them after a
+    completed LoRA run; `fields` are RunSummary fields that replace the defaults (a misspelt one
+    fails here instead of becoming an unknown key that nothing reads)."""
+    from specialist.run_folder import RunSummary, write_config, write_summary
+
+    unknown = set(fields) - set(RunSummary.model_fields)
+    assert not unknown, f"not RunSummary fields: {sorted(unknown)}"
+    defaults = dict(method="lora", status="completed", examples=8, steps=4, max_steps=4, epochs=1.0,
+                    train_seconds=120.0, train_tokens=4000, tokens_per_second=1000.0, train_loss=2.0,
+                    final_loss=1.5, eval_loss=None)
+    summary = RunSummary(**{**defaults, **fields})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_summary(run_dir, summary)
+    if config is not None:
+        write_config(run_dir, config)
+    return summary

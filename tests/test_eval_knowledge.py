@@ -68,11 +68,9 @@ def knowledge_run(tiny_base_model, shop, tmp_path_factory) -> Path:
     from specialist.knowledge.passages import load_knowledge
     from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
 
-    run = make_run(tmp_path_factory.mktemp("runs") / "with-kb", tiny_base_model, shop["train"])
+    run = make_run(tmp_path_factory.mktemp("runs") / "with-kb", tiny_base_model, shop["train"],
+                   config={"data": str(shop["train"]), "system_prompt": "Sklep z kawą."})
     save_snapshot(load_knowledge(shop["knowledge"]), run, RetrievalSettings(top_k=2))
-    summary = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    summary["system_prompt"] = "Sklep z kawą."
-    (run / "run.json").write_text(json.dumps(summary), encoding="utf-8")
     return run
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_run_files
+
 TRAIN = [
     ("Jakie macie metody parzenia kawy?", "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
     ("Czy macie kawy bezkofeinowe?", "Oczywiście! Mamy kawę bezkofeinową z Kolumbii. Chcesz spróbować?"),
@@ -43,8 +45,9 @@ def _jsonl(path: Path, pairs) -> Path:
 
 
 def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int = 8,
-             train_seconds: float = 120.0) -> Path:
-    """A run folder as `specialist train` writes it: run.json + adapter/ (with the tokenizer)."""
+             train_seconds: float = 120.0, config: dict | None = None) -> Path:
+    """A run folder as `specialist train` writes it: run.json + adapter/ (with the tokenizer),
+    and config.yaml when `config` (the training settings) is given."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,11 +64,8 @@ def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int
     out.mkdir(parents=True)
     peft.save_pretrained(out / "adapter")
     tok.save_pretrained(out / "adapter")
-    summary = {"base_model": str(base_model), "examples": examples, "train_seconds": train_seconds,
-               "tokens_per_second": 1000.0, "method": "lora", "status": "completed"}
-    if train_data is not None:
-        summary["dataset"] = str(train_data)
-    (out / "run.json").write_text(json.dumps(summary), encoding="utf-8")
+    write_run_files(out, base_model=str(base_model), examples=examples, train_seconds=train_seconds,
+                    dataset=str(train_data) if train_data is not None else None, config=config)
     return out
 
 

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from specialist.models.template import DEFAULT_CHAT_TEMPLATE, render_prompt
+from specialist.run_folder import read_summary
+from tests.conftest import write_run_files
 from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
 
 
@@ -34,7 +36,7 @@ def make_run(base: Path, out: Path) -> Path:
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False))
     peft.save_pretrained(out / "adapter")
     load_tokenizer(str(base)).save_pretrained(out / "adapter")
-    (out / "run.json").write_text(json.dumps({"base_model": str(base), "method": "lora", "status": "done"}))
+    write_run_files(out, base_model=str(base))
     return out
 
 
@@ -75,7 +77,7 @@ def test_merged_folder_loads_alone_and_matches_the_adapter(which, request, tmp_p
     with torch.no_grad():
         merged = model(ids).logits
     torch.testing.assert_close(merged, peft_logits(run, ids), atol=1e-4, rtol=1e-4)
-    base = AutoModelForCausalLM.from_pretrained(json.loads((run / "run.json").read_text())["base_model"], dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(read_summary(run).base_model, dtype=torch.float32)
     with torch.no_grad():
         assert (base(ids).logits - merged).abs().max() > 1e-2  # the adapter really is in there
     assert tok.chat_template  # the template the run trained with travels with the weights

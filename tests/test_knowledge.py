@@ -19,6 +19,7 @@ from specialist.knowledge.check import check_knowledge, conflicts
 from specialist.knowledge.passages import Passage, read_knowledge
 from specialist.knowledge.retrieve import Retriever
 from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
+from tests.conftest import write_run_files
 
 runner = CliRunner()
 
@@ -182,8 +183,7 @@ def test_knowledge_search_json_document(shop):
 
 def run_folder(tmp_path: Path, kb_path: Path) -> Path:
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text("{}", encoding="utf-8")
+    write_run_files(run)
     save_snapshot(read_knowledge(kb_path), run, RetrievalSettings(top_k=2))
     return run
 

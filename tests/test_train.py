@@ -15,6 +15,7 @@ import pytest
 
 from specialist.config import load_train_config
 from specialist.errors import SpecialistError
+from specialist.run_folder import read_summary
 from specialist.train import train
 
 ROWS = [
@@ -58,6 +59,8 @@ def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_pat
     assert info["dataset_fingerprint"].startswith("sha256:") and info["examples"] == 4
     for key in ("train_seconds", "tokens_per_second", "train_loss", "final_loss", "eval_loss"):
         assert isinstance(info[key], float) and info[key] > 0, key
+    summary = read_summary(run)
+    assert summary.to_json() == info and summary.model_extra == {}  # the schema knows every key train writes
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert info["eval_loss"] == min(m["eval_loss"] for m in metrics if "eval_loss" in m)
     assert info["final_loss"] == [m["loss"] for m in metrics if "loss" in m][-1]

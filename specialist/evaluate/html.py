@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from specialist.evaluate.facts import number_spans, shown_fact
 from specialist.evaluate.report import METRICS, best_index, fmt
 from specialist.knowledge.grounding import numbers
-from specialist.io import atomic_write_text
+from specialist.io import atomic_write_json, atomic_write_text
 
 COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
 
@@ -236,7 +236,5 @@ def write_html(doc: dict[str, Any], path: Path) -> None:
 
 def write_reports(doc: dict[str, Any], json_out: Path, html_out: Path) -> None:
     """report.json and report.html, as `specialist eval` and `specialist demo` write them."""
-    from specialist.evaluate.report import write_json
-
-    write_json(doc, json_out)
+    atomic_write_json(json_out, doc)
     write_html(doc, html_out)

@@ -14,14 +14,11 @@ retrieved into their prompt)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from specialist.evaluate.contenders import FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT
-from specialist.io import atomic_write_text
 
 REPORT_VERSION = 1
 
@@ -126,8 +123,9 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
                      "system_prompt": str(inputs.system_prompt_path) if inputs.system_prompt_path else None,
                      "rules": str(inputs.rules_path) if inputs.rules_path else None,
                      "train_data": str(settings.train_data or run.train_data)},
-        "run": {"train_seconds": run.train_seconds, "examples": run.examples, "method": run.method,
-                "tokens_per_second": run.summary.get("tokens_per_second"), "steps": run.summary.get("steps"),
+        "run": {"train_seconds": run.summary.train_seconds, "examples": run.summary.examples,
+                "method": run.summary.method, "tokens_per_second": run.summary.tokens_per_second,
+                "steps": run.summary.steps,
                 "training_system_prompt": run.system_prompt},
         "style_classifier": classifier.describe(),
         "rules": [{"name": rule.name, "check": rule.check, "value": getattr(rule, rule.check)} for rule in rules],
@@ -304,7 +302,3 @@ def best_index(values: Sequence[Any], better: str) -> int | None:
     if not better or len(known) < 2 or len({v for v, _ in known}) == 1:
         return None
     return (max if better == "higher" else min)(known)[1]
-
-
-def write_json(doc: dict[str, Any], path: Path) -> None:
-    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")

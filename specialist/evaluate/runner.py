@@ -13,10 +13,9 @@ knowledge base's numbers (facts.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,6 +32,7 @@ from specialist.evaluate.answer_cache import cache_key, cached
 from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
+from specialist.run_folder import RunFolder, RunSummary, read_config, read_summary
 
 
 @dataclass
@@ -67,40 +67,19 @@ class EvalSettings:
 class RunInfo:
     path: Path
     base_model: str
-    train_seconds: float | None
-    examples: int | None
-    method: str | None
+    summary: RunSummary
     train_data: Path | None
-    system_prompt: str | None  # the system prompt training added to examples, if any
-    summary: dict[str, Any] = field(default_factory=dict)
+    system_prompt: str | None  # the system prompt training added to examples, if any (config.yaml)
 
 
 def read_run(path: str | Path) -> RunInfo:
     """The run folder's summary (run.json) and, when present, its resolved settings (config.yaml)."""
     run = Path(path)
-    if not (run / "run.json").exists():
-        raise SpecialistError(f"{run}: not a run folder (no run.json); `specialist eval --model` takes the folder "
-                              "`specialist train` wrote")
-    try:
-        summary = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SpecialistError(f"{run / 'run.json'}: unreadable ({exc})") from exc
-    config: dict[str, Any] = {}
-    if (run / "config.yaml").exists():
-        import yaml
-
-        try:
-            config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SpecialistError(f"{run / 'config.yaml'}: unreadable ({exc})") from exc
-    base = summary.get("base_model") or config.get("model")
-    if not base:
-        raise SpecialistError(f"{run / 'run.json'}: no base_model recorded")
-    data = summary.get("dataset") or summary.get("data") or config.get("data")
-    train_seconds = summary.get("train_seconds")
-    return RunInfo(run, str(base), float(train_seconds) if train_seconds is not None else None,
-                   summary.get("examples"), summary.get("method") or config.get("method"),
-                   _existing(data, run), config.get("system_prompt") or summary.get("system_prompt"), summary)
+    summary = read_summary(run)
+    if not summary.base_model:
+        raise SpecialistError(f"{RunFolder(run).summary}: no base_model recorded")
+    return RunInfo(run, summary.base_model, summary, _existing(summary.dataset, run),
+                   read_config(run).get("system_prompt"))
 
 
 def _existing(value: Any, run: Path) -> Path | None:
@@ -313,7 +292,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
                                                    inputs.eval_pairs, retrieval)
                for r in results}
     break_even = None
-    train_seconds = inputs.run.train_seconds
+    train_seconds = inputs.run.summary.train_seconds
     if train_seconds is not None and PROMPT_ENGINEERING in usage and FINE_TUNED in usage:
         saved = usage[PROMPT_ENGINEERING]["prompt_tokens_mean"] - usage[FINE_TUNED]["prompt_tokens_mean"]
         if s.price_per_million_prompt_tokens is not None and s.train_price_per_hour is not None:

@@ -17,6 +17,7 @@ from specialist.knowledge.passages import KnowledgeBase, load_knowledge
 from specialist.knowledge.retrieve import Hit, Retriever
 from specialist.knowledge.snapshot import RetrievalSettings, has_snapshot, load_snapshot
 from specialist.models.template import Message, build_messages
+from specialist.run_folder import is_run_dir
 
 
 class KnowledgeContext:
@@ -43,7 +44,7 @@ def run_folder_of(model_ref: str | None) -> Path | None:
     if not model_ref:
         return None
     path = Path(str(model_ref)).expanduser()
-    return path if (path / "run.json").is_file() else None
+    return path if is_run_dir(path) else None
 
 
 def open_knowledge(path: str | Path | None, model_ref: str | None = None, top_k: int | None = None,

@@ -12,8 +12,7 @@ from typing import Any
 from specialist.errors import SpecialistError
 from specialist.io import atomic_write_jsonl, atomic_write_text
 from specialist.knowledge.passages import KnowledgeBase, Passage
-
-SNAPSHOT_DIR = "knowledge"
+from specialist.run_folder import RunFolder
 
 
 @dataclass
@@ -25,7 +24,7 @@ class RetrievalSettings:
 
 
 def snapshot_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / SNAPSHOT_DIR
+    return RunFolder(run_dir).knowledge
 
 
 def save_snapshot(kb: KnowledgeBase, run_dir: Path, retrieval: RetrievalSettings,

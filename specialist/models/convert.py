@@ -6,13 +6,12 @@ loaded that way; the quantizer state is dropped first so the folder is a plain c
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from specialist.errors import ModelNotFound
+from specialist.io import atomic_dir
 from specialist.models.cache import models_dir
 
 
@@ -33,35 +32,30 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
         import gguf  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError as exc:  # pragma: no cover
         raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf") from exc
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     from transformers.utils import logging as hf_logging
 
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()  # the first preparation is slow: show it
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-            # bf16 storage: the source is 4-bit, so bf16 loses nothing that mattered and
-            # halves the folder and its load time.
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf_path.parent), gguf_file=gguf_path.name, dtype=dtype
-            )
-        except (ValueError, OSError, KeyError, RuntimeError) as exc:
-            raise ModelNotFound(f"{gguf_path}: not a GGUF model transformers can read ({exc})") from exc
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.config.dtype = dtype
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE").write_text(f"converted from {gguf_path}\n")
-        if out_dir.exists():  # a half-finished earlier attempt cannot exist (atomic), but a stale empty dir may
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        # a stale empty out_dir (a half-finished attempt cannot exist) is replaced
+        with atomic_dir(out_dir) as tmp:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+                # bf16 storage: the source is 4-bit, so bf16 loses nothing that mattered and
+                # halves the folder and its load time.
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(gguf_path.parent), gguf_file=gguf_path.name, dtype=dtype
+                )
+            except (ValueError, OSError, KeyError, RuntimeError) as exc:
+                raise ModelNotFound(f"{gguf_path}: not a GGUF model transformers can read ({exc})") from exc
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.config.dtype = dtype
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "SOURCE").write_text(f"converted from {gguf_path}\n")
     finally:
         if not bars_were_on:
             hf_logging.disable_progress_bar()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

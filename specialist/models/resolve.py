@@ -6,7 +6,6 @@ Hugging Face id (org/name)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from specialist.models.convert import convert_gguf, gguf_cache_path
 from specialist.models.device import pick_device, pick_dtype
 from specialist.models.registry import KNOWN_MODELS
 from specialist.models.template import ensure_chat_template
+from specialist.run_folder import RunFolder, is_run_dir, read_summary
 
 Kind = Literal["known", "run", "folder", "gguf", "hub"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -42,10 +42,6 @@ class ModelSource:
         if self.adapter is not None and (self.adapter / "tokenizer_config.json").exists():
             return str(self.adapter)
         return self.weights
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "run.json").exists()
 
 
 def gguf_file(ref: str) -> Path | None:
@@ -95,18 +91,15 @@ def resolve(ref: str, prepare: bool = True) -> ModelSource:
 
 
 def _resolve_run(ref: str, path: Path, prepare: bool) -> ModelSource:
-    try:
-        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFound(f"{path / 'run.json'}: unreadable run summary ({exc})") from exc
-    if (path / "model" / "config.json").exists():  # full fine-tuning
-        return ModelSource(ref, "run", str(path / "model"), run_dir=path, base_ref=info.get("base_model"))
-    adapter = path / "adapter"
+    run = RunFolder(path)
+    base_ref = read_summary(path).base_model
+    if (run.model / "config.json").exists():  # full fine-tuning
+        return ModelSource(ref, "run", str(run.model), run_dir=path, base_ref=base_ref)
+    adapter = run.adapter
     if not (adapter / "adapter_config.json").exists():
         raise ModelNotFound(f"{path}: run folder has neither adapter/ nor model/ (did training finish?)")
-    base_ref = info.get("base_model")
     if not base_ref:
-        raise ModelNotFound(f"{path / 'run.json'}: no base_model recorded")
+        raise ModelNotFound(f"{run.summary}: no base_model recorded")
     base = resolve(base_ref, prepare=prepare)
     return ModelSource(ref, "run", base.weights, adapter=adapter, run_dir=path, base_ref=base_ref)
 

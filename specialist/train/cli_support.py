@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from specialist.config import TrainConfig, load_train_config
 from specialist.errors import ConfigError
+from specialist.run_folder import RunFolder, read_summary
 
 
 def parse_set_options(items: Sequence[str]) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def resolve_train_config(config_file: Path | None, set_options: Sequence[str], *
     if resume and config_file is None:
         if out is None:
             raise ConfigError("--resume needs --out RUN (the run folder to continue)")
-        config_file = out / "config.yaml"
+        config_file = RunFolder(out).config
         if not config_file.exists():
             raise ConfigError(f"{out}: no run to resume (config.yaml missing); start it without --resume")
     if config_file is None and "data" not in merged:
@@ -58,10 +58,10 @@ def show_summary(run_dir: Path) -> None:
 
     if process_rank()[0] != 0:  # under torchrun every process returns here; one reports
         return
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    info = read_summary(run_dir)
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     err_console.print(
-        f"[green]done[/green] {info.get('steps')} steps in {info.get('train_seconds')} s, "
-        f"{info.get('tokens_per_second')} tokens/s, train_loss {fmt(info.get('train_loss'))}, "
-        f"final_loss {fmt(info.get('final_loss'))}, eval_loss {fmt(info.get('eval_loss'))}")
+        f"[green]done[/green] {info.steps} steps in {info.train_seconds} s, "
+        f"{info.tokens_per_second} tokens/s, train_loss {fmt(info.train_loss)}, "
+        f"final_loss {fmt(info.final_loss)}, eval_loss {fmt(info.eval_loss)}")
     console.print(str(run_dir), markup=False, highlight=False)

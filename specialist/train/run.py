@@ -15,23 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from specialist.config import TrainConfig
 from specialist.errors import SpecialistError
-from specialist.train.dataset import fingerprint, read_examples, tokenize_examples, with_knowledge
-from specialist.train.run_folder import (
-    atomic_write_json,
-    atomic_write_text,
-    checkpoints_dir,
+from specialist.io import atomic_dir
+from specialist.run_folder import (
+    RunFolder,
+    RunSummary,
     last_checkpoint,
     plot_loss,
     prepare_run_dir,
     read_metrics,
-    replace_dir,
-    temp_dir_beside,
     trim_metrics,
+    write_config,
+    write_summary,
 )
+from specialist.train.dataset import fingerprint, read_examples, tokenize_examples, with_knowledge
 
 
 def process_rank() -> tuple[int, int, int]:
@@ -65,11 +63,10 @@ def _now() -> str:
 def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, full: bool) -> Path:
     """adapter/ (or model/ for full fine-tuning) with the tokenizer and its chat template,
     written to a temporary folder first and renamed into place."""
-    final = run_dir / ("model" if full else "adapter")
-    tmp = temp_dir_beside(final)
-    trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    replace_dir(tmp, final)
+    final = RunFolder(run_dir).weights(full)
+    with atomic_dir(final) as tmp:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
     return final
 
 
@@ -108,42 +105,43 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     eval_features = tokenize_examples(tokenizer, eval_examples, config.max_length) if eval_examples else None
 
     checkpoint = last_checkpoint(run_dir) if resume else None
-    metrics_path = run_dir / "metrics.jsonl"
-    summary: dict[str, Any] = {
-        "base_model": model_reference(config.model),
-        "method": config.method,
-        "dataset": str(config.data),
-        "dataset_fingerprint": fingerprint(config.data),
-        "examples": len(train_examples) if knowledge is None else knowledge["summary"]["augment"]["examples"],
-        "eval_data": str(config.eval_data) if config.eval_data else None,
-        "eval_dataset_fingerprint": fingerprint(config.eval_data) if config.eval_data else None,
-        "eval_examples": len(eval_examples),
-        "device": device.type,
-        "base_dtype": str(plan.precision.load_dtype).replace("torch.", ""),
-        "mixed_precision": plan.precision.mixed,
-        "processes": world,
-        "threads_per_process": threads,
-        "status": "running",
-        "started_at": _now(),
-    }
+    run = RunFolder(run_dir)
+    metrics_path = run.metrics
+    summary = RunSummary(
+        base_model=model_reference(config.model),
+        method=config.method,
+        dataset=str(config.data),
+        dataset_fingerprint=fingerprint(config.data),
+        examples=len(train_examples) if knowledge is None else knowledge["summary"]["augment"]["examples"],
+        eval_data=str(config.eval_data) if config.eval_data else None,
+        eval_dataset_fingerprint=fingerprint(config.eval_data) if config.eval_data else None,
+        eval_examples=len(eval_examples),
+        device=device.type,
+        base_dtype=str(plan.precision.load_dtype).replace("torch.", ""),
+        mixed_precision=plan.precision.mixed,
+        processes=world,
+        threads_per_process=threads,
+        status="running",
+        started_at=_now(),
+    )
     if knowledge is not None:
-        summary["training_examples"] = len(train_examples)  # with the abstention examples
+        summary.training_examples = len(train_examples)  # with the abstention examples
     if is_main:
         if knowledge is not None:
             from specialist.knowledge.snapshot import save_snapshot
 
-            summary["knowledge"] = save_snapshot(knowledge["context"].kb, run_dir, knowledge["context"].settings,
-                                                 knowledge["summary"])
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, allow_unicode=True))
+            summary.knowledge = save_snapshot(knowledge["context"].kb, run_dir, knowledge["context"].settings,
+                                              knowledge["summary"])
+        write_config(run_dir, config.to_yaml_dict())
         if resume:
             trim_metrics(metrics_path, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
-            summary["resumed_from"] = checkpoint.name if checkpoint else None
-        atomic_write_json(run_dir / "run.json", summary)
+            summary.resumed_from = checkpoint.name if checkpoint else None
+        write_summary(run_dir, summary)
 
     trainer = None
     try:
         model = load_model_for_training(source.weights, plan, config)
-        args = training_arguments(config, plan, checkpoints_dir(run_dir), has_eval=eval_features is not None)
+        args = training_arguments(config, plan, run.checkpoints, has_eval=eval_features is not None)
         # a resumed run counts the time its kept steps took (the last record up to the checkpoint)
         before = [m.get("train_seconds", 0.0) for m in read_metrics(metrics_path)] if resume else []
         metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main,
@@ -165,13 +163,14 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     except KeyboardInterrupt:
         step = trainer.state.global_step if trainer is not None else 0
         if is_main:
-            atomic_write_json(run_dir / "run.json", {**summary, "status": "interrupted", "steps": step})
+            write_summary(run_dir, summary.model_copy(update={"status": "interrupted", "steps": step}))
         raise SpecialistError(f"interrupted at step {step}; continue with: "
                               f"specialist train --out {run_dir} --resume", exit_code=130) from None
     except BaseException as exc:
         if is_main:
-            atomic_write_json(run_dir / "run.json", {**summary, "status": "failed", "error": str(exc)[:500],
-                                                     "steps": trainer.state.global_step if trainer is not None else 0})
+            write_summary(run_dir, summary.model_copy(update={
+                "status": "failed", "error": str(exc)[:500],
+                "steps": trainer.state.global_step if trainer is not None else 0}))
         raise
 
     if trainer.is_world_process_zero():
@@ -179,7 +178,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         metrics = read_metrics(metrics_path)
         losses = [m["loss"] for m in metrics if "loss" in m]
         evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]
-        summary.update({
+        summary = summary.model_copy(update={
             "status": "completed",
             "finished_at": _now(),
             "steps": trainer.state.global_step,
@@ -193,9 +192,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             "eval_loss": min(evals) if evals else None,
             "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
         })
-        atomic_write_json(run_dir / "run.json", summary)
+        write_summary(run_dir, summary)
         if metrics:
-            plot_loss(metrics, run_dir / "loss.png", f"{run_dir.name}: {config.method} on {Path(config.data).name}")
+            plot_loss(metrics, run.loss_plot, f"{run_dir.name}: {config.method} on {Path(config.data).name}")
     trainer.accelerator.wait_for_everyone()
     return run_dir
 
@@ -228,4 +227,4 @@ def _tensorboard(run_dir: Path) -> list[Any]:
         return []
     from transformers.integrations import TensorBoardCallback
 
-    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard")))]
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(RunFolder(run_dir).tensorboard)))]

@@ -1,0 +1,275 @@
+"""The run folder (see DESIGN.md): its layout, its typed summary (run.json), and how training
+creates, refuses, resumes and fills it. Training writes run.json through `write_summary`;
+everything else reads it through `read_summary`.
+
+    RUN/config.yaml  run.json  metrics.jsonl  loss.png  adapter/ | model/  checkpoints/  eval/  knowledge/
+
+    run = RunFolder(path)
+    summary = read_summary(run.path)        # RunSummary; SpecialistError (one located line) when unreadable
+    summary.base_model, summary.dataset, summary.train_loss, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from specialist.errors import SpecialistError
+from specialist.io import atomic_write_json, atomic_write_text
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where each part of a run lives."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser())
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.path / "loss.png"
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model(self) -> Path:
+        """The weights of a full fine-tuning run (LoRA/DoRA runs have adapter/ instead)."""
+        return self.path / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def eval_json(self) -> Path:
+        return self.eval / "report.json"
+
+    @property
+    def eval_html(self) -> Path:
+        return self.eval / "report.html"
+
+    @property
+    def knowledge(self) -> Path:
+        return self.path / "knowledge"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    def weights(self, full: bool) -> Path:
+        return self.model if full else self.adapter
+
+
+class RunSummary(BaseModel):
+    """run.json. Fields are in the order training writes them; every one is optional, because
+    run.json is rewritten as the run goes (running → completed, interrupted or failed) and an
+    older or newer run may lack a key or carry one this version does not know (kept as is).
+
+    Saved with only the keys that were set, so reading and writing a run.json keeps its keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # what was trained, on what
+    base_model: str | None = None  # an absolute path for local folders/files, else the name or hub id
+    method: str | None = None  # lora | dora | qlora | full
+    dataset: str | None = None  # the training data file, as given
+    dataset_fingerprint: str | None = None
+    examples: int | None = None  # training records (before the knowledge base's abstention examples)
+    eval_data: str | None = None
+    eval_dataset_fingerprint: str | None = None
+    eval_examples: int | None = None
+    # where and how
+    device: str | None = None
+    base_dtype: str | None = None
+    mixed_precision: str | None = None  # "bf16" | "fp16" | None
+    processes: int | None = None
+    threads_per_process: int | None = None
+    # progress: running → completed | interrupted | failed
+    status: str | None = None
+    started_at: str | None = None
+    training_examples: int | None = None  # with the knowledge base: the examples actually trained on
+    knowledge: dict[str, Any] | None = None  # the knowledge snapshot's summary (knowledge/knowledge.json)
+    resumed_from: str | None = None  # the checkpoint a --resume continued from
+    error: str | None = None  # why a failed run failed
+    finished_at: str | None = None
+    # results
+    steps: int | None = None
+    max_steps: int | None = None
+    epochs: float | None = None
+    train_seconds: float | None = None  # including the steps a resumed run kept
+    train_tokens: int | None = None
+    tokens_per_second: float | None = None
+    train_loss: float | None = None  # mean over the run, as transformers reports it
+    final_loss: float | None = None  # last logged
+    eval_loss: float | None = None  # best
+    best_checkpoint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    path = Path(str(path)).expanduser()
+    return path.is_dir() and RunFolder(path).summary.is_file()
+
+
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """run.json of a run folder. A missing, corrupt or mistyped one is a SpecialistError of one
+    located line (exit 2): `RUN/run.json:3:5: not valid JSON (...)`, `RUN/run.json: steps: ...`."""
+    path = RunFolder(Path(run_dir)).summary
+    if not path.is_file():
+        raise SpecialistError(f"{path.parent}: not a run folder (no run.json); give the folder `specialist train` wrote")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecialistError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(doc, dict):
+        raise SpecialistError(f"{path}: expected a JSON object (the run summary), got {type(doc).__name__}")
+    try:
+        return RunSummary.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        got = repr(first["input"])
+        raise SpecialistError(f"{path}: {field}: {first['msg']} (got {got[:60] + '…' if len(got) > 60 else got})") from None
+
+
+def write_summary(run_dir: Path, summary: RunSummary) -> None:
+    atomic_write_json(RunFolder(run_dir).summary, summary.to_json())
+
+
+def write_config(run_dir: Path, settings: dict[str, Any]) -> None:
+    """config.yaml: the fully resolved settings, in their declared order (TrainConfig.to_yaml_dict)."""
+    import yaml
+
+    atomic_write_text(RunFolder(run_dir).config, yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.yaml as written (the resolved settings; {} when the folder has none)."""
+    import yaml
+
+    path = RunFolder(Path(run_dir)).config
+    if not path.exists():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecialistError(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    if not isinstance(doc, dict):
+        raise SpecialistError(f"{path}: expected a mapping of settings, got {type(doc).__name__}")
+    return doc
+
+
+# ------------------------------------------------------------------ what training does with it
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint. A checkpoint cut short by a kill lacks trainer_state.json
+    (the Trainer writes it last), so it is skipped in favour of the one before."""
+    root = RunFolder(run_dir).checkpoints
+    if not root.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in root.iterdir()
+                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
+    for _, path in found:
+        if (path / "trainer_state.json").exists():
+            return path
+    return None
+
+
+def is_used(run_dir: Path) -> bool:
+    return run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber an existing run unless told to; --resume needs a run to resume."""
+    run = RunFolder(run_dir)
+    if resume:
+        if not run.config.exists():
+            raise SpecialistError(f"{run_dir}: no run to resume (config.yaml missing); start it without --resume")
+        return
+    if is_used(run_dir):
+        if not overwrite:
+            raise SpecialistError(f"{run_dir}: a run folder already exists there; use --resume to continue it, "
+                                  "--overwrite to replace it, or --out to choose another folder")
+        if not run.summary.exists() and not run.config.exists():
+            raise SpecialistError(f"{run_dir}: exists and is not a run folder; refusing to delete it even with --overwrite")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def trim_metrics(path: Path, up_to_step: int) -> None:
+    """On resume, drop records logged after the checkpoint: the Trainer logs those steps again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= up_to_step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss(metrics: list[dict[str, Any]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
