@@ -1,13 +1,15 @@
-"""Atomic writes: a temporary file in the same folder, then a rename, so a crash never
-leaves a half-written dataset or report."""
+"""Atomic writes: a temporary file (or folder) in the same folder, then a rename, so a crash
+never leaves a half-written dataset, report or export."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from specialist.errors import SpecialistError
 
@@ -47,3 +49,27 @@ def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> Non
 
 def atomic_write_jsonl(path: Path, records: Iterable[dict]) -> None:
     atomic_write_lines(path, (json.dumps(r, ensure_ascii=False) for r in records))
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary sibling folder that becomes `out` when the block succeeds."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SpecialistError(f"{out} already exists; choose another --out or pass --overwrite", exit_code=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

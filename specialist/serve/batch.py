@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from specialist.errors import SpecialistError
 from specialist.models.template import Message, attach_context, build_messages
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 from specialist.errors import SpecialistError
 from specialist.models.template import Message, build_messages
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit
