@@ -55,10 +55,10 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
-    from specialist.models.resolve import load_model, resolve
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model, resolve
+    from specialist.models.template import build_messages
     from specialist.train import train
 
     needed = (s.data, s.eval_data, s.system_prompt) + ((s.knowledge, s.facts) if s.knowledge else ())

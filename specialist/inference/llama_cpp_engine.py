@@ -8,7 +8,7 @@ token budget, streaming, cancellation), so generate, chat and serve behave the s
 engine. A batch of prompts decodes as parallel llama.cpp sequences: one step reads the weights
 once for every row, which is what makes batched serving pay off.
 
-The GGUF is the model exported once to q8_0 by default: on a 2-core Xeon, Gemma 3 270M runs
+The GGUF is the model exported once to q8_0 by default (gguf_cache.py): on a 2-core Xeon, Gemma 3 270M runs
 about 2.5x faster than PyTorch bf16 and answers close to it. q4_0 is faster still but breaks
 this small model's answers (benchmarks/README.md has both measured)."""
 
@@ -27,8 +27,8 @@ from specialist.errors import SpecialistError
 from specialist.inference.generator import Answer, Generator, finish_rows
 from specialist.inference.sampling import GenerationSettings, sample
 from specialist.inference.stops import RowDecoder
-from specialist.models.template import Message
 from specialist.models.device import available_cpus
+from specialist.models.template import Message
 
 INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CPUs with AMX see the README)"
 # the parts of the C API (llama.cpp's memory API, from llama-cpp-python 0.3.36 on) this engine calls

@@ -37,10 +37,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from specialist.models.template import attach_context
 from specialist.inference.generator import Answer, Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
+from specialist.models.template import attach_context
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
