@@ -31,7 +31,8 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     from specialist.evaluate.examples import load_pairs
     from specialist.evaluate.loss import heldout_loss
     from specialist.models.resolve import load_model
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
 
     data = ROOT / "examples" / "coffee"
     eval_pairs = load_pairs(data / "eval.jsonl")[:prompts]
@@ -39,7 +40,7 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     system = (data / "system_prompt.txt").read_text(encoding="utf-8") if (data / "system_prompt.txt").exists() else None
     convs = [Contender("prompt-engineering", "base", system, shots).messages(p) for p in eval_pairs]
     loaded = load_model(model)
-    gen = Generator(loaded)
+    gen = TorchGenerator(loaded)
     # greedy decoding stops at the end-of-turn token: count what was really generated
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     gen.generate(convs[:2], settings, batch_size=2)  # warm-up

@@ -46,13 +46,13 @@ def _pytorch(model: str, tokens: int, threads: int, static: bool) -> dict:
 
     torch.set_num_threads(threads)
     loaded = load_model(model)
-    from specialist.serve.generation import Generator
+    from specialist.inference.torch_engine import TorchGenerator
 
-    gen = Generator(loaded)
+    gen = TorchGenerator(loaded)
     extra = {"cache_implementation": "static"} if static else {}
 
     def run(prompts: list[str]) -> float:
-        batch = gen._batch([gen.prompt_ids(build_messages(p)) for p in prompts])
+        batch = gen.batch_inputs([gen.prompt_ids(build_messages(p)) for p in prompts])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = loaded.model.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
@@ -73,8 +73,9 @@ LLAMA_CPP = r"""
 import json, sys, time
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages
-from specialist.serve.generation import GenerationSettings, RowDecoder
-from specialist.serve.llama_cpp_engine import LlamaCppGenerator
+from specialist.inference.llama_cpp_engine import LlamaCppGenerator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.stops import RowDecoder
 gguf, ref, tokens, threads, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 tok = load_tokenizer(ref)
 engine = LlamaCppGenerator(gguf, tok, threads=threads, max_batch=8)
@@ -125,7 +126,7 @@ def run(model: str = "gemma-3-270m", tokens: int = 64, quants: tuple[str, ...] =
     best_threads = max(configs, key=lambda c: c["single_tokens_per_s"])["threads"]
     configs.append(_pytorch(model, tokens, best_threads, static=True))
     if llama_cpp and importlib.util.find_spec("llama_cpp") is not None:
-        from specialist.serve.llama_cpp_engine import engine_gguf
+        from specialist.inference.gguf_cache import engine_gguf
 
         for quant in quants:
             path = engine_gguf(model, quant)  # the file --engine llama.cpp --quant runs (exported once, cached)

@@ -114,9 +114,9 @@ def generate(
         raise typer.BadParameter("--input needs --output FILE (answers are appended there, resumably)",
                                  param_hint="--output")
     _quiet_libraries()
+    from specialist.inference.engines import make_generator
+    from specialist.inference.sampling import GenerationSettings
     from specialist.models.template import build_messages
-    from specialist.serve.engines import make_generator
-    from specialist.serve.generation import GenerationSettings
 
     context = _open_knowledge(model, knowledge, top_k)  # a bad knowledge base fails before the model loads
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
@@ -158,9 +158,9 @@ def chat(
 ) -> None:
     """Interactive chat with streamed answers (/sources shows the passages behind the last answer, /reset clears the history, /exit quits)."""
     _quiet_libraries()
+    from specialist.inference.engines import make_generator
+    from specialist.inference.sampling import GenerationSettings
     from specialist.serve.chat import ChatSession, PromptTooLong
-    from specialist.serve.engines import make_generator
-    from specialist.serve.generation import GenerationSettings
 
     system_text = _read_text(system) if system else None
     context = _open_knowledge(model, knowledge, top_k)
@@ -550,7 +550,7 @@ def export(
 ) -> None:
     """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder."""
     _quiet_libraries()
-    from specialist.serve.export import FORMATS, export as run_export
+    from specialist.export.build import FORMATS, export as run_export
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")

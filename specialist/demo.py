@@ -56,9 +56,10 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
     from specialist.models.resolve import load_model, resolve
     from specialist.models.template import build_messages
-    from specialist.serve.generation import GenerationSettings, Generator
     from specialist.train import train
 
     needed = (s.data, s.eval_data, s.system_prompt) + ((s.knowledge, s.facts) if s.knowledge else ())
@@ -89,8 +90,8 @@ def run_demo(s: DemoSettings) -> Path:
 
     context = open_knowledge(None, str(run_dir))  # the run's own snapshot, as generate/chat/serve use it
     loaded = load_model(str(run_dir))
-    generator = Generator(loaded)
-    shown = _shown_questions(s) if s.knowledge else [{"prompt": p} for p in _eval_prompts(s.eval_data)[: s.show]]
+    generator = TorchGenerator(loaded)
+    shown = shown_questions(s) if s.knowledge else [{"prompt": p} for p in _eval_prompts(s.eval_data)[: s.show]]
     prompts = [q["prompt"] for q in shown]
     settings = GenerationSettings(max_new_tokens=96)
     with loaded.model.disable_adapter():
@@ -103,7 +104,7 @@ def run_demo(s: DemoSettings) -> Path:
     if s.knowledge:
         table.add_column("facts (before → after)", ratio=1)
     for q, b, a in zip(shown, before, after):
-        table.add_row(q["prompt"], b.text, a.text, *([_facts_mark(q, b.text, a.text)] if s.knowledge else []))
+        table.add_row(q["prompt"], b.text, a.text, *([facts_mark(q, b.text, a.text)] if s.knowledge else []))
     console.print(table)
     del loaded, generator
 
@@ -157,13 +158,13 @@ def _fact_questions(facts: Path) -> tuple[list[dict], list[dict]]:
     return answerable, [r for r in records if r.get("answerable") is False]
 
 
-def _shown_questions(s: DemoSettings) -> list[dict]:
+def shown_questions(s: DemoSettings) -> list[dict]:
     """Two fact questions, one the knowledge base cannot answer, one style question."""
     answerable, unanswerable = _fact_questions(s.facts)
     return [*_spread(answerable, 2), *_spread(unanswerable, 1), *[{"prompt": p} for p in _eval_prompts(s.eval_data)[:1]]]
 
 
-def _facts_mark(question: dict, before: str, after: str) -> str:
+def facts_mark(question: dict, before: str, after: str) -> str:
     from specialist.evaluate.facts import fact_ok, offers_to_check
 
     if question.get("facts") and question.get("answerable", True):

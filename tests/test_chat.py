@@ -10,7 +10,9 @@ import pytest
 from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
 from specialist.serve.chat import ChatSession, PromptTooLong
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
@@ -27,7 +29,7 @@ def bot_lines(stdout: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def generator(lively_chat_model) -> Generator:
-    return Generator(load_model(str(lively_chat_model), dtype="float32"))
+    return TorchGenerator(load_model(str(lively_chat_model), dtype="float32"))
 
 
 def test_session_keeps_history_and_streams(generator):
@@ -68,7 +70,7 @@ def test_cli_chat_with_piped_stdin(lively_chat_model, generator, tmp_path):
     answers = bot_lines(proc.stdout)
     assert len(answers) == 3  # the empty line is skipped, nothing is read after /exit
     # the CLI loads bf16 on CPUs that support it; compare with the same dtype
-    gen = Generator(load_model(str(lively_chat_model)))
+    gen = TorchGenerator(load_model(str(lively_chat_model)))
     first = gen.generate([build_messages("Hello", "Be nice.")], SETTINGS)[0].text
     with_history = gen.generate([build_messages("And then?", "Be nice.", [
         {"role": "user", "content": "Hello"}, {"role": "assistant", "content": first}])], SETTINGS)[0].text

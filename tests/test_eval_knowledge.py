@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_eval_run import TRAIN, _jsonl, make_run
+from tests.test_eval_run import TRAIN, make_run, write_pairs
 
 KNOWLEDGE = """# Dostawa
 
@@ -53,7 +53,7 @@ def shop(tmp_path_factory) -> dict[str, Path]:
     (d / "system_prompt_knowledge.txt").write_text(PE_KNOWLEDGE_PROMPT, encoding="utf-8")
     (d / "knowledge").mkdir()
     (d / "knowledge" / "faq.md").write_text(KNOWLEDGE, encoding="utf-8")
-    return {"dir": d, "train": _jsonl(d / "train.jsonl", TRAIN), "facts": _write_facts(d / "facts.jsonl", FACTS),
+    return {"dir": d, "train": write_pairs(d / "train.jsonl", TRAIN), "facts": _write_facts(d / "facts.jsonl", FACTS),
             "knowledge": d / "knowledge"}
 
 

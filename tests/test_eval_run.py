@@ -38,7 +38,7 @@ RULES = """rules:
 """
 
 
-def _jsonl(path: Path, pairs) -> Path:
+def write_pairs(path: Path, pairs) -> Path:
     path.write_text("".join(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in pairs),
                     encoding="utf-8")
     return path
@@ -74,7 +74,7 @@ def coffee(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("coffee")
     (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.", encoding="utf-8")
     (d / "eval.yaml").write_text(RULES, encoding="utf-8")
-    return {"dir": d, "train": _jsonl(d / "train.jsonl", TRAIN), "eval": _jsonl(d / "eval.jsonl", EVAL)}
+    return {"dir": d, "train": write_pairs(d / "train.jsonl", TRAIN), "eval": write_pairs(d / "eval.jsonl", EVAL)}
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +152,13 @@ def test_base_contenders_run_without_the_adapter(report, run_dir, tiny_base_mode
     was disabled; the fine-tuned answers come from the adapter."""
     from specialist.models.resolve import load_model
     from specialist.models.template import build_messages
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
 
     settings = GenerationSettings(max_new_tokens=12, seed=3)
     convs = [build_messages(p) for p, _ in EVAL]
-    base = Generator(load_model(str(tiny_base_model), dtype="fp32")).generate(convs, settings, batch_size=2)
-    tuned = Generator(load_model(str(run_dir), dtype="fp32")).generate(convs, settings, batch_size=2)
+    base = TorchGenerator(load_model(str(tiny_base_model), dtype="fp32")).generate(convs, settings, batch_size=2)
+    tuned = TorchGenerator(load_model(str(run_dir), dtype="fp32")).generate(convs, settings, batch_size=2)
     by = {c["name"]: [a["answer"] for a in c["answers"]] for c in report["contenders"]}
     assert by["zero-shot"] == [a.text for a in base]
     assert by["fine-tuned"] == [a.text for a in tuned]

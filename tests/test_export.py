@@ -65,7 +65,7 @@ def test_merged_folder_loads_alone_and_matches_the_adapter(which, request, tmp_p
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from specialist.models.template import stop_token_ids
-    from specialist.serve.export import export
+    from specialist.export.build import export
 
     run = request.getfixturevalue(which)
     out = tmp_path / "merged"
@@ -102,8 +102,8 @@ def test_existing_out_is_refused_unless_overwrite(chat_run, tmp_path):
 
 
 def test_a_failed_export_leaves_nothing(chat_run, tmp_path, monkeypatch):
-    import specialist.serve.gguf_export as ge
-    from specialist.serve.export import export
+    import specialist.models.gguf_writer as ge
+    from specialist.export.build import export
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -131,13 +131,13 @@ def read_gguf(path: Path):
 
 
 def merged_state(run: Path) -> dict[str, torch.Tensor]:
-    from specialist.serve.export import load_merged
+    from specialist.models.gguf_writer import load_merged
 
     return {k: v.float() for k, v in load_merged(str(run)).model.state_dict().items()}
 
 
 def export_gguf(run: Path, out: Path, outtype: str = "f16") -> Path:
-    from specialist.serve.export import export
+    from specialist.export.build import export
 
     result = export(str(run), "gguf", out, outtype)
     (name,) = [f for f in result.files if f.endswith(".gguf")]
@@ -213,7 +213,7 @@ def test_ollama_modelfile_template_stops_and_system(which, request, tmp_path):
                        "--system-prompt", str(system))
         assert proc.returncode == 0, proc.stderr
     else:
-        from specialist.serve.export import export
+        from specialist.export.build import export
 
         export(str(run), "ollama", out, "q8_0", system="Jesteś baristą.")
     text = (out / "Modelfile").read_text(encoding="utf-8")
@@ -290,9 +290,10 @@ PROMPTS = ["What is the capital of France?", "Jak długo trwa wysyłka?", "Pole�
 def assert_llama_cpp_matches_pytorch(model_ref: str, gguf_path: Path, n: int, dtype: str = "float32") -> None:
     from specialist.models.resolve import load_model
     from specialist.models.template import build_messages
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
 
-    gen = Generator(load_model(model_ref, dtype=dtype, merge_adapter=True))
+    gen = TorchGenerator(load_model(model_ref, dtype=dtype, merge_adapter=True))
     settings = GenerationSettings(max_new_tokens=n)
     convs = [build_messages(p) for p in PROMPTS]
     expected = [a.text for a in gen.generate(convs, settings, batch_size=1)]
@@ -326,7 +327,7 @@ def test_llama_cpp_answers_like_pytorch_smollm2(tmp_path):
 
 
 def export_gguf_ref(ref: str, out: Path, outtype: str) -> Path:
-    from specialist.serve.export import export
+    from specialist.export.build import export
 
     result = export(ref, "gguf", out, outtype)
     return out / next(f for f in result.files if f.endswith(".gguf"))

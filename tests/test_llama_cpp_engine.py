@@ -1,5 +1,5 @@
 """--engine llama.cpp: the LlamaCppGenerator's bookkeeping (parallel sequences, positions,
-chunked prompt reading, which logits belong to which row) against the PyTorch Generator, with
+chunked prompt reading, which logits belong to which row) against the PyTorch engine, with
 a stand-in for llama.cpp's C API that runs the same tiny model in PyTorch; then engine
 selection and the cached GGUF. The real llama.cpp runs in the slow tests at the end."""
 
@@ -18,9 +18,11 @@ import torch
 from specialist.errors import SpecialistError
 from specialist.models.resolve import load_model, load_tokenizer
 from specialist.models.template import build_messages
-from specialist.serve import llama_cpp_engine as lc
-from specialist.serve.engines import make_generator
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference import llama_cpp_engine as lc
+from specialist.inference.engines import make_generator
+from specialist.inference.gguf_cache import engine_gguf
+from specialist.inference.sampling import GenerationSettings, sample
+from specialist.inference.torch_engine import TorchGenerator
 
 PROMPTS = ["Dzień dobry, czy macie dziś sernik?", "Ile kosztuje duże latte z mlekiem owsianym?", "Hej!"]
 
@@ -107,8 +109,8 @@ class FakeLlamaCpp:
 
 
 @pytest.fixture(scope="module")
-def torch_generator(lively_model) -> Generator:
-    return Generator(load_model(str(lively_model), dtype="float32"))
+def torch_generator(lively_model) -> TorchGenerator:
+    return TorchGenerator(load_model(str(lively_model), dtype="float32"))
 
 
 @pytest.fixture(scope="module")
@@ -218,12 +220,12 @@ def test_a_gguf_llama_cpp_cannot_load_is_a_clear_error(monkeypatch, torch_genera
 
 def test_sampling_keeps_to_the_nucleus_and_follows_the_seed():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
-    draws = [lc.sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
+    draws = [sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
     assert set(draws) == {0, 1}  # 0.5 + 0.3 reaches 0.7; the tail is never drawn
     assert 0.5 < draws.count(0) / 300 < 0.75  # 0.5/0.8 = 0.625
-    again = [lc.sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
+    again = [sample(logits, 1.0, 0.7, np.random.default_rng(s)) for s in range(300)]
     assert draws == again
-    cold = {lc.sample(logits, 0.05, 1.0, np.random.default_rng(s)) for s in range(50)}
+    cold = {sample(logits, 0.05, 1.0, np.random.default_rng(s)) for s in range(50)}
     assert cold == {0}
 
 
@@ -266,28 +268,28 @@ def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, tmp_path):
 def test_engine_gguf_is_exported_once_and_redone_for_new_weights(monkeypatch, tiny_chat_model, tmp_path):
     import shutil
 
-    from specialist.serve import export as export_mod
+    from specialist.inference import gguf_cache
 
     model = tmp_path / "model"
     shutil.copytree(tiny_chat_model, model)
     calls = []
-    real_export = export_mod.export
+    real_save = gguf_cache.save_gguf
 
-    def counting_export(*args, **kwargs):
+    def counting_save(*args, **kwargs):
         calls.append(args)
-        return real_export(*args, **kwargs)
+        return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(export_mod, "export", counting_export)
-    first = lc.engine_gguf(str(model), "f16")
-    again = lc.engine_gguf(str(model), "f16")
+    monkeypatch.setattr(gguf_cache, "save_gguf", counting_save)
+    first = engine_gguf(str(model), "f16")
+    again = engine_gguf(str(model), "f16")
     assert first == again and first.suffix == ".gguf" and len(calls) == 1
-    assert lc.engine_gguf(str(first)) == first  # a .gguf reference is used as it is
+    assert engine_gguf(str(first)) == first  # a .gguf reference is used as it is
     weights = next(model.glob("*.safetensors"))
     weights.touch()
     import os
 
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    renewed = lc.engine_gguf(str(model), "f16")
+    renewed = engine_gguf(str(model), "f16")
     assert renewed != first and len(calls) == 2
 
 
@@ -300,8 +302,8 @@ ENGINE_RUNNER = r"""
 import json, sys
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages
-from specialist.serve.generation import GenerationSettings
-from specialist.serve.llama_cpp_engine import LlamaCppGenerator
+from specialist.inference.llama_cpp_engine import LlamaCppGenerator
+from specialist.inference.sampling import GenerationSettings
 gguf, ref, n, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 engine = LlamaCppGenerator(gguf, load_tokenizer(ref), max_batch=4)
 convs = [build_messages(p) for p in prompts]
@@ -328,7 +330,7 @@ def test_real_llama_cpp_engine_answers_like_pytorch_smollm2(tmp_path):
     from tests.test_export import PROMPTS as EXPORT_PROMPTS, export_gguf_ref
 
     gguf = export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16")
-    gen = Generator(load_model("smollm2-135m-instruct", dtype="float32"))
+    gen = TorchGenerator(load_model("smollm2-135m-instruct", dtype="float32"))
     expected = [a.text for a in gen.generate([build_messages(p) for p in EXPORT_PROMPTS],
                                              GenerationSettings(max_new_tokens=24), batch_size=1)]
     got = engine_answers(gguf, "smollm2-135m-instruct", 24, EXPORT_PROMPTS)

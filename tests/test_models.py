@@ -15,7 +15,8 @@ from specialist.models.resolve import load_model, load_tokenizer, resolve
 from specialist.models.template import (
     DEFAULT_CHAT_TEMPLATE, build_messages, encode_example, encode_prompt, render_prompt, stop_token_ids,
 )
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 
 
 def run_cli(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -99,7 +100,7 @@ def test_chat_template_end_of_turn_when_pad_is_eos(tiny_chat_model):
 
 
 def test_batched_generation_matches_single(tiny_chat_model):
-    gen = Generator(load_model(str(tiny_chat_model), dtype="float32"))
+    gen = TorchGenerator(load_model(str(tiny_chat_model), dtype="float32"))
     convs = [build_messages("short"), build_messages("a much longer prompt than the first one, to force padding")]
     settings = GenerationSettings(max_new_tokens=8)
     batched = gen.generate(convs, settings)
@@ -110,7 +111,7 @@ def test_batched_generation_matches_single(tiny_chat_model):
 
 
 def test_stream_matches_generate(tiny_chat_model):
-    gen = Generator(load_model(str(tiny_chat_model), dtype="float32"))
+    gen = TorchGenerator(load_model(str(tiny_chat_model), dtype="float32"))
     conv = build_messages("stream me")
     settings = GenerationSettings(max_new_tokens=12)
     streamed = "".join(gen.stream(conv, settings)).strip()
@@ -143,7 +144,7 @@ def test_embedded_default_generates(monkeypatch):
     from specialist.models.cache import specialist_home as real_home
 
     monkeypatch.delenv("SPECIALIST_HOME")  # use the user's cache: prepared once
-    gen = Generator(load_model("gemma-3-270m"))
+    gen = TorchGenerator(load_model("gemma-3-270m"))
     answer = gen.generate([build_messages("What is the capital of France?")], GenerationSettings(max_new_tokens=16))[0]
     assert answer.text and answer.completion_tokens <= 16
     assert (real_home() / "models" / "gemma-3-270m" / "model.safetensors").exists()

@@ -20,7 +20,9 @@ import uvicorn
 
 from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
-from specialist.serve.generation import Answer, GenerationSettings, Generator
+from specialist.inference.generator import Answer, Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.serve.server import APIError, BatchWorker, Job, ServerLimits, create_app
 
 MODEL_ID = "tiny"
@@ -77,7 +79,7 @@ def lively_chat_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def generator(lively_chat_model) -> Generator:
-    return Generator(load_model(str(lively_chat_model), dtype="float32"))
+    return TorchGenerator(load_model(str(lively_chat_model), dtype="float32"))
 
 
 @pytest.fixture(scope="module")

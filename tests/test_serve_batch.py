@@ -12,7 +12,9 @@ import pytest
 from specialist.errors import SpecialistError
 from specialist.models.resolve import load_model
 from specialist.serve.batch import answer_file, read_prompts
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
@@ -37,7 +39,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def generator(lively_chat_model) -> Generator:
-    return Generator(load_model(str(lively_chat_model), dtype="float32"))
+    return TorchGenerator(load_model(str(lively_chat_model), dtype="float32"))
 
 
 class CountingGenerator:

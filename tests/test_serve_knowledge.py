@@ -19,7 +19,9 @@ from specialist.models.resolve import load_model
 from specialist.models.template import attach_context, build_messages, format_context
 from specialist.serve.batch import answer_file
 from specialist.serve.chat import ChatSession
-from specialist.serve.generation import GenerationSettings, Generator
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.serve.server import ServerLimits, create_app
 from tests.test_export import make_run
 from tests.test_serve import lively_chat_model, running  # noqa: F401 - fixture
@@ -62,7 +64,7 @@ def kb_run(lively_chat_model, kb_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def generator(kb_run) -> Generator:
-    return Generator(load_model(str(kb_run), dtype="float32"))
+    return TorchGenerator(load_model(str(kb_run), dtype="float32"))
 
 
 class Recording:
@@ -239,7 +241,8 @@ def test_server_without_knowledge_says_so(generator):
 
 # ---------------------------------------------------------------- export
 def test_export_carries_the_knowledge_base_and_documents_the_context(kb_run, tmp_path, monkeypatch):
-    from specialist.serve.export import export, modelfile
+    from specialist.export.build import export
+    from specialist.export.ollama import modelfile
     from specialist.models.resolve import load_tokenizer
 
     out = tmp_path / "ollama"
@@ -271,7 +274,7 @@ def test_export_carries_the_knowledge_base_and_documents_the_context(kb_run, tmp
 
 
 def test_export_without_knowledge_is_unchanged(lively_chat_model, tmp_path):
-    from specialist.serve.export import export
+    from specialist.export.build import export
 
     run = make_run(lively_chat_model, tmp_path / "run")
     result = export(str(run), "merged", tmp_path / "merged")
@@ -281,14 +284,14 @@ def test_export_without_knowledge_is_unchanged(lively_chat_model, tmp_path):
 
 # ---------------------------------------------------------------- demo
 def test_demo_mixes_fact_and_style_questions():
-    from specialist.demo import DemoSettings, _facts_mark, _shown_questions
+    from specialist.demo import DemoSettings, facts_mark, shown_questions
 
     s = DemoSettings()
-    shown = _shown_questions(s)
+    shown = shown_questions(s)
     assert [bool(q.get("facts")) for q in shown] == [True, True, False, False]
     assert shown[2]["answerable"] is False and "answerable" not in shown[3]
-    assert _facts_mark(shown[0], "nie wiem", shown[0]["completion"]) == "✗ → ✓"
-    assert _facts_mark(shown[3], "a", "b") == "— (style)"
+    assert facts_mark(shown[0], "nie wiem", shown[0]["completion"]) == "✗ → ✓"
+    assert facts_mark(shown[3], "a", "b") == "— (style)"
 
 
 def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model, tmp_path, capsys, monkeypatch):

@@ -76,12 +76,13 @@ def test_trained_tiny_model_stops_on_its_own(tiny_chat_model, data_file, tmp_pat
     """pad = eos here: had the EOS been masked as padding, the model would never stop."""
     from specialist.models.resolve import load_model
     from specialist.models.template import build_messages
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
 
     run = train(_config(data_file, tiny_chat_model, tmp_path / "run", method="full", max_steps=40, lr=3e-3),
                 show_progress=False)
     assert (run / "model" / "model.safetensors").exists()
-    answers = Generator(load_model(str(run), dtype="float32")).generate(
+    answers = TorchGenerator(load_model(str(run), dtype="float32")).generate(
         [build_messages(r["prompt"]) for r in ROWS], GenerationSettings(max_new_tokens=24))
     for answer, row in zip(answers, ROWS):
         assert answer.finish_reason == "stop", answer

@@ -7,7 +7,7 @@ import torch
 
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages, encode_prompt, render_completion, render_prompt
-from specialist.serve.generation import Generator
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.train.dataset import IGNORE_INDEX, TrainExample, tokenize_example, tokenize_examples
 from specialist.train.loss import completion_loss_sum, predicted_positions, reference_loss
 from specialist.train.trainer import make_collator
@@ -47,7 +47,7 @@ def test_training_prompt_string_is_the_generation_prompt_string(tiny_chat_model,
 
     for model_dir in (tiny_chat_model, tiny_base_model):
         loaded = load_model(str(model_dir), dtype="float32")
-        gen = Generator(loaded)
+        gen = TorchGenerator(loaded)
         for ex in EXAMPLES:
             f = tokenize_example(loaded.tokenizer, ex, 256)
             n_prompt = sum(1 for label in f["labels"] if label == IGNORE_INDEX)

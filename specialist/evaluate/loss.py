@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from specialist.inference.batching import left_pad
 from specialist.models.template import Message, encode_example
 
 
@@ -71,12 +72,8 @@ def _batch_nll(model: Any, examples: list[tuple[list[int], list[int]]], pad_id: 
     completion ends at the last position: only the last K positions' logits are computed
     (logits_to_keep), which keeps a 262k-token vocabulary from costing gigabytes."""
     rows = [p + c for p, c in examples]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
+    ids, mask = left_pad(rows, pad_id)
+    width = ids.shape[1]
     # Positions count from each row's first real token, as if it were unpadded.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     keep = max(len(c) for _, c in examples) + 1  # the token before a completion predicts its first token

@@ -213,7 +213,8 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     from specialist.evaluate.report import build_report
     from specialist.models.resolve import load_model, resolve
     from specialist.models.template import encode_prompt
-    from specialist.serve.generation import GenerationSettings, Generator
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
 
     inputs = gather_inputs(s)
     source = resolve(str(inputs.run.path))
@@ -239,7 +240,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             raise SpecialistError(f"--contenders: unknown {', '.join(unknown)}; this eval has {', '.join(known)}")
         contenders = [c for c in contenders if c.name in s.contenders]
     contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_pairs)
-    generators = {id(base): Generator(base), id(tuned): Generator(tuned)}
+    generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
 
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from specialist.console import announce
 from specialist.errors import ModelNotFound
 from specialist.models.convert import convert_gguf, gguf_cache_path
 from specialist.models.device import pick_device, pick_dtype
@@ -71,7 +72,7 @@ def resolve(ref: str, prepare: bool = True) -> ModelSource:
         if gguf_file(ref) is not None:
             out = gguf_cache_path(path)
             if prepare:
-                _announce(f"Converting {path.name} to a cached Hugging Face folder (once)…")
+                announce(f"Converting {path.name} to a cached Hugging Face folder (once)…")
                 convert_gguf(path, out)
             return ModelSource(ref, "gguf", str(out))
         if path.is_dir() and (path / "config.json").exists():
@@ -109,15 +110,9 @@ def prepare_known(name: str) -> Path:
     known = KNOWN_MODELS[name]
     if known.is_cached():
         return known.cache_path
-    _announce(f"Preparing {name} once: assembling the GGUF and converting it to a cached "
+    announce(f"Preparing {name} once: assembling the GGUF and converting it to a cached "
               f"Hugging Face folder at {known.cache_path} (about a minute)…")
     return convert_gguf(known.locate_gguf(), known.cache_path)
-
-
-def _announce(message: str) -> None:
-    from specialist.console import err_console
-
-    err_console.print(f"[cyan]{message}[/cyan]")
 
 
 def _hub_error(source: ModelSource, exc: Exception) -> ModelNotFound:

@@ -1,1 +1,1 @@
-"""Stage 5: use the specialist: generation, chat, OpenAI-compatible server, export."""
+"""Stage 5: use the specialist: chat, the OpenAI-compatible server, answering files."""

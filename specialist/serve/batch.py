@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from specialist.errors import SpecialistError
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
 from specialist.models.template import Message, attach_context, build_messages
-from specialist.serve.generation import GenerationSettings, Generator
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit

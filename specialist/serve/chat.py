@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from specialist.errors import SpecialistError
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
 from specialist.models.template import Message, build_messages
-from specialist.serve.generation import GenerationSettings, Generator
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit

@@ -37,8 +37,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from specialist.inference.generator import Answer, Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.stops import RowDecoder
 from specialist.models.template import attach_context
-from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
@@ -487,7 +489,7 @@ def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
     import uvicorn
 
     from specialist.console import err_console
-    from specialist.serve.engines import make_generator
+    from specialist.inference.engines import make_generator
 
     limits = limits or ServerLimits()
     generator = make_generator(model_ref, engine, threads, quant, max_batch=limits.max_batch)

@@ -16,6 +16,7 @@ import torch
 
 from specialist.config import TrainConfig
 from specialist.errors import SpecialistError
+from specialist.models.device import available_cpus
 
 
 @dataclass
@@ -43,7 +44,7 @@ def has_package(name: str) -> bool:
 def physical_cores() -> int:
     """Cores, not hyper-threads, that this process may use: one torch thread per core is
     fastest for training (a second thread per core only contends for the same AMX unit)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = available_cpus()
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:

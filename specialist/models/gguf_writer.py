@@ -1,4 +1,5 @@
-"""A Hugging Face causal LM (weights already merged) → one GGUF file that llama.cpp loads.
+"""A Hugging Face causal LM (weights already merged) → one GGUF file that llama.cpp loads: what
+`specialist export --format gguf/ollama` writes and what --engine llama.cpp caches and runs.
 
 Written with the `gguf` package: GGUFWriter for the file, its tensor-name maps
 (get_tensor_name_map / MODEL_ARCH) for the tensor names, SpecialVocab for special token ids,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from specialist.errors import SpecialistError
+from specialist.models.resolve import LoadedModel, load_model
 
 OUTTYPES = ("f16", "bf16", "q8_0", "q4_0")
 
@@ -267,3 +270,19 @@ def write_gguf(model: Any, tokenizer: Any, tok_dir: Path, out_file: Path, outtyp
     writer.close()
     return add_bos
 
+
+def load_merged(model_ref: str) -> LoadedModel:
+    """The model with its adapter merged, in float32 so the merge itself adds no rounding."""
+    return load_model(model_ref, dtype=torch.float32, device="cpu", merge_adapter=True)
+
+
+def save_gguf(loaded: LoadedModel, out_file: Path, outtype: str = "f16", name: str = "specialist") -> bool:
+    """write_gguf for a loaded (merged) model. Its tokenizer is saved beside out_file for the
+    vocabulary readers and removed again. Returns whether llama.cpp adds the BOS token itself."""
+    tok_dir = Path(out_file).parent / ".tokenizer"
+    loaded.tokenizer.save_pretrained(tok_dir)
+    try:
+        return write_gguf(loaded.model, loaded.tokenizer, tok_dir, Path(out_file), outtype,
+                          weights_dir=Path(loaded.source.weights), name=name)
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from specialist.errors import SpecialistError
-from specialist.serve.generation import Generator
+from specialist.inference.generator import Generator
 
 ENGINES = ("torch", "llama.cpp")
 
@@ -21,8 +21,8 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
     GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
     `max_batch` sequences of `context_length` tokens (default 4096) in its cache."""
+    from specialist.inference import llama_cpp_engine as lc
     from specialist.models.resolve import gguf_file, load_model, load_tokenizer
-    from specialist.serve import llama_cpp_engine as lc
 
     if engine not in ENGINES:
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
@@ -34,8 +34,11 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
 
             torch.set_num_threads(threads)
         # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
-        return Generator(load_model(model_ref, merge_adapter=True))
-    from specialist.serve.gguf_export import OUTTYPES
+        from specialist.inference.torch_engine import TorchGenerator
+
+        return TorchGenerator(load_model(model_ref, merge_adapter=True))
+    from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
+    from specialist.models.gguf_writer import OUTTYPES
 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
@@ -51,6 +54,6 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
 
             err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
                               "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
-        gguf, tokenizer = lc.engine_gguf(model_ref, quant or lc.DEFAULT_QUANT), load_tokenizer(model_ref)
+        gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT), load_tokenizer(model_ref)
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096)

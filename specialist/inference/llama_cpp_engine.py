@@ -8,7 +8,7 @@ token budget, streaming, cancellation), so generate, chat and serve behave the s
 engine. A batch of prompts decodes as parallel llama.cpp sequences: one step reads the weights
 once for every row, which is what makes batched serving pay off.
 
-The GGUF is the model exported once to q8_0 by default: on a 2-core Xeon, Gemma 3 270M runs
+The GGUF is the model exported once to q8_0 by default (gguf_cache.py): on a 2-core Xeon, Gemma 3 270M runs
 about 2.5x faster than PyTorch bf16 and answers close to it. q4_0 is faster still but breaks
 this small model's answers (benchmarks/README.md has both measured)."""
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import hashlib
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,10 +24,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from specialist.errors import SpecialistError
-from specialist.serve.generation import Answer, GenerationSettings, Generator, RowDecoder
+from specialist.inference.generator import Answer, Generator, finish_rows
+from specialist.inference.sampling import GenerationSettings, sample
+from specialist.inference.stops import RowDecoder
+from specialist.models.device import available_cpus
+from specialist.models.template import Message
 
-DEFAULT_QUANT = "q8_0"
-EXPORT_VERSION = "1"  # bump when gguf_export changes what it writes: cached engine files are redone
 INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CPUs with AMX see the README)"
 # the parts of the C API (llama.cpp's memory API, from llama-cpp-python 0.3.36 on) this engine calls
 _API = ("llama_get_memory", "llama_memory_clear", "llama_batch_init", "llama_decode", "llama_get_logits_ith",
@@ -46,14 +46,6 @@ def require_llama_cpp() -> Any:
         raise SpecialistError(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')} is too old for --engine "
                               f"llama.cpp (no {', '.join(missing)}): {INSTALL_HINT}", exit_code=2)
     return llama_cpp
-
-
-def default_threads() -> int:
-    """The CPUs this process may run on (a container's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 class _Log:
@@ -91,7 +83,7 @@ class LlamaCppGenerator(Generator):
         self.gguf = Path(gguf)
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
-        self.threads = threads or default_threads()
+        self.threads = threads or available_cpus()
 
         mparams = llama_cpp.llama_model_default_params()
         self.amx = amx_build(llama_cpp)
@@ -126,10 +118,7 @@ class LlamaCppGenerator(Generator):
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
 
-        self.model = None
-        self.device = "cpu"
-        self._use_tokenizer(tokenizer)
-        self.context_length = int(llama_cpp.llama_n_ctx_seq(self._ctx))
+        super().__init__(tokenizer, int(llama_cpp.llama_n_ctx_seq(self._ctx)))
         if len(tokenizer) > self.n_vocab + 64:  # a few added tokens beyond the matrix are usual
             self._free()
             raise SpecialistError(f"{self.gguf}: its vocabulary ({self.n_vocab}) does not match the tokenizer "
@@ -202,7 +191,7 @@ class LlamaCppGenerator(Generator):
                     if row.done:
                         continue
                     if pos[i] + 1 >= self.context_length:  # the sequence's context is full
-                        row._finish("length")
+                        row.finish("length")
                         continue
                     active.append(i)
                 if not active:
@@ -212,9 +201,10 @@ class LlamaCppGenerator(Generator):
                     pos[i] += 1
                     pending[i] = self._pick(j, settings, rng)
             seconds = time.perf_counter() - t0
-        return self._answers(rows, seconds)
+        return finish_rows(rows, seconds)
 
-    def generate(self, conversations, settings=None, batch_size: int = 8) -> list[Answer]:
+    def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
+                 batch_size: int = 8) -> list[Answer]:
         return super().generate(conversations, settings, min(batch_size, self.max_batch))
 
     def close(self) -> None:
@@ -245,70 +235,6 @@ class LlamaCppGenerator(Generator):
 def amx_build(llama_cpp: Any) -> bool:
     """Whether this llama.cpp was built with its AMX int8 kernels (the default on AMX CPUs)."""
     return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-
-
-def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator,
-           candidates: int = 256) -> int:
-    """Temperature then nucleus (top-p) sampling, as transformers' warpers do: keep the
-    smallest set of most likely tokens whose probability reaches top_p. Runs once per token
-    per row over the whole vocabulary, so it avoids sorting 262k logits: the nucleus is looked
-    for among the `candidates` most likely tokens and only if they do not reach top_p is the
-    whole vocabulary sorted."""
-    z = logits.astype(np.float32) / np.float32(max(temperature, 1e-6))
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p >= 1.0:
-        cdf = np.cumsum(p)  # float32: a quarter of float64's time over 262k entries
-        return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
-    k = min(candidates, len(p))
-    top = np.argpartition(-p, k - 1)[:k]
-    order = top[np.argsort(-p[top], kind="stable")]
-    cum = np.cumsum(p[order], dtype=np.float64)
-    if cum[-1] < top_p:
-        order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order], dtype=np.float64)
-    keep = order[: int(np.searchsorted(cum, top_p)) + 1]
-    cdf = np.cumsum(p[keep], dtype=np.float64)
-    return int(keep[min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(keep) - 1)])
-
-
-# ---------------------------------------------------------------- a model reference → GGUF
-def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
-    """The GGUF llama.cpp runs for a model reference: a .gguf file as it is; anything else
-    (a run, a folder, a known model) is exported once into the cache and reused, keyed by
-    the weights it came from, so a retrained run gets a fresh file."""
-    from specialist.models.cache import specialist_home, weight_stamps
-    from specialist.models.resolve import gguf_file, resolve
-    from specialist.serve.export import export
-
-    path = gguf_file(model_ref)
-    if path is not None:
-        return path
-    source = resolve(model_ref)
-    stamps = [EXPORT_VERSION, source.kind]
-    if source.kind == "hub":  # the snapshot the hub cache holds for this id (none yet: the id)
-        from huggingface_hub import snapshot_download
-
-        try:
-            stamps.append(str(Path(snapshot_download(source.weights, local_files_only=True)).resolve()))
-        except Exception:  # noqa: BLE001 - not downloaded yet; the export downloads it
-            stamps.append(source.weights)
-    else:
-        weights = Path(source.weights).resolve()
-        stamps += [str(weights), *weight_stamps(weights)]
-    if source.adapter is not None:
-        stamps += weight_stamps(source.adapter)
-    key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
-    out = specialist_home() / "engine" / f"{key}-{outtype}"
-    if not out.exists():
-        from specialist.models.resolve import _announce
-
-        _announce(f"Exporting {model_ref} to a {outtype} GGUF for llama.cpp (once)…")
-        export(model_ref, "gguf", out, outtype, name=Path(str(model_ref).rstrip("/")).name or "model")
-    files = sorted(out.glob("*.gguf"))
-    if not files:
-        raise SpecialistError(f"{out}: no GGUF inside; delete the folder and run again")
-    return files[0]
 
 
 def gguf_tokenizer(path: Path) -> Any:

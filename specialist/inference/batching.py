@@ -1,0 +1,19 @@
+"""Token rows of different lengths → one batch, padded on the left."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), every row right-aligned: each row's last token sits in the
+    last column, where generation continues and where a completion's logits are read."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids, mask

@@ -1,0 +1,106 @@
+"""When an answer ends, and which of its text may go out already.
+
+Every engine feeds each row's tokens to a RowDecoder, one at a time: it decodes them
+incrementally, cuts the text at the first stop string, finishes the row on an end-of-turn
+token, on its token budget or when the reader cancels, and hands out text pieces only once
+they are final (never half a stop string, never half a UTF-8 character)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+import torch
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _partial_stop_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop string; that
+    much is held back so a stop string is never half-streamed to the client."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if s.startswith(text[-n:]):
+                best = n
+                break
+    return best
+
+
+class RowDecoder:
+    """Follows one row of a batch: collects its tokens, decodes them incrementally and decides
+    when the row is finished. `on_piece` receives each new piece of text as it becomes final."""
+
+    def __init__(self, tokenizer, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
+                 prompt_tokens: int, on_piece: Callable[[str], None] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        self.stops = [s for s in stops if s]
+        self.max_new_tokens = max_new_tokens
+        self.prompt_tokens = prompt_tokens
+        self.on_piece = on_piece
+        self.tokens: list[int] = []
+        self.completion_tokens = 0
+        self.text = ""  # the answer so far, cut at a stop string
+        self.emitted = 0  # how much of self.text went out through on_piece
+        self.finish_reason: str | None = None
+        self.cancelled = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def push(self, token: int) -> None:
+        if self.done:
+            return
+        if self.cancelled.is_set():
+            self.finish_reason = "cancelled"
+            return
+        self.completion_tokens += 1
+        if token in self.eos_ids:
+            self.finish("stop")
+            return
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+        text, hit = _cut_at_stop(text, self.stops)
+        self.text = text
+        if hit:
+            self.finish("stop")
+        elif len(self.tokens) >= self.max_new_tokens:
+            self.finish("length")
+        else:
+            # hold back an incomplete UTF-8 character (byte tokens) and a possible stop string's start
+            safe = len(text.rstrip("\ufffd"))
+            safe -= _partial_stop_len(text[:safe], self.stops)
+            self._emit(safe)
+
+    def finish(self, reason: str) -> None:
+        """End the row ("stop" or "length"), e.g. when the engine's context is full, and hand
+        out the rest of its text."""
+        self.text = self.text.rstrip()
+        self.finish_reason = reason
+        self._emit(len(self.text))
+
+    def _emit(self, upto: int) -> None:
+        if upto > self.emitted:
+            piece = self.text[self.emitted:upto]
+            self.emitted = upto
+            if self.on_piece is not None:
+                self.on_piece(piece)
+
+
+class FollowRows:
+    """A transformers stopping criterion: after every decoding step it feeds each row's new
+    token to that row's RowDecoder and reports which rows are finished."""
+
+    def __init__(self, rows: Sequence[RowDecoder]) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        last = input_ids[:, -1].tolist()
+        for row, token in zip(self.rows, last):
+            row.push(token)
+        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
