@@ -113,7 +113,8 @@ class RunSummary(BaseModel):
     base_dtype: str | None = None
     mixed_precision: str | None = None  # "bf16" | "fp16" | None
     processes: int | None = None
-    threads_per_process: int | None = None
+    threads_per_process: int | None = None  # the torch threads most steps ran with
+    threads_used: dict[str, int] | None = None  # steps run at each thread count (they follow the machine's load)
     # progress: running → completed | interrupted | failed
     status: str | None = None
     started_at: str | None = None

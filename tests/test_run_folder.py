@@ -79,9 +79,11 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 def _field_values(annotation: object) -> st.SearchStrategy:
     kinds = set(getattr(annotation, "__args__", (annotation,))) - {type(None)}
     kind = kinds.pop()
-    value = {str: text, int: st.integers(), float: st.floats(allow_nan=False),
-             dict: st.dictionaries(text, json_values, max_size=3)}[getattr(kind, "__origin__", kind)]
-    return st.none() | value
+    scalars = {str: text, int: st.integers(), float: st.floats(allow_nan=False)}
+    if getattr(kind, "__origin__", kind) is dict:
+        _, item = kind.__args__
+        return st.none() | st.dictionaries(text, scalars.get(item, json_values), max_size=3)
+    return st.none() | scalars[kind]
 
 
 # any subset of the fields with any value of their type, plus keys of older or newer runs

@@ -65,6 +65,10 @@ def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_pat
     assert info["eval_loss"] == min(m["eval_loss"] for m in metrics if "eval_loss" in m)
     assert info["final_loss"] == [m["loss"] for m in metrics if "loss" in m][-1]
     assert info["best_checkpoint"] in {"checkpoint-3", "checkpoint-6"}
+    # the threads every step ran with, not only the first choice
+    assert sum(info["threads_used"].values()) == 6
+    assert info["threads_per_process"] == int(max(info["threads_used"].items(), key=lambda kv: kv[1])[0])
+    assert all("threads" in m for m in metrics)
     # the adapter carries the tokenizer with its (default) chat template: the run loads as a model
     source = resolve(str(run))
     assert source.adapter == run / "adapter"

@@ -116,15 +116,56 @@ def test_adapter_weights_stay_fp32_over_bf16_base(tiny_chat_model):
 
 def test_threads_back_off_when_the_machine_is_busy(monkeypatch):
     monkeypatch.setattr(setup, "physical_cores", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    assert setup.default_threads() == 4
-    assert setup.default_threads(local_processes=2) == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    assert setup.default_threads(other_load=0.2) == 4
+    assert setup.default_threads(local_processes=2, other_load=0.2) == 2
+    assert setup.default_threads(other_load=3.0) == 1
+    assert setup.default_threads(other_load=1.0) == 3
+    assert setup.default_threads(other_load=9.0) == 1
+
+
+def _fake_cpu(monkeypatch, readings):
+    """_cpu_seconds returns (machine busy, own) CPU seconds from `readings`, one per call, and
+    the clock moves 1 s per call, so differences are cores."""
+    readings = iter(readings)
+    clock = iter(range(1000))
+    monkeypatch.setattr(setup, "_cpu_seconds", lambda: next(readings))
+    monkeypatch.setattr(setup.time, "monotonic", lambda: float(next(clock)))
+
+
+def test_other_load_does_not_count_our_own_work(monkeypatch):
+    # 2 cores busy for a second: both ours (model loading) -> nobody else; one of them ours -> one other
+    _fake_cpu(monkeypatch, [(100.0, 10.0), (102.0, 12.0), (104.0, 13.0)])
+    load = setup.OtherLoad()
+    assert load.cores(min_window=0) == 0.0
+    assert load.cores(min_window=0) == 1.0
+    # another process of this same run (DDP on one machine) is as busy as we are, and not "other"
+    _fake_cpu(monkeypatch, [(0.0, 0.0), (2.0, 1.0)])
+    assert setup.OtherLoad().cores(siblings=1, min_window=0) == 0.0
+
+
+def test_a_run_after_its_own_preparation_starts_on_every_core(monkeypatch):
+    """The load average still holds the minute of model preparation before training; the
+    thread choice must not read it as a busy machine (it used to start on one thread)."""
+    monkeypatch.setattr(setup, "physical_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.2, 0.6))
+    _fake_cpu(monkeypatch, [(50.0, 40.0), (50.1, 40.05)])  # the machine is idle now
+    assert setup.default_threads() == 2
+    _fake_cpu(monkeypatch, [(50.0, 40.0), (53.8, 40.0)])  # someone else keeps 1.9 cores busy (clock: 2 s)
     assert setup.default_threads() == 1
-    # our own threads are not "other work": 4 busy cores of which 3 are ours leave 3 free
-    assert setup.default_threads(own_threads=3) == 4
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
-    assert setup.default_threads(own_threads=1) == 1
+
+
+def test_own_cpu_time_is_measured():
+    import time as real_time
+
+    before = setup._cpu_seconds()
+    if before is None:
+        pytest.skip("no /proc/stat on this system")
+    end = real_time.process_time() + 0.3
+    while real_time.process_time() < end:
+        pass
+    after = setup._cpu_seconds()
+    assert after[1] - before[1] >= 0.25  # our own spin is counted as ours
+    assert after[0] - before[0] >= 0.25  # and as the machine's
 
 
 def test_adaptive_threads_follow_the_load(monkeypatch):
@@ -133,18 +174,20 @@ def test_adaptive_threads_follow_the_load(monkeypatch):
     from specialist.train.callbacks import AdaptiveThreads
 
     monkeypatch.setattr(setup, "physical_cores", lambda: 2)
+    loads = iter([6.0, 0.1])
+    monkeypatch.setattr(setup.OtherLoad, "cores", lambda self, siblings=0, min_window=0.25: next(loads))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         cb = AdaptiveThreads(every=10)
-        monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
-        cb.on_step_begin(None, SimpleNamespace(global_step=5), None)
-        assert torch.get_num_threads() == 2  # only every 10 steps
-        cb.on_step_begin(None, SimpleNamespace(global_step=10), None)
-        assert torch.get_num_threads() == 1
-        monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # just us now
-        cb.on_step_begin(None, SimpleNamespace(global_step=20), None)
-        assert torch.get_num_threads() == 2
+        for step in range(25):
+            cb.on_step_begin(None, SimpleNamespace(global_step=step), None)
+            if step == 9:
+                assert torch.get_num_threads() == 2  # decided only every 10 steps
+            if step == 10:
+                assert torch.get_num_threads() == 1  # another process took the cores
+        assert torch.get_num_threads() == 2  # it left at step 20
+        assert cb.steps_at == {2: 15, 1: 10}  # what run.json reports
     finally:
         torch.set_num_threads(before)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ class Throughput:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class MetricsCallback(TrainerCallback):
@@ -85,6 +92,7 @@ class MetricsCallback(TrainerCallback):
         record["train_seconds"] = round(self.seconds_before + time.perf_counter() - self.train_started, 2)
         record["tokens_per_second"] = round(self.throughput.tokens_per_second, 1)
         record["tokens_seen"] = int(state.num_input_tokens_seen)
+        record["threads"] = _threads()
         with self.metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         # the end-of-training summary (train_loss, runtime) repeats the last step: file only
@@ -110,21 +118,26 @@ class MetricsCallback(TrainerCallback):
 
 
 class AdaptiveThreads(TrainerCallback):
-    """Re-decides the torch thread count every `every` steps as other work on the machine comes
-    and goes (only when the user did not fix `threads`)."""
+    """Re-decides the torch thread count every `every` steps from what other processes did
+    since the last decision, as other work on the machine comes and goes (only when the user
+    did not fix `threads`). `steps_at` counts the steps run at each thread count."""
 
     def __init__(self, local_processes: int = 1, every: int = 10) -> None:
+        from specialist.train.setup import OtherLoad
+
         self.local_processes = local_processes
         self.every = every
+        self.other_load = OtherLoad()
+        self.steps_at: Counter[int] = Counter()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if state.global_step % self.every:
-            return
         import torch
 
-        from specialist.train.setup import default_threads
+        if state.global_step % self.every == 0 and state.global_step > 0:
+            from specialist.train.setup import default_threads
 
-        current = torch.get_num_threads()
-        wanted = default_threads(self.local_processes, own_threads=current)
-        if wanted != current:
-            torch.set_num_threads(wanted)
+            load = self.other_load.cores(siblings=self.local_processes - 1, min_window=0.0)
+            wanted = default_threads(self.local_processes, other_load=load)
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
+        self.steps_at[torch.get_num_threads()] += 1

@@ -147,8 +147,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         metrics_cb = MetricsCallback(metrics_path, show_progress=show_progress and is_main,
                                      seconds_before=float(before[-1]) if before else 0.0)
         callbacks: list[Any] = [metrics_cb]
-        if config.threads is None:
-            callbacks.append(AdaptiveThreads(local))
+        adaptive = AdaptiveThreads(local) if config.threads is None else None
+        if adaptive is not None:
+            callbacks.append(adaptive)
         if eval_features is not None and config.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         if is_main:
@@ -192,6 +193,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             "eval_loss": min(evals) if evals else None,
             "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
         })
+        if adaptive is not None and adaptive.steps_at:
+            summary.threads_per_process = adaptive.steps_at.most_common(1)[0][0]
+            summary.threads_used = {str(n): steps for n, steps in sorted(adaptive.steps_at.items())}
         write_summary(run_dir, summary)
         if metrics:
             plot_loss(metrics, run.loss_plot, f"{run_dir.name}: {config.method} on {Path(config.data).name}")

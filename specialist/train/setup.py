@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,17 +60,57 @@ def physical_cores() -> int:
     return max(1, min(len(cores) or available, available))
 
 
-def default_threads(local_processes: int = 1, own_threads: int = 0) -> int:
-    """Physical cores shared among this machine's training processes, minus the cores other
-    work keeps busy right now (1-minute load average, without our own `own_threads`): with
-    more busy threads than cores, every small op waits for a descheduled OpenMP thread
-    (measured: a step 15x slower with 2 threads on 2 loaded cores than with 1)."""
-    share = max(1, physical_cores() // max(1, local_processes))
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds the whole machine has spent busy, CPU seconds this process has spent), or
+    None where /proc/stat is missing (not Linux)."""
     try:
-        others = max(0.0, os.getloadavg()[0] - own_threads * max(1, local_processes))
+        fields = Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]
     except OSError:
-        others = 0.0
-    return max(1, min(share, round(share - others / max(1, local_processes) + 0.49)))
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already inside user)
+    ticks = [int(v) for v in fields[:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+class OtherLoad:
+    """How many cores other processes keep busy: the machine's busy CPU time minus this
+    process's own, over the time since the last reading. The load average cannot tell the two
+    apart, and it lags a minute: a run that starts right after its own model preparation
+    would read that work as a busy machine and start on too few threads."""
+
+    def __init__(self) -> None:
+        self._last = _cpu_seconds()
+        self._at = time.monotonic()
+
+    def cores(self, siblings: int = 0, min_window: float = 0.25) -> float:
+        """Busy cores not ours since the last call (or construction); `siblings` more
+        processes of this same run are assumed as busy as this one and not counted as other
+        work. Waits until `min_window` seconds have passed so one reading is not all noise."""
+        if min_window > 0:
+            time.sleep(max(0.0, min_window - (time.monotonic() - self._at)))
+        now, at = _cpu_seconds(), time.monotonic()
+        if now is None or self._last is None:  # no /proc/stat: the load average, ours included
+            try:
+                return max(0.0, os.getloadavg()[0] - torch.get_num_threads() * (1 + siblings))
+            except OSError:
+                return 0.0
+        elapsed = max(at - self._at, 1e-6)
+        machine, own = (now[0] - self._last[0]) / elapsed, (now[1] - self._last[1]) / elapsed
+        self._last, self._at = now, at
+        return max(0.0, machine - own * (1 + siblings))
+
+
+def default_threads(local_processes: int = 1, other_load: float | None = None) -> int:
+    """Physical cores shared among this machine's training processes, minus the cores other
+    work keeps busy right now (`other_load`, measured by OtherLoad when not given): with more
+    busy threads than cores, every small op waits for a descheduled OpenMP thread (measured:
+    a step 15x slower with 2 threads on 2 loaded cores than with 1)."""
+    share = max(1, physical_cores() // max(1, local_processes))
+    if other_load is None:
+        other_load = OtherLoad().cores(siblings=max(0, local_processes - 1))
+    return max(1, min(share, round(share - other_load / max(1, local_processes) + 0.49)))
 
 
 def choose_precision(config: TrainConfig, device: torch.device) -> Precision:
