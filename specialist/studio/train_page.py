@@ -84,9 +84,9 @@ def stop(request: Request, name: str) -> Response:
 def run_page(request: Request, name: str) -> Response:
     studio = studio_of(request)
     run = studio.run(name)
-    if not run.path.is_dir():
-        raise SpecialistError(f"{name}: no run folder in {studio.runs_dir}")
     job = studio.jobs.latest("train", name)
+    if not run.path.is_dir() and job is None:  # a just-started child may not have made the folder yet
+        raise SpecialistError(f"{name}: no run folder in {studio.runs_dir}")
     records, _ = read_metrics(run.path / "metrics.jsonl")
     config = (run.path / "config.yaml").read_text(encoding="utf-8") if (run.path / "config.yaml").exists() else ""
     return studio.render(request, "run.html", run=run, job=job, config=config, progress=progress(records),
