@@ -242,6 +242,19 @@ def test_stop_interrupts_the_run_and_resume_continues_it(client, runs, tmp_path,
     assert len(studio.jobs.all("train", "long")) == 2
 
 
+def test_a_training_that_cannot_start_shows_the_cli_error(client, runs, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    form = {"data": str(data), "model": "no-such-model-anywhere", "run_name": "bad"}
+    assert client.post("/train", data=form, follow_redirects=False).status_code == 303
+    events = _events(client.get("/train/bad/events").text)
+    kind, last = events[-1]
+    assert kind == "end" and last["status"] == "failed" and "no-such-model-anywhere" in last["error"]
+    page = client.get("/train/bad", headers=HTML).text
+    assert re.search(r'class="badge failed" id="run-status"', page)
+    assert "error: unknown model reference &#39;no-such-model-anywhere&#39;" in page and "Traceback" not in page
+
+
 def _wait(condition, seconds: float = 120.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -272,7 +285,7 @@ def test_job_progress_rows_and_error_line_from_a_real_rich_log():
                   auto_refresh=False) as progress:
         a = progress.add_task("zero-shot: answering", total=8)
         b = progress.add_task("fine-tuned: answering", total=8)
-        for i in range(5):
+        for _ in range(5):
             progress.advance(a)
             progress.refresh()
         progress.advance(b, 2)

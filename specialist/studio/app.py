@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
-from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
@@ -19,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from specialist.errors import SpecialistError
 from specialist.studio import chat_page, data_page, export_page, proof_page, train_page
-from specialist.studio.jobs import error_line, log_tail, progress_rows
+from specialist.studio.jobs import log_tail, progress_rows
 from specialist.studio.state import HERE, Studio, StudioSettings
 
 COOKIE = "specialist_studio_key"
@@ -128,5 +127,3 @@ def serve(host: str, port: int, settings: StudioSettings) -> None:
                       "Ctrl-C stops the studio, not the trainings it started)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
-
-__all__ = ["create_app", "serve", "StudioSettings", "error_line"]

@@ -3,7 +3,6 @@ child process with its progress, and the files to download."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Form, Request
@@ -75,5 +74,3 @@ def _size(n: int) -> str:
         n /= 1024
     return str(n)
 
-
-__all__ = ["router", "Path"]

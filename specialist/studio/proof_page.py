@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from specialist.errors import SpecialistError
-from specialist.studio.runs import check_name, read_json
+from specialist.studio.runs import check_name
 from specialist.studio.web import existing_file, redirect, studio_of
 
 router = APIRouter()
@@ -126,5 +126,3 @@ def _filtered(prompts: list[dict[str, Any]], show: str) -> list[dict[str, Any]]:
         return sorted(prompts, key=lambda p: -p["disagreement"])
     return prompts
 
-
-__all__ = ["router", "read_json"]

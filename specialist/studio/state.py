@@ -64,12 +64,14 @@ class Studio:
         from specialist.serve.engines import make_generator
 
         ref = self.model_ref(model)
+        summary = Path(ref) / "run.json"
+        key = (ref, summary.stat().st_mtime if summary.exists() else None)  # a retrained run loads anew
         with self._models_lock:
-            if ref in self._models:
-                self._models.move_to_end(ref)
-                return self._models[ref]
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
             gen = make_generator(ref, "torch", max_batch=1)
-            self._models[ref] = gen
+            self._models[key] = gen
             while len(self._models) > self.settings.max_loaded_models:
                 self._models.popitem(last=False)
             return gen

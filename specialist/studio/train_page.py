@@ -87,6 +87,7 @@ def run_page(request: Request, name: str) -> Response:
     job = studio.jobs.latest("train", name)
     if not run.path.is_dir() and job is None:  # a just-started child may not have made the folder yet
         raise SpecialistError(f"{name}: no run folder in {studio.runs_dir}")
+    run.status = _status(run.status, job)
     records, _ = read_metrics(run.path / "metrics.jsonl")
     config = (run.path / "config.yaml").read_text(encoding="utf-8") if (run.path / "config.yaml").exists() else ""
     return studio.render(request, "run.html", run=run, job=job, config=config, progress=progress(records),
@@ -128,9 +129,17 @@ async def events(request: Request, name: str) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _status(status: str, job: Any) -> str:
+    """A training that failed before writing run.json (a bad model, unreadable data) is failed."""
+    if status in ("unknown", "not started") and job is not None and not job.running:
+        return "failed" if job.status in ("failed", "cancelled") else status
+    return status
+
+
 def _state(studio: Any, name: str, run: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
     p = progress(records)
     job = studio.jobs.latest("train", name)
+    run.status = _status(run.status, job)
     return {**p, "status": run.status, "eta": fmt_seconds(p["eta_seconds"]) if p["eta_seconds"] is not None else "–",
             "error": job.error if job is not None and not job.running and run.status != "completed" else None}
 
