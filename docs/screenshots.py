@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -143,6 +144,7 @@ def main() -> None:
             shoot("export", f"{url}/export?run=coffee-tiny")
     finally:
         driver.quit()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
