@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS ?= $(if $(AMX_CPU),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=
 	-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
 	-DGGML_AVX_VNNI=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
 
-.PHONY: setup demo test test-slow bench llama-cpp clean
+.PHONY: setup browser demo test test-slow bench llama-cpp screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,23 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/specialist demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
+
+# The studio's browser tests drive Debian's Chromium and chromedriver (no browser download):
+# installed with apt-get where missing (CI runs as root); without apt-get or root the tests
+# skip and say why.
+CHROMIUM := $(firstword $(shell command -v chromium chromium-browser 2>/dev/null))
+browser:
+	@if [ -n "$(CHROMIUM)" ] && command -v chromedriver >/dev/null 2>&1; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver (the studio's browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "no chromium/chromedriver and no apt-get as root: the studio's browser tests will be skipped"; fi
+
+# docs/studio-*.png for the README (a tiny test model; a few minutes)
+screenshots: setup browser
+	$(PY) docs/screenshots.py
 
 test-slow: llama-cpp
 	$(PY) -m pytest -q -m slow

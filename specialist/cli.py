@@ -569,6 +569,22 @@ def export(
             console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False, highlight=False)
 
 
+@app.command()
+def studio(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(7860, "--port", min=1, max=65535),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
+                                          help="Require this key on every page and request (or set SPECIALIST_API_KEY)."),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="Folder of run folders (uploads go to RUNS/data, exports to RUNS/exports)."),
+) -> None:
+    """The whole road in a local web app: data, train, proof, chat, export."""
+    _quiet_libraries()
+    from specialist.studio.app import serve as run_studio
+    from specialist.studio.state import StudioSettings
+
+    run_studio(host, port, StudioSettings(runs=runs, api_key=api_key or None))
+
+
 # ---------------------------------------------------------------- bench and demo
 @app.command()
 def bench(

@@ -75,7 +75,9 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
-        record: dict[str, Any] = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4)}
+        # max_steps lets a reader of metrics.jsonl alone (the studio) show progress and ETA
+        record: dict[str, Any] = {"step": state.global_step, "max_steps": int(state.max_steps),
+                                  "epoch": round(float(state.epoch or 0), 4)}
         if "loss" in logs:
             record["loss"] = float(logs["loss"])
             self.last_loss = record["loss"]
