@@ -62,7 +62,7 @@ async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
             if hits is not None:
                 yield _event("passages", {"passages": [{"id": h.passage.id, "title": h.passage.title,
                                                         "score": round(float(h.score), 3)} for h in hits]})
-            from specialist.serve.generation import GenerationSettings
+            from specialist.inference.sampling import GenerationSettings
 
             settings = GenerationSettings(max_new_tokens=body.max_new_tokens, temperature=body.temperature)
             text_stream = generator.stream(messages, settings)
@@ -95,7 +95,7 @@ def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[
     the run's knowledge base retrieved into this turn)."""
     from specialist.knowledge.runtime import open_knowledge
     from specialist.serve.chat import ChatSession
-    from specialist.serve.generation import GenerationSettings
+    from specialist.inference.sampling import GenerationSettings
 
     knowledge = open_knowledge(None, studio.model_ref(body.model)) if body.knowledge else None
     session = ChatSession(generator, (body.system or "").strip() or None, min(4096, generator.context_length),

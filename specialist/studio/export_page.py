@@ -18,7 +18,7 @@ OUTTYPES = ("f16", "bf16", "q8_0", "q4_0")
 
 @router.get("/export", response_class=HTMLResponse)
 def export_page(request: Request, run: str = "") -> Response:
-    from specialist.serve.export import FORMATS
+    from specialist.export.build import FORMATS
 
     studio = studio_of(request)
     runs = [r for r in studio.runs() if r.loadable]
@@ -32,7 +32,7 @@ def export_page(request: Request, run: str = "") -> Response:
 @router.post("/export")
 def start_export(request: Request, run: str = Form(...), format: str = Form(...), outtype: str = Form("f16"),  # noqa: A002
                  system: str = Form("")) -> Response:
-    from specialist.serve.export import FORMATS
+    from specialist.export.build import FORMATS
 
     studio = studio_of(request)
     path = studio.run_path(check_name(run))

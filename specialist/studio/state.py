@@ -61,7 +61,7 @@ class Studio:
     def generator(self, model: str) -> Any:
         """The loaded Generator for a model reference (a run name, a path, a known model);
         the least recently used one is dropped beyond max_loaded_models."""
-        from specialist.serve.engines import make_generator
+        from specialist.inference.engines import make_generator
 
         ref = self.model_ref(model)
         summary = Path(ref) / "run.json"

@@ -32,7 +32,7 @@ def train_page(request: Request, data: str = "") -> Response:
 
 @router.post("/train")
 async def start_training(request: Request) -> Response:
-    from specialist.train.run_folder import is_used
+    from specialist.run_folder import is_used
 
     studio = studio_of(request)
     form = await request.form()
