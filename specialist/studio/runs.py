@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from specialist.errors import SpecialistError
+from specialist.run_folder import RunFolder, read_summary
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -37,13 +38,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def read_metrics(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """Complete records from byte `offset` on, and the offset after the last complete line
     (a line being written is read next time)."""
@@ -67,7 +61,10 @@ def read_metrics(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
 
 def run_view(runs_dir: Path, name: str, locked: bool) -> RunView:
     path = runs_dir / check_name(name)
-    summary = read_json(path / "run.json")
+    try:
+        summary = read_summary(path).to_json() if RunFolder(path).summary.exists() else {}
+    except SpecialistError:  # a broken run.json shows as "unknown" on the list; its page says why
+        summary = {}
     status = summary.get("status") or ("not started" if (path / "config.yaml").exists() else "unknown")
     if locked:
         status = "running"
