@@ -15,6 +15,7 @@ import typer
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.io import read_text
 
 app = typer.Typer(
     help="Turn a general pre-trained language model into a specialist.",
@@ -162,7 +163,7 @@ def chat(
     from specialist.inference.sampling import GenerationSettings
     from specialist.serve.chat import ChatSession, PromptTooLong
 
-    system_text = _read_text(system) if system else None
+    system_text = read_text(system).strip() if system else None
     context = _open_knowledge(model, knowledge, top_k)
     generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context)
     session = ChatSession(generator, system_text, min(max_context or 4096, generator.context_length),
@@ -230,13 +231,6 @@ def _print_sources(session) -> None:
     for h in session.last_hits:
         err_console.print(f"[{h.rank}] {h.passage.id} ({h.score:.2f}) {h.passage.title}: "
                           f"{' '.join(h.passage.text.split())[:160]}", style="dim", markup=False, highlight=False)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 
 # ---------------------------------------------------------------- data
@@ -556,7 +550,7 @@ def export(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if system is not None and fmt != "ollama":
         raise typer.BadParameter("only --format ollama carries a system prompt", param_hint="--system-prompt")
-    result = run_export(model, fmt, out, outtype, _read_text(system) if system else None, overwrite)
+    result = run_export(model, fmt, out, outtype, read_text(system).strip() if system else None, overwrite)
     if as_json:
         _print_json(result.as_dict())
     else:

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.io import read_text
 from specialist.run_folder import RunFolder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "coffee"
@@ -136,9 +137,10 @@ def _eval_prompts(path: Path) -> list[str]:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
+    text = read_text(path)
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except (OSError, ValueError) as exc:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
         raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 

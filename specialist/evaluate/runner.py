@@ -32,6 +32,7 @@ from specialist.evaluate.answer_cache import cache_key, cached
 from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
+from specialist.io import read_text
 from specialist.run_folder import RunFolder, RunSummary, read_config, read_summary
 
 
@@ -92,13 +93,6 @@ def _existing(value: Any, run: Path) -> Path | None:
     return None
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read the {what} ({exc})") from exc
-
-
 def default_max_new_tokens(tokenizer: Any, references: Sequence[str]) -> int:
     """Room for the longest reference and half again (answers may be longer than the
     references; a base model that does not stop must not run for long)."""
@@ -134,7 +128,7 @@ def gather_inputs(s: EvalSettings) -> Inputs:
     # Defaults next to the eval data (examples/coffee/system_prompt.txt, eval.yaml).
     system_path = s.system_prompt or _beside(s.data, "system_prompt.txt")
     rules_path = s.rules or _beside(s.data, "eval.yaml")
-    system = _read_text(system_path, "system prompt") if system_path else None
+    system = read_text(system_path, "system prompt").strip() if system_path else None
     rules = load_rules(rules_path) if rules_path else []
     inputs = Inputs(run, eval_pairs, train_pairs, system, system_path, rules, rules_path)
     _add_knowledge(inputs, s)
@@ -157,7 +151,7 @@ def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
                       f"top {inputs.knowledge.settings.top_k}[/dim]")
     path = s.knowledge_system_prompt or _beside(s.data, "system_prompt_knowledge.txt")
     if path is not None:
-        inputs.knowledge_system_prompt = _read_text(path, "knowledge system prompt")
+        inputs.knowledge_system_prompt = read_text(path, "knowledge system prompt").strip()
         inputs.knowledge_system_prompt_path = path
     else:
         inputs.knowledge_system_prompt, inputs.knowledge_system_prompt_path = inputs.system_prompt, inputs.system_prompt_path

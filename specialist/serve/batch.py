@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from specialist.errors import SpecialistError
+from specialist.io import read_text
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.models.template import Message, attach_context, build_messages
@@ -85,10 +86,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
+    lines = read_text(path).splitlines()
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
