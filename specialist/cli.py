@@ -16,6 +16,7 @@ import typer
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
 from specialist.io import read_text
+from specialist.models.registry import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Turn a general pre-trained language model into a specialist.",
@@ -26,7 +27,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
 EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, can break small models), f16 or bf16.")
@@ -55,7 +56,7 @@ def _print_json(doc: object) -> None:
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Known base models; marks the embedded default and what is cached."""
-    from specialist.models.registry import DEFAULT_MODEL, KNOWN_MODELS
+    from specialist.models.registry import KNOWN_MODELS
 
     rows = [
         {"name": m.name, "default": m.name == DEFAULT_MODEL, "cached": m.is_cached(),
@@ -78,7 +79,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 
 @models_app.command("prepare")
-def models_prepare(model: str = typer.Argument("gemma-3-270m", help="Model reference to prepare.")) -> None:
+def models_prepare(model: str = typer.Argument(DEFAULT_MODEL, help="Model reference to prepare.")) -> None:
     """Assemble, convert and cache a base model (default: the embedded one)."""
     _quiet_libraries()
     from specialist.models.resolve import load_tokenizer, resolve
@@ -375,7 +376,7 @@ def knowledge_check(
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data: eval loss, best checkpoint, early stopping."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model reference (default gemma-3-270m)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Base model reference (default {DEFAULT_MODEL})."),
     method: Optional[str] = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
     epochs: Optional[float] = typer.Option(None, "--epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
@@ -593,7 +594,7 @@ def bench(
 
 @app.command()
 def demo(
-    model: str = typer.Option("gemma-3-270m", "--model", "-m", help="Base model reference."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),

@@ -23,6 +23,7 @@ from rich.table import Table
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
 from specialist.io import read_text
+from specialist.models.registry import DEFAULT_MODEL
 from specialist.run_folder import RunFolder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "coffee"
@@ -37,7 +38,7 @@ class DemoSettings:
     knowledge: Path | None = EXAMPLES / "knowledge"  # None: the style-only demo
     facts: Path = EXAMPLES / "facts.jsonl"
     knowledge_system_prompt: Path = EXAMPLES / "system_prompt_knowledge.txt"  # used when it exists
-    model: str = "gemma-3-270m"
+    model: str = DEFAULT_MODEL
     out: Path | None = None  # default: runs/demo-<timestamp>
     epochs: float = 1.0
     max_steps: int = -1

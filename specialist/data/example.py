@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-Message = dict[str, str]
+from specialist.models.template import Message
 
 # Record shapes the loaders understand (the "schema" of one record, whatever file holds it).
 SCHEMAS = ("prompt-completion", "chat", "alpaca")

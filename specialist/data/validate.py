@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from specialist.data.example import Example, Message
+from specialist.data.example import Example
 from specialist.data.findings import DataError
 from specialist.data.formats import DEFAULT_MAX_RECORD_BYTES, RawRecord, read_records
+from specialist.models.template import Message
 from specialist.errors import SpecialistError
 
 ROLES = ("system", "user", "assistant")

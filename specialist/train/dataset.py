@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from specialist.errors import SpecialistError
 from specialist.models.template import Message, encode_example
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the label of a token that is not trained (the prompt); the loss skips it
 
 
 @dataclass(frozen=True)
