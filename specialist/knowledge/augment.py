@@ -58,7 +58,7 @@ class AugmentSettings:
 class ContextExample:
     messages: list[Message]  # the last user turn carries the context
     completion: str
-    source: str              # file:line of the record it came from
+    source: Any              # the record it came from, as the caller identifies it (file:line, its Example)
     kind: str                # "retrieved", "answer-passage" or "abstention"
     passage_ids: list[str] = field(default_factory=list)
 
@@ -101,7 +101,7 @@ def _with_answer_passage(hits: list[Passage], completion: str, retriever: Retrie
     return kept, True
 
 
-def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriever: Retriever,
+def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriever: Retriever,
                      settings: AugmentSettings, answerable: Sequence[bool] | None = None,
                      training: bool = True) -> tuple[list[ContextExample], AugmentReport]:
     """(messages, completion, source) → examples with context. `answerable[i]` False marks a
