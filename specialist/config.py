@@ -1,4 +1,4 @@
-"""Settings for every stage as pydantic models: a YAML file, then command-line overrides on top.
+"""Training's settings as a pydantic model: a YAML file, then command-line overrides on top.
 
 A bad setting is reported as one located line (`config.yaml: lora_r: must be > 0 (got -1)`),
 never a traceback: load_train_config raises ConfigError, which the CLI prints and exits 2."""

@@ -1,4 +1,4 @@
-"""The run folder (see DESIGN.md): its layout, its typed summary (run.json), and how training
+"""The run folder (README, "3. Training"): its layout, its typed summary (run.json), and how training
 creates, refuses, resumes and fills it. Training writes run.json through `write_summary`;
 everything else reads it through `read_summary`.
 

@@ -38,6 +38,9 @@ MAX_REPORTED_ERRORS = 20
 
 @dataclass
 class PromptRecord:
+    """A prompt to answer, not a data.Example: it has no completion (the answer is what this
+    module produces) and carries what resuming needs, its key and the fields echoed back."""
+
     key: str  # "id:<id>" or "line:<n>"
     line: int
     id: Any
