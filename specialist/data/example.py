@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from specialist.models.template import Message, build_messages
+from specialist.models.template import Message, build_messages, last_user_text
 
 # Record shapes the loaders understand (the "schema" of one record, whatever file holds it).
 SCHEMAS = ("prompt-completion", "chat", "alpaca")
@@ -50,10 +50,7 @@ class Example:
     @property
     def prompt(self) -> str:
         """The last user turn: the question this example answers."""
-        for message in reversed(self.messages):
-            if message["role"] == "user":
-                return message["content"]
-        return ""
+        return last_user_text(self.messages) or ""
 
     @property
     def history(self) -> list[Message]:

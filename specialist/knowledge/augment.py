@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
 from specialist.knowledge.retrieve import Retriever
-from specialist.models.template import Message, attach_context
+from specialist.models.template import Message, attach_context, last_user_text
 
 MIN_OWN_ABSTENTIONS = 3
 UNRELATED_EXCLUDE = 10  # abstention contexts avoid the question's top passages this deep
@@ -76,10 +76,6 @@ class AugmentReport:
         return dict(self.__dict__)
 
 
-def _last_user(messages: Sequence[Message]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-
-
 def _with_answer_passage(hits: list[Passage], completion: str, retriever: Retriever, rng: random.Random,
                          top_k: int) -> tuple[list[Passage], bool]:
     index = FactIndex([p.text for p in hits], retriever.analyzer)
@@ -112,7 +108,7 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     fact_bearing: list[int] = []
     own_abstentions = [c for (_, c, _), ok in zip(examples, answerable or [True] * len(examples)) if not ok]
     for i, (messages, completion, source) in enumerate(examples):
-        question = _last_user(messages)
+        question = last_user_text(messages) or ""
         hits = [h.passage for h in retriever.search(question, settings.top_k)]
         kind = "retrieved"
         if training and (answerable is None or answerable[i]):
@@ -142,7 +138,7 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
         # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
-        related = {h.passage.id for h in retriever.search(_last_user(messages), UNRELATED_EXCLUDE) if h.score > 0}
+        related = {h.passage.id for h in retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE) if h.score > 0}
         stated = facts(completion, retriever.analyzer)
         figures = {f.value for f in stated if f.kind == "number"}
         pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]

@@ -27,7 +27,7 @@ from specialist.errors import SpecialistError
 from specialist.io import read_text
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
-from specialist.models.template import Message, attach_context, build_messages
+from specialist.models.template import Message, attach_context, build_messages, last_user_text
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit
@@ -169,10 +169,6 @@ def read_answered(output: Path, records: list[PromptRecord], with_knowledge: boo
                                   "choose another --output (or answer it the same way)")
         done.add(key)
     return done
-
-
-def last_user_text(messages: list[Message]) -> str | None:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
 
 
 def with_context(messages: list[Message], knowledge: KnowledgeContext | None) -> tuple[list[Message], list[Hit]]:
