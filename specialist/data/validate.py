@@ -13,8 +13,8 @@ from typing import Any, Iterable
 from specialist.data.example import Example
 from specialist.data.findings import DataError
 from specialist.data.formats import DEFAULT_MAX_RECORD_BYTES, RawRecord, read_records
-from specialist.models.template import Message
 from specialist.errors import SpecialistError
+from specialist.models.template import Message
 
 ROLES = ("system", "user", "assistant")
 META_FIELDS = ("label", "labels", "category", "topic", "intent", "id", "tag")
