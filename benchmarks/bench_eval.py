@@ -28,17 +28,17 @@ TARGET_SPEEDUP = 2.0
 
 def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     from specialist.evaluate.contenders import Contender, pick_shots
-    from specialist.evaluate.examples import load_pairs
+    from specialist.evaluate.examples import load_eval_examples
     from specialist.evaluate.loss import heldout_loss
     from specialist.models.resolve import load_model
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
 
     data = ROOT / "examples" / "coffee"
-    eval_pairs = load_pairs(data / "eval.jsonl")[:prompts]
-    shots = pick_shots(load_pairs(data / "train.jsonl"), 3, seed=0, exclude=eval_pairs)
+    eval_examples = load_eval_examples(data / "eval.jsonl")[:prompts]
+    shots = pick_shots(load_eval_examples(data / "train.jsonl"), 3, seed=0, exclude=eval_examples)
     system = (data / "system_prompt.txt").read_text(encoding="utf-8") if (data / "system_prompt.txt").exists() else None
-    convs = [Contender("prompt-engineering", "base", system, shots).messages(p) for p in eval_pairs]
+    convs = [Contender("prompt-engineering", "base", system, shots).messages(p) for p in eval_examples]
     loaded = load_model(model)
     gen = TorchGenerator(loaded)
     # greedy decoding stops at the end-of-turn token: count what was really generated
@@ -54,7 +54,7 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
         result[label] = {"seconds": round(seconds, 2), "generated_tokens": tokens,
                          "tokens_per_s": round(tokens / seconds, 1)}
     result["speedup"] = round(result["batched"]["tokens_per_s"] / result["sequential"]["tokens_per_s"], 2)
-    loss = heldout_loss(loaded.model, loaded.tokenizer, convs, [p.completion for p in eval_pairs])
+    loss = heldout_loss(loaded.model, loaded.tokenizer, convs, [p.completion for p in eval_examples])
     result["heldout_loss"] = {"seconds": round(loss.seconds, 2), "tokens": loss.total_tokens,
                               "prefill_tokens_per_s": round(loss.total_tokens / loss.seconds, 1),
                               "loss": round(loss.loss, 4)}

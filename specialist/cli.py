@@ -15,6 +15,8 @@ import typer
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.io import read_text
+from specialist.models.registry import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Turn a general pre-trained language model into a specialist.",
@@ -25,7 +27,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-ModelOpt = typer.Option("gemma-3-270m", "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
 EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, can break small models), f16 or bf16.")
@@ -54,7 +56,7 @@ def _print_json(doc: object) -> None:
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Known base models; marks the embedded default and what is cached."""
-    from specialist.models.registry import DEFAULT_MODEL, KNOWN_MODELS
+    from specialist.models.registry import KNOWN_MODELS
 
     rows = [
         {"name": m.name, "default": m.name == DEFAULT_MODEL, "cached": m.is_cached(),
@@ -77,7 +79,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."
 
 
 @models_app.command("prepare")
-def models_prepare(model: str = typer.Argument("gemma-3-270m", help="Model reference to prepare.")) -> None:
+def models_prepare(model: str = typer.Argument(DEFAULT_MODEL, help="Model reference to prepare.")) -> None:
     """Assemble, convert and cache a base model (default: the embedded one)."""
     _quiet_libraries()
     from specialist.models.resolve import load_tokenizer, resolve
@@ -162,7 +164,7 @@ def chat(
     from specialist.inference.sampling import GenerationSettings
     from specialist.serve.chat import ChatSession, PromptTooLong
 
-    system_text = _read_text(system) if system else None
+    system_text = read_text(system).strip() if system else None
     context = _open_knowledge(model, knowledge, top_k)
     generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context)
     session = ChatSession(generator, system_text, min(max_context or 4096, generator.context_length),
@@ -230,13 +232,6 @@ def _print_sources(session) -> None:
     for h in session.last_hits:
         err_console.print(f"[{h.rank}] {h.passage.id} ({h.score:.2f}) {h.passage.title}: "
                           f"{' '.join(h.passage.text.split())[:160]}", style="dim", markup=False, highlight=False)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 
 # ---------------------------------------------------------------- data
@@ -381,7 +376,7 @@ def knowledge_check(
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data: eval loss, best checkpoint, early stopping."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model reference (default gemma-3-270m)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Base model reference (default {DEFAULT_MODEL})."),
     method: Optional[str] = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
     epochs: Optional[float] = typer.Option(None, "--epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
@@ -556,7 +551,7 @@ def export(
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if system is not None and fmt != "ollama":
         raise typer.BadParameter("only --format ollama carries a system prompt", param_hint="--system-prompt")
-    result = run_export(model, fmt, out, outtype, _read_text(system) if system else None, overwrite)
+    result = run_export(model, fmt, out, outtype, read_text(system).strip() if system else None, overwrite)
     if as_json:
         _print_json(result.as_dict())
     else:
@@ -615,7 +610,7 @@ def bench(
 
 @app.command()
 def demo(
-    model: str = typer.Option("gemma-3-270m", "--model", "-m", help="Base model reference."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),

@@ -1,4 +1,4 @@
-"""Settings for every stage as pydantic models: a YAML file, then command-line overrides on top.
+"""Training's settings as a pydantic model: a YAML file, then command-line overrides on top.
 
 A bad setting is reported as one located line (`config.yaml: lora_r: must be > 0 (got -1)`),
 never a traceback: load_train_config raises ConfigError, which the CLI prints and exits 2."""
@@ -11,6 +11,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from specialist.errors import ConfigError
+from specialist.models.registry import DEFAULT_MODEL
 
 Method = Literal["lora", "dora", "qlora", "full"]
 # Room for three retrieved passages before the question when training with a knowledge base.
@@ -27,7 +28,7 @@ class TrainConfig(BaseModel):
     # what to train on
     data: Path = Field(description="training data (JSONL: prompt/completion or chat messages)")
     eval_data: Path | None = Field(None, description="held-out data for eval loss and best checkpoint")
-    model: str = Field("gemma-3-270m", description="base model reference")
+    model: str = Field(DEFAULT_MODEL, description="base model reference")
     system_prompt: str | None = Field(None, description="system prompt added to examples that have none")
 
     # knowledge base: retrieved passages go into every prompt (retrieval-augmented fine-tuning)

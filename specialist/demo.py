@@ -22,6 +22,8 @@ from rich.table import Table
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.io import read_text
+from specialist.models.registry import DEFAULT_MODEL
 from specialist.run_folder import RunFolder
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "coffee"
@@ -36,7 +38,7 @@ class DemoSettings:
     knowledge: Path | None = EXAMPLES / "knowledge"  # None: the style-only demo
     facts: Path = EXAMPLES / "facts.jsonl"
     knowledge_system_prompt: Path = EXAMPLES / "system_prompt_knowledge.txt"  # used when it exists
-    model: str = "gemma-3-270m"
+    model: str = DEFAULT_MODEL
     out: Path | None = None  # default: runs/demo-<timestamp>
     epochs: float = 1.0
     max_steps: int = -1
@@ -136,9 +138,10 @@ def _eval_prompts(path: Path) -> list[str]:
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
+    text = read_text(path)
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except (OSError, ValueError) as exc:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
         raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 

@@ -1,5 +1,6 @@
-"""Atomic writes: a temporary file (or folder) in the same folder, then a rename, so a crash
-never leaves a half-written dataset, report, adapter or converted model."""
+"""Reading a user's text file with a located error, and atomic writes: a temporary file (or
+folder) in the same folder, then a rename, so a crash never leaves a half-written dataset,
+report, adapter or converted model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from specialist.errors import SpecialistError
+
+
+def read_text(path: Path, what: str | None = None) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped), or SpecialistError (exit 2) naming the
+    file and, when given, what it was read as ("the system prompt")."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: cannot read{f' the {what}' if what else ''} ({exc})") from exc
 
 
 def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:

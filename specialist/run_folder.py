@@ -1,4 +1,4 @@
-"""The run folder (see DESIGN.md): its layout, its typed summary (run.json), and how training
+"""The run folder (README, "3. Training"): its layout, its typed summary (run.json), and how training
 creates, refuses, resumes and fills it. Training writes run.json through `write_summary`;
 everything else reads it through `read_summary`.
 
@@ -248,14 +248,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_loss(metrics: list[dict[str, Any]], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from specialist.charts import subplots
 
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = subplots(figsize=(7, 4), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss")
     if evals:

@@ -157,13 +157,13 @@ def test_abstention_pattern_polish_and_english(answer, expected):
 
 def test_abstention_rate_counts_only_unanswerable_and_not_inventions():
     from specialist.evaluate.facts import NumberCheck, abstention_rate, score_answers
-    from specialist.evaluate.examples import Pair
+    from specialist.data.example import Example
 
-    pairs = [Pair("Ile kosztuje dostawa?", "", facts=(r"14[,.]99",)),
-             Pair("Czy macie sklep w Gdańsku?", "", answerable=False),
-             Pair("Ile kosztuje Etiopia?", "", answerable=False),
-             Pair("Jakie smaki kapsułek?", "", answerable=False),
-             Pair("Ile kosztuje 1 kg?", "", answerable=False)]
+    pairs = [Example.from_prompt("Ile kosztuje dostawa?", "", facts=(r"14[,.]99",)),
+             Example.from_prompt("Czy macie sklep w Gdańsku?", "", answerable=False),
+             Example.from_prompt("Ile kosztuje Etiopia?", "", answerable=False),
+             Example.from_prompt("Jakie smaki kapsułek?", "", answerable=False),
+             Example.from_prompt("Ile kosztuje 1 kg?", "", answerable=False)]
     answers = ["Nie wiem.",                                           # answerable: not counted
                "Nie mam tej informacji, napisz do naszej obsługi.",   # abstains
                "Etiopia kosztuje 49 zł, sprawdź na stronie.",         # hedges but invents a price
@@ -211,9 +211,9 @@ def test_facts_verdict_names_the_most_accurate_and_the_voice():
 
 # ------------------------------------------------------------------ loading facts
 def test_facts_and_answerable_are_read(shop):
-    from specialist.evaluate.examples import load_pairs
+    from specialist.evaluate.examples import load_eval_examples
 
-    pairs = load_pairs(shop["facts"])
+    pairs = load_eval_examples(shop["facts"])
     assert [p.facts for p in pairs] == [(r"14[,.]99\s*(zł|zl)",), (r"14\s*dni",), ()]
     assert [p.answerable for p in pairs] == [True, True, False]
 
@@ -225,11 +225,11 @@ def test_facts_and_answerable_are_read(shop):
 ])
 def test_bad_facts_are_located(tmp_path, record, where):
     from specialist.errors import SpecialistError
-    from specialist.evaluate.examples import load_pairs
+    from specialist.evaluate.examples import load_eval_examples
 
     path = _write_facts(tmp_path / "f.jsonl", [FACTS[0], record])
     with pytest.raises(SpecialistError) as info:
-        load_pairs(path)
+        load_eval_examples(path)
     assert info.value.exit_code == 1 and f"f.jsonl{where}" in str(info.value)
 
 

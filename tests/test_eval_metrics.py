@@ -11,7 +11,8 @@ import pytest
 from specialist.errors import ConfigError, SpecialistError
 from specialist.evaluate import cost, metrics
 from specialist.evaluate.contenders import Contender, Endpoint, pick_shots
-from specialist.evaluate.examples import Pair, load_pairs
+from specialist.data.example import Example
+from specialist.evaluate.examples import load_eval_examples
 from specialist.evaluate.rules import load_rules, score_rules
 from specialist.evaluate.style import dispersion, train_style_classifier
 
@@ -172,7 +173,7 @@ def test_usage_stats():
 
 
 # ------------------------------------------------------------------ contenders and data
-TRAIN = [Pair(f"pytanie {i}?", f"odpowiedź {i}.") for i in range(10)]
+TRAIN = [Example.from_prompt(f"pytanie {i}?", f"odpowiedź {i}.") for i in range(10)]
 
 
 def test_few_shot_draw_is_seeded_and_skips_eval_prompts():
@@ -187,23 +188,23 @@ def test_few_shot_draw_is_seeded_and_skips_eval_prompts():
 
 def test_contender_messages():
     pe = Contender("prompt-engineering", "base", "Bądź miły.", TRAIN[:2])
-    msgs = pe.messages(Pair("Co polecasz?", "x"))
+    msgs = pe.messages(Example.from_prompt("Co polecasz?", "x"))
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert msgs[0]["content"] == "Bądź miły." and msgs[2]["content"] == "odpowiedź 0." and msgs[-1]["content"] == "Co polecasz?"
-    assert Contender("zero-shot", "base").messages(Pair("Co polecasz?", "x")) == [{"role": "user", "content": "Co polecasz?"}]
+    assert Contender("zero-shot", "base").messages(Example.from_prompt("Co polecasz?", "x")) == [{"role": "user", "content": "Co polecasz?"}]
 
 
-def test_load_pairs_formats_and_located_errors(tmp_path):
+def test_load_eval_examples_formats_and_located_errors(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n\n" + json.dumps(
         {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
                       {"role": "assistant", "content": "r"}]}) + "\n", encoding="utf-8")
-    pairs = load_pairs(p)
-    assert [(x.prompt, x.completion, x.system) for x in pairs] == [("a", "b", None), ("q", "r", "s")]
+    examples = load_eval_examples(p)
+    assert [(x.prompt, x.completion, x.system) for x in examples] == [("a", "b", None), ("q", "r", "s")]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n{oops\n", encoding="utf-8")
     with pytest.raises(SpecialistError, match=r"bad.jsonl:2"):
-        load_pairs(bad)
+        load_eval_examples(bad)
 
 
 def _fake_openai(seen: list) -> httpx.Client:

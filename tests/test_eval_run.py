@@ -172,14 +172,14 @@ def test_heldout_loss_equals_a_manual_computation(run_dir, coffee):
     import torch.nn.functional as F
 
     from specialist.evaluate.contenders import Contender
-    from specialist.evaluate.examples import Pair
+    from specialist.data.example import Example
     from specialist.evaluate.loss import heldout_loss
     from specialist.models.resolve import load_model
     from specialist.models.template import encode_example
 
     loaded = load_model(str(run_dir), dtype="fp32")
-    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", [Pair(p, c) for p, c in TRAIN[:2]])
-    convs = [pe.messages(Pair(p, c)) for p, c in EVAL]
+    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", [Example.from_prompt(p, c) for p, c in TRAIN[:2]])
+    convs = [pe.messages(Example.from_prompt(p, c)) for p, c in EVAL]
     refs = [c for _, c in EVAL]
     got = heldout_loss(loaded.model, loaded.tokenizer, convs, refs, batch_size=2)
     nll, count, per = 0.0, 0, []

@@ -297,14 +297,14 @@ def test_demo_mixes_fact_and_style_questions():
 def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model, tmp_path, capsys, monkeypatch):
     from specialist.console import console
     from specialist.demo import DemoSettings, run_demo
-    from specialist.evaluate.examples import load_pairs
+    from specialist.evaluate.examples import load_eval_examples
 
     monkeypatch.setattr(console, "_width", 250)  # the table's headers on one line each
 
     run = run_demo(DemoSettings(model=str(tiny_chat_model), out=tmp_path / "run", max_steps=1, eval_limit=2, fact_limit=4))
     assert (run / "knowledge" / "knowledge.json").is_file()  # chat/serve/export find it there
     assert json.loads((run / "run.json").read_text())["knowledge"]["passages"] >= 30
-    pairs = load_pairs(run / "demo_eval.jsonl")
+    pairs = load_eval_examples(run / "demo_eval.jsonl")
     assert len(pairs) == 6 and sum(not p.answerable for p in pairs) == 1 and sum(bool(p.facts) for p in pairs) == 3
     printed = capsys.readouterr().out
     assert "facts (before → after)" in printed and "with knowledge" in printed

@@ -8,15 +8,16 @@ import torch
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages, encode_prompt, render_completion, render_prompt
 from specialist.inference.torch_engine import TorchGenerator
-from specialist.train.dataset import IGNORE_INDEX, TrainExample, tokenize_example, tokenize_examples
+from specialist.data.example import Example
+from specialist.train.dataset import IGNORE_INDEX, tokenize_example, tokenize_examples
 from specialist.train.loss import completion_loss_sum, predicted_positions, reference_loss
 from specialist.train.trainer import make_collator
 
 EXAMPLES = [
-    TrainExample(build_messages("Jak długo trwa wysyłka?"), "Paczki wysyłamy w ciągu 24 godzin.", "t:1"),
-    TrainExample(build_messages("Czy macie kawę bezkofeinową?", system="Jesteś baristą."),
-                 "Tak, z Kolumbii, metodą Swiss Water.", "t:2"),
-    TrainExample(build_messages("Ile kosztuje dostawa?"), "14,99 zł, powyżej 150 zł za darmo.", "t:3"),
+    Example(build_messages("Jak długo trwa wysyłka?"), "Paczki wysyłamy w ciągu 24 godzin.", "t", 1),
+    Example(build_messages("Czy macie kawę bezkofeinową?", system="Jesteś baristą."),
+                 "Tak, z Kolumbii, metodą Swiss Water.", "t", 2),
+    Example(build_messages("Ile kosztuje dostawa?"), "14,99 zł, powyżej 150 zł za darmo.", "t", 3),
 ]
 
 
@@ -67,7 +68,7 @@ def test_base_model_default_template_trains_eos(tiny_base_model):
 
 def test_truncation_keeps_length_limit(tiny_chat_model):
     tok = load_tokenizer(str(tiny_chat_model))
-    long = TrainExample(build_messages("słowo " * 200), "odpowiedź " * 200, "t:9")
+    long = Example(build_messages("słowo " * 200), "odpowiedź " * 200, "t", 9)
     f = tokenize_example(tok, long, max_length=64)
     assert len(f["input_ids"]) == len(f["labels"]) == 64
     assert any(label != IGNORE_INDEX for label in f["labels"])

@@ -3,9 +3,7 @@ HTML page (histograms as embedded PNGs, the flagged records)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from specialist.charts import png_data_uri, subplots
 from specialist.data.check import CheckReport
 from specialist.data.findings import CODES
 from specialist.io import atomic_write_text
@@ -78,38 +77,22 @@ def _print_stats(stats: dict[str, Any], console: Console) -> None:
 
 # ---------------------------------------------------------------- HTML
 def _histogram(values: list[float], title: str, xlabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    fig, ax = subplots(figsize=(5, 3), dpi=100)
     ax.hist(values, bins=min(50, max(5, len(set(values)))), color="#4c72b0")
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("records")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(title)}" src="{png_data_uri(fig)}">'
 
 
 def _bar(counts: dict[str, int], title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     items = list(counts.items())[:30]
-    fig, ax = plt.subplots(figsize=(5, max(2, 0.25 * len(items) + 1)), dpi=100)
+    fig, ax = subplots(figsize=(5, max(2, 0.25 * len(items) + 1)), dpi=100)
     ax.barh([k[:30] for k, _ in items][::-1], [v for _, v in items][::-1], color="#55a868")
     ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(title)}" src="{png_data_uri(fig)}">'
 
 
 def render_html(report: CheckReport) -> str:

@@ -26,13 +26,10 @@ CHARS_PER_TOKEN = 4.0  # the usual rule of thumb when no tokenizer is given
 
 def train_defaults() -> tuple[int, float]:
     """(max_length, epochs) of `specialist train`'s defaults, so estimates describe a default run."""
-    try:
-        from specialist.config import TrainConfig
+    from specialist.config import TrainConfig
 
-        fields = TrainConfig.model_fields
-        return int(fields["max_length"].default), float(fields["epochs"].default)
-    except Exception:  # the training stage is optional for checking data
-        return 256, 3.0
+    fields = TrainConfig.model_fields
+    return int(fields["max_length"].default), float(fields["epochs"].default)
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:

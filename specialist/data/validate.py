@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from specialist.data.example import Example, Message
+from specialist.data.example import Example
 from specialist.data.findings import DataError
 from specialist.data.formats import DEFAULT_MAX_RECORD_BYTES, RawRecord, read_records
 from specialist.errors import SpecialistError
+from specialist.models.template import Message
 
 ROLES = ("system", "user", "assistant")
 META_FIELDS = ("label", "labels", "category", "topic", "intent", "id", "tag")
@@ -117,7 +118,16 @@ def to_example(raw: RawRecord) -> tuple[Example | None, list[DataError]]:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt or ""}]
     if errors:
         return None, errors
-    return Example(messages, completion, file, line, schema, _meta(rec), rec), []
+    return Example(messages, completion, file, line, schema, _meta(rec), rec, *_eval_fields(rec)), []
+
+
+def _eval_fields(rec: dict) -> tuple[tuple[str, ...], bool]:
+    """`facts` and `answerable` as the record gives them, when they have their types; their
+    located errors are evaluation's (evaluate.examples), data checks accept any value."""
+    facts = rec.get("facts")
+    answerable = rec.get("answerable")
+    return (tuple(facts) if isinstance(facts, list) and all(isinstance(f, str) for f in facts) else (),
+            answerable if isinstance(answerable, bool) else True)
 
 
 def _chat(rec: dict, file: str, line: int, errors: list[DataError]) -> tuple[list[Message], str]:

@@ -1,6 +1,6 @@
 """Stage 4: proof: fine-tuning versus prompt engineering, measured.
 
-    examples.py     prompt/completion pairs (through the data stage's loader)
+    examples.py     eval examples (the data stage's loader) and their facts/answerable checks
     contenders.py   zero-shot, prompt-engineering, fine-tuned, an OpenAI-compatible endpoint
     metrics.py      chrF, ROUGE-L; exact match, accuracy, macro-F1 for label tasks
     style.py        style adherence classifier (char n-gram TF-IDF + logistic regression), spread

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Sequence
 
 from specialist.errors import SpecialistError
-from specialist.evaluate.examples import Pair
+from specialist.data.example import Example
 from specialist.models.template import ContextPassage, Message, build_messages
 
 ZERO_SHOT = "zero-shot"
@@ -42,17 +42,17 @@ class Contender:
     name: str
     kind: Kind
     system: str | None = None
-    shots: list[Pair] = field(default_factory=list)
+    shots: list[Example] = field(default_factory=list)
     knowledge: bool = False  # retrieved passages go into the last user turn
 
-    def messages(self, pair: Pair, context: Sequence[ContextPassage] = ()) -> list[Message]:
-        """The conversation for `pair`; `context` (the retrieved passages) is used only by a
+    def messages(self, example: Example, context: Sequence[ContextPassage] = ()) -> list[Message]:
+        """The conversation for `example`; `context` (the retrieved passages) is used only by a
         knowledge contender, which gets a context section even when nothing was found."""
         history: list[Message] = []
         for shot in self.shots:
             history += [{"role": "user", "content": shot.prompt}, {"role": "assistant", "content": shot.completion}]
-        system = "\n\n".join(s for s in (self.system, pair.system) if s) or None
-        return build_messages(pair.prompt, system, [*history, *pair.history],
+        system = "\n\n".join(s for s in (self.system, example.system) if s) or None
+        return build_messages(example.prompt, system, [*history, *example.history],
                               list(context) if self.knowledge else None)
 
     def describe(self) -> dict[str, Any]:
@@ -62,7 +62,7 @@ class Contender:
         return out
 
 
-def pick_shots(train: Sequence[Pair], k: int, seed: int, exclude: Sequence[Pair] = ()) -> list[Pair]:
+def pick_shots(train: Sequence[Example], k: int, seed: int, exclude: Sequence[Example] = ()) -> list[Example]:
     """k training examples, the same for a given seed; never one whose prompt is being evaluated."""
     held = {p.prompt.strip() for p in exclude}
     pool = [p for p in train if p.prompt.strip() not in held]
@@ -73,14 +73,14 @@ def pick_shots(train: Sequence[Pair], k: int, seed: int, exclude: Sequence[Pair]
     return random.Random(seed).sample(pool, k)
 
 
-def standard_contenders(system_prompt: str | None, shots: list[Pair], fine_tuned: bool) -> list[Contender]:
+def standard_contenders(system_prompt: str | None, shots: list[Example], fine_tuned: bool) -> list[Contender]:
     contenders = [Contender(ZERO_SHOT, "base"), Contender(PROMPT_ENGINEERING, "base", system_prompt, shots)]
     if fine_tuned:
         contenders.append(Contender(FINE_TUNED, "fine-tuned"))
     return contenders
 
 
-def knowledge_contenders(system_prompt: str | None, shots: list[Pair],
+def knowledge_contenders(system_prompt: str | None, shots: list[Example],
                          training_system_prompt: str | None) -> list[Contender]:
     """prompt-engineering+knowledge and fine-tuned+knowledge (see the module's docstring)."""
     return [Contender(PROMPT_ENGINEERING_KNOWLEDGE, "base", system_prompt, shots, knowledge=True),

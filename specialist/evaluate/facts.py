@@ -125,13 +125,13 @@ class FactResults:
     per_answer: list[dict[str, Any]] = field(default_factory=list)
 
 
-def score_answers(answers: Sequence[str], pairs: Sequence[Any], numbers: NumberCheck | None) -> FactResults:
+def score_answers(answers: Sequence[str], examples: Sequence[Any], numbers: NumberCheck | None) -> FactResults:
     """fact_accuracy, unsupported_number_rate and abstention_rate for one contender's answers to
-    `pairs` (objects with .prompt, .facts, .answerable), and per answer: fact_ok, missing_facts,
+    `examples` (data.Example: .prompt, .facts, .answerable), and per answer: fact_ok, missing_facts,
     unsupported_numbers (None without a knowledge base) and abstained (None for answerable records)."""
-    facts = [tuple(p.facts) for p in pairs]
-    answerable = [bool(p.answerable) for p in pairs]
-    unsup = [numbers.unsupported(a, p.prompt) for a, p in zip(answers, pairs)] if numbers is not None else None
+    facts = [tuple(e.facts) for e in examples]
+    answerable = [bool(e.answerable) for e in examples]
+    unsup = [numbers.unsupported(a, e.prompt) for a, e in zip(answers, examples)] if numbers is not None else None
     per_answer = []
     for i, (a, f, ok) in enumerate(zip(answers, facts, answerable, strict=True)):
         u = unsup[i] if unsup is not None else None

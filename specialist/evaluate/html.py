@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
+from specialist.charts import png_data_uri, subplots
 from specialist.evaluate.facts import number_spans, shown_fact
 from specialist.evaluate.report import METRICS, best_index, fmt
 from specialist.knowledge.grounding import numbers
@@ -17,21 +16,11 @@ COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_uri(fig, dpi=110, bbox_inches="tight")
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width, height))
+    return subplots(1, ncols, figsize=(width, height))
 
 
 def metric_charts(doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -95,9 +95,9 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
         checked = m.pop("_facts", None)
         passages = getattr(r, "passages", None)
         answers = []
-        for i, (pair, reply) in enumerate(zip(inputs.eval_pairs, r.replies)):
+        for i, (example, reply) in enumerate(zip(inputs.eval_examples, r.replies)):
             answers.append({
-                "prompt": pair.prompt, "reference": pair.completion, "answer": reply.text,
+                "prompt": example.prompt, "reference": example.completion, "answer": reply.text,
                 "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                 "latency_ms": reply.latency * 1000.0, "finish_reason": reply.finish_reason,
                 "words": len(reply.text.split()), "style_score": scores[i],
@@ -116,7 +116,7 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
         "model": str(run.path),
         "base_model": run.base_model,
         "data": str(settings.data),
-        "examples": len(inputs.eval_pairs),
+        "examples": len(inputs.eval_examples),
         "task": "classification" if "macro_f1" in next(iter(metrics.values())) else "generation",
         "settings": {"few_shot": settings.few_shot, "seed": settings.seed, "limit": settings.limit,
                      "max_new_tokens": max_new_tokens, "batch_size": settings.batch_size, "decoding": "greedy",

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from specialist.errors import ConfigError
+from specialist.io import read_text
 
 CHECKS = ("pattern", "not_pattern", "max_words", "min_words", "language")
 
@@ -134,11 +135,9 @@ def load_rules(path: str | Path) -> list[Rule]:
     import yaml
 
     path = Path(path)
+    text = read_text(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
         doc = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -20,18 +20,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from specialist.console import err_console
+from specialist.data.example import Example
 from specialist.errors import SpecialistError
 from specialist.evaluate import metrics as sim
 from specialist.evaluate.contenders import (FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT, Contender, Endpoint, Reply,
                                             adapter_enabled, answer_locally, knowledge_contenders, pick_shots,
                                             standard_contenders)
 from specialist.evaluate.cost import break_even_by_price, break_even_by_time, usage_stats
-from specialist.evaluate.examples import Pair, load_pairs
+from specialist.evaluate.examples import load_eval_examples
 from specialist.evaluate.facts import NumberCheck, retrieval_recall, score_answers
 from specialist.evaluate.answer_cache import cache_key, cached
 from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
+from specialist.io import read_text
 from specialist.run_folder import RunFolder, RunSummary, read_config, read_summary
 
 
@@ -92,13 +94,6 @@ def _existing(value: Any, run: Path) -> Path | None:
     return None
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read the {what} ({exc})") from exc
-
-
 def default_max_new_tokens(tokenizer: Any, references: Sequence[str]) -> int:
     """Room for the longest reference and half again (answers may be longer than the
     references; a base model that does not stop must not run for long)."""
@@ -110,8 +105,8 @@ def default_max_new_tokens(tokenizer: Any, references: Sequence[str]) -> int:
 @dataclass
 class Inputs:
     run: RunInfo
-    eval_pairs: list[Pair]
-    train_pairs: list[Pair]
+    eval_examples: list[Example]
+    train_examples: list[Example]
     system_prompt: str | None
     system_prompt_path: Path | None
     rules: list[Rule]
@@ -123,20 +118,20 @@ class Inputs:
 
 def gather_inputs(s: EvalSettings) -> Inputs:
     run = read_run(s.model)
-    eval_pairs = load_pairs(s.data)
+    eval_examples = load_eval_examples(s.data)
     if s.limit is not None:
-        eval_pairs = eval_pairs[: s.limit]
+        eval_examples = eval_examples[: s.limit]
     train_path = s.train_data or run.train_data
     if train_path is None:
         raise SpecialistError(f"{run.path}: the run records no training data that exists here; give --train-data "
                               "(few-shot examples and the style classifier are drawn from it)")
-    train_pairs = load_pairs(train_path)
+    train_examples = load_eval_examples(train_path)
     # Defaults next to the eval data (examples/coffee/system_prompt.txt, eval.yaml).
     system_path = s.system_prompt or _beside(s.data, "system_prompt.txt")
     rules_path = s.rules or _beside(s.data, "eval.yaml")
-    system = _read_text(system_path, "system prompt") if system_path else None
+    system = read_text(system_path, "system prompt").strip() if system_path else None
     rules = load_rules(rules_path) if rules_path else []
-    inputs = Inputs(run, eval_pairs, train_pairs, system, system_path, rules, rules_path)
+    inputs = Inputs(run, eval_examples, train_examples, system, system_path, rules, rules_path)
     _add_knowledge(inputs, s)
     return inputs
 
@@ -157,7 +152,7 @@ def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
                       f"top {inputs.knowledge.settings.top_k}[/dim]")
     path = s.knowledge_system_prompt or _beside(s.data, "system_prompt_knowledge.txt")
     if path is not None:
-        inputs.knowledge_system_prompt = _read_text(path, "knowledge system prompt")
+        inputs.knowledge_system_prompt = read_text(path, "knowledge system prompt").strip()
         inputs.knowledge_system_prompt_path = path
     else:
         inputs.knowledge_system_prompt, inputs.knowledge_system_prompt_path = inputs.system_prompt, inputs.system_prompt_path
@@ -175,19 +170,19 @@ class Retrieval:
     def passages(self) -> list[list[Any]]:
         return [[h.passage for h in hits] for hits in self.hits]
 
-    def describe(self, context: Any, pairs: Sequence[Pair]) -> dict[str, Any]:
+    def describe(self, context: Any, examples: Sequence[Example]) -> dict[str, Any]:
         """report.json's top-level "knowledge": the base, the settings, recall and every prompt's hits."""
         return {**context.describe(), "retrieval_recall_at_k": self.recall,
                 "retrieved": [{"prompt": p.prompt, "hits": [h.to_dict() for h in hits]}
-                              for p, hits in zip(pairs, self.hits)]}
+                              for p, hits in zip(examples, self.hits)]}
 
 
-def retrieve_all(context: Any, pairs: Sequence[Pair]) -> Retrieval:
+def retrieve_all(context: Any, examples: Sequence[Example]) -> Retrieval:
     from specialist.knowledge.retrieve import passage_text
 
-    hits = [context.retrieve(p.prompt) for p in pairs]
+    hits = [context.retrieve(e.prompt) for e in examples]
     joined = ["\n".join(passage_text(h.passage) for h in hs) for hs in hits]
-    recall = retrieval_recall(joined, [p.facts for p in pairs], [p.answerable for p in pairs])
+    recall = retrieval_recall(joined, [e.facts for e in examples], [e.answerable for e in examples])
     numbers = NumberCheck((passage_text(p) for p in context.kb.passages), context.retriever.language)
     return Retrieval(hits, recall, numbers)
 
@@ -223,14 +218,14 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     # A LoRA run shares the base weights: one model, adapter toggled. A full fine-tune needs its base too.
     base = tuned if source.adapter is not None else load_model(inputs.run.base_model, dtype=s.dtype)
     tokenizer = tuned.tokenizer
-    references = [p.completion for p in inputs.eval_pairs]
+    references = [p.completion for p in inputs.eval_examples]
     max_new = s.max_new_tokens or default_max_new_tokens(tokenizer, references)
     settings = GenerationSettings(max_new_tokens=max_new, seed=s.seed)
-    shots = pick_shots(inputs.train_pairs, s.few_shot, s.seed, exclude=inputs.eval_pairs)
+    shots = pick_shots(inputs.train_examples, s.few_shot, s.seed, exclude=inputs.eval_examples)
     contenders = standard_contenders(inputs.system_prompt, shots, fine_tuned=True)
     fine_tuned = contenders[-1]
     fine_tuned.system = inputs.run.system_prompt  # the short prompt exactly as trained
-    retrieval = retrieve_all(inputs.knowledge, inputs.eval_pairs) if inputs.knowledge is not None else None
+    retrieval = retrieve_all(inputs.knowledge, inputs.eval_examples) if inputs.knowledge is not None else None
     if retrieval is not None:
         contenders += knowledge_contenders(inputs.knowledge_system_prompt, shots, inputs.run.system_prompt)
     if s.contenders is not None:
@@ -239,7 +234,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         if unknown:
             raise SpecialistError(f"--contenders: unknown {', '.join(unknown)}; this eval has {', '.join(known)}")
         contenders = [c for c in contenders if c.name in s.contenders]
-    contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_pairs)
+    contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_examples)
     generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
 
     def loaded_for(c: Contender) -> Any:
@@ -251,7 +246,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     with _progress() as step:
         for c in contenders:
             loaded = loaded_for(c)
-            convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_pairs, contexts)]
+            convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_examples, contexts)]
             advance = step(f"{c.name}: answering", len(convs))
 
             def compute() -> tuple[list[Reply], LossResult]:
@@ -273,7 +268,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             endpoint = Endpoint(s.endpoint, s.endpoint_model, s.endpoint_api_key, s.endpoint_name,
                                 http_client=s.endpoint_http_client)
             c = Contender(endpoint.name, "endpoint", inputs.system_prompt, shots)
-            convs = [c.messages(p) for p in inputs.eval_pairs]
+            convs = [c.messages(p) for p in inputs.eval_examples]
 
             def count(messages: Any, text: str | None) -> int:
                 if messages is not None:
@@ -290,7 +285,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
                                            [x.latency for x in r.replies]) for r in results}
     by_name = {r.contender.name: r for r in results}
     metrics = {r.contender.name: contender_metrics(r, references, classifier, inputs.rules, usage[r.contender.name],
-                                                   inputs.eval_pairs, retrieval)
+                                                   inputs.eval_examples, retrieval)
                for r in results}
     break_even = None
     train_seconds = inputs.run.summary.train_seconds
@@ -302,7 +297,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         else:
             prefill = by_name[PROMPT_ENGINEERING].loss
             break_even = break_even_by_time(train_seconds, saved, prefill.seconds_per_token if prefill else 0.0)
-    knowledge = retrieval.describe(inputs.knowledge, inputs.eval_pairs) if retrieval is not None else None
+    knowledge = retrieval.describe(inputs.knowledge, inputs.eval_examples) if retrieval is not None else None
     if knowledge is not None:
         knowledge["system_prompt"] = (str(inputs.knowledge_system_prompt_path)
                                       if inputs.knowledge_system_prompt_path else None)
@@ -316,8 +311,8 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
                       from_cache: list[str] | None = None) -> StyleClassifier:
     """Target style: the training completions. Generic: the zero-shot base model's answers to
     (a seeded sample of) the training prompts: what the model says before specialising."""
-    n = min(s.style_negatives, len(inputs.train_pairs))
-    sample = random.Random(s.seed).sample(inputs.train_pairs, n)
+    n = min(s.style_negatives, len(inputs.train_examples))
+    sample = random.Random(s.seed).sample(inputs.train_examples, n)
     zero = Contender(ZERO_SHOT, "base")
     convs = [zero.messages(p) for p in sample]
     advance = step("style classifier: generic answers", len(convs))
@@ -332,13 +327,13 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
         from_cache.append("style classifier (generic answers)")
     generic = [r.text for r in replies]
     try:
-        return train_style_classifier([p.completion for p in inputs.train_pairs], generic, seed=s.seed)
+        return train_style_classifier([p.completion for p in inputs.train_examples], generic, seed=s.seed)
     except ValueError as exc:
         raise SpecialistError(f"style classifier: {exc}") from exc
 
 
 def contender_metrics(result: ContenderResult, references: Sequence[str], classifier: StyleClassifier,
-                      rules: Sequence[Rule], usage: dict[str, float], pairs: Sequence[Pair] = (),
+                      rules: Sequence[Rule], usage: dict[str, float], examples: Sequence[Example] = (),
                       retrieval: Retrieval | None = None) -> dict[str, Any]:
     texts = [r.text for r in result.replies]
     scores = classifier.scores(texts)
@@ -360,7 +355,7 @@ def contender_metrics(result: ContenderResult, references: Sequence[str], classi
         "eval_loss": result.loss.loss if result.loss else None,
         "perplexity": result.loss.perplexity if result.loss else None,
     })
-    checked = score_answers(texts, pairs, retrieval.numbers if retrieval is not None else None) if pairs else None
+    checked = score_answers(texts, examples, retrieval.numbers if retrieval is not None else None) if examples else None
     if checked is not None:
         m.update(checked.metrics)
         # one figure for the run, shown against the contenders whose prompts carry the passages

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
 from specialist.knowledge.retrieve import Retriever
-from specialist.models.template import Message, attach_context
+from specialist.models.template import Message, attach_context, last_user_text
 
 MIN_OWN_ABSTENTIONS = 3
 UNRELATED_EXCLUDE = 10  # abstention contexts avoid the question's top passages this deep
@@ -58,7 +58,7 @@ class AugmentSettings:
 class ContextExample:
     messages: list[Message]  # the last user turn carries the context
     completion: str
-    source: str              # file:line of the record it came from
+    source: Any              # the record it came from, as the caller identifies it (file:line, its Example)
     kind: str                # "retrieved", "answer-passage" or "abstention"
     passage_ids: list[str] = field(default_factory=list)
 
@@ -74,10 +74,6 @@ class AugmentReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _last_user(messages: Sequence[Message]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
 def _with_answer_passage(hits: list[Passage], completion: str, retriever: Retriever, rng: random.Random,
@@ -101,7 +97,7 @@ def _with_answer_passage(hits: list[Passage], completion: str, retriever: Retrie
     return kept, True
 
 
-def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriever: Retriever,
+def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriever: Retriever,
                      settings: AugmentSettings, answerable: Sequence[bool] | None = None,
                      training: bool = True) -> tuple[list[ContextExample], AugmentReport]:
     """(messages, completion, source) → examples with context. `answerable[i]` False marks a
@@ -112,7 +108,7 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriev
     fact_bearing: list[int] = []
     own_abstentions = [c for (_, c, _), ok in zip(examples, answerable or [True] * len(examples)) if not ok]
     for i, (messages, completion, source) in enumerate(examples):
-        question = _last_user(messages)
+        question = last_user_text(messages) or ""
         hits = [h.passage for h in retriever.search(question, settings.top_k)]
         kind = "retrieved"
         if training and (answerable is None or answerable[i]):
@@ -142,7 +138,7 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, str]], retriev
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
         # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
-        related = {h.passage.id for h in retriever.search(_last_user(messages), UNRELATED_EXCLUDE) if h.score > 0}
+        related = {h.passage.id for h in retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE) if h.score > 0}
         stated = facts(completion, retriever.analyzer)
         figures = {f.value for f in stated if f.kind == "number"}
         pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]

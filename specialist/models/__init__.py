@@ -1,8 +1,6 @@
-"""Stage 1: base models: resolve a reference, prepare the embedded default, prompt format,
-GGUF files in (convert.py) and out (gguf_writer.py)."""
+"""Stage 1: base models: resolve a reference and load it (resolve.py), the known models and the
+embedded default (registry.py), the prompt format (template.py), GGUF files in (convert.py)
+and out (gguf_writer.py).
 
-from specialist.models.registry import DEFAULT_MODEL, KNOWN_MODELS
-from specialist.models.resolve import LoadedModel, ModelSource, load_model, load_tokenizer, prepare_known, resolve
-
-__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "LoadedModel", "ModelSource", "load_model",
-           "load_tokenizer", "prepare_known", "resolve"]
+Nothing is imported here: the registry and the prompt template (with its Message type) are
+used by stages that must not pay for torch, which resolve.py imports."""

@@ -97,6 +97,11 @@ def build_messages(prompt: str, system: str | None = None, history: Sequence[Mes
     return messages
 
 
+def last_user_text(messages: Sequence[Message]) -> str | None:
+    """The last user turn: the question being answered (None when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+
+
 def attach_context(messages: Sequence[Message], context: Sequence[ContextPassage]) -> list[Message]:
     """A copy of `messages` whose last user turn carries `context` (see format_context)."""
     out = [dict(m) for m in messages]

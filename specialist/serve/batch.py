@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from specialist.errors import SpecialistError
+from specialist.io import read_text
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
-from specialist.models.template import Message, attach_context, build_messages
+from specialist.models.template import Message, attach_context, build_messages, last_user_text
 
 if TYPE_CHECKING:
     from specialist.knowledge.retrieve import Hit
@@ -37,6 +38,9 @@ MAX_REPORTED_ERRORS = 20
 
 @dataclass
 class PromptRecord:
+    """A prompt to answer, not a data.Example: it has no completion (the answer is what this
+    module produces) and carries what resuming needs, its key and the fields echoed back."""
+
     key: str  # "id:<id>" or "line:<n>"
     line: int
     id: Any
@@ -85,10 +89,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
+    lines = read_text(path).splitlines()
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -168,10 +169,6 @@ def read_answered(output: Path, records: list[PromptRecord], with_knowledge: boo
                                   "choose another --output (or answer it the same way)")
         done.add(key)
     return done
-
-
-def last_user_text(messages: list[Message]) -> str | None:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
 
 
 def with_context(messages: list[Message], knowledge: KnowledgeContext | None) -> tuple[list[Message], list[Hit]]:

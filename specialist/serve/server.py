@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from specialist.inference.generator import Answer, Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
-from specialist.models.template import attach_context
+from specialist.models.template import attach_context, last_user_text
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
@@ -444,7 +444,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         check_model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         extra: dict = {}
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+        question = last_user_text(messages)
         if knowledge is not None and req.knowledge and question is not None:
             # off the event loop: dense retrieval encodes the question with a model
             hits = await asyncio.to_thread(knowledge.retrieve, question)

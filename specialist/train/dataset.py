@@ -8,27 +8,21 @@ where pad = eos still trains the stop token."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from specialist.data.example import Example
 from specialist.errors import SpecialistError
-from specialist.models.template import Message, encode_example
+from specialist.models.template import encode_example
 
-IGNORE_INDEX = -100
+if TYPE_CHECKING:
+    from specialist.knowledge.augment import ContextExample
 
-
-@dataclass(frozen=True)
-class TrainExample:
-    """What training needs of a record: the conversation up to the answer and the answer."""
-
-    messages: list[Message]
-    completion: str
-    source: str  # file:line
-    answerable: bool = True  # False: the record is the dataset's own "I'll check" answer
+IGNORE_INDEX = -100  # the label of a token that is not trained (the prompt); the loss skips it
 
 
-def read_examples(path: Path, system_prompt: str | None = None) -> list[TrainExample]:
+def read_examples(path: Path, system_prompt: str | None = None) -> list[Example]:
     """All examples of a dataset file (any format specialist.data reads); a located error
     (file:line:field) for bad records. system_prompt goes in front of examples without one."""
     from specialist.data import load_examples
@@ -36,31 +30,36 @@ def read_examples(path: Path, system_prompt: str | None = None) -> list[TrainExa
     path = Path(path)
     if not path.exists():
         raise SpecialistError(f"{path}: no such file")
-    examples = []
-    for ex in load_examples(path):
-        messages = [dict(m) for m in ex.messages]
-        if system_prompt and (not messages or messages[0]["role"] != "system"):
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        answerable = not (isinstance(ex.source, dict) and ex.source.get("answerable") is False)
-        examples.append(TrainExample(messages, ex.completion, ex.location, answerable))
+    examples = load_examples(path)
+    if system_prompt:
+        examples = [ex if ex.system is not None else
+                    replace(ex, messages=[{"role": "system", "content": system_prompt}, *ex.messages])
+                    for ex in examples]
     if not examples:
         raise SpecialistError(f"{path}: no examples")
     return examples
 
 
-def with_knowledge(examples: Sequence[TrainExample], context: Any, abstain_share: float, seed: int,
-                   training: bool = True) -> tuple[list[TrainExample], dict[str, Any]]:
+def with_knowledge(examples: Sequence[Example], context: Any, abstain_share: float, seed: int,
+                   training: bool = True) -> tuple[list[Example], dict[str, Any]]:
     """The examples with their retrieved passages in the prompt (knowledge.augment): training
     examples also get the answer's passage and abstention examples, eval examples retrieval only."""
     from specialist.knowledge.augment import AugmentSettings, augment_examples
 
     settings = AugmentSettings(top_k=context.settings.top_k, abstain_share=abstain_share, seed=seed)
-    out, report = augment_examples([(e.messages, e.completion, e.source) for e in examples], context.retriever,
+    out, report = augment_examples([(e.messages, e.completion, e) for e in examples], context.retriever,
                                    settings, [e.answerable for e in examples], training=training)
-    return [TrainExample(a.messages, a.completion, a.source) for a in out], report.to_dict()
+    return [_augmented(a) for a in out], report.to_dict()
 
 
-def tokenize_example(tokenizer: Any, ex: TrainExample, max_length: int) -> dict[str, list[int]]:
+def _augmented(a: ContextExample) -> Example:
+    example: Example = a.source  # with_knowledge passes the examples themselves as the sources
+    if a.kind == "abstention":  # the same question with unrelated passages: an offer to check
+        return replace(example, messages=a.messages, completion=a.completion, facts=(), answerable=False)
+    return replace(example, messages=a.messages)
+
+
+def tokenize_example(tokenizer: Any, ex: Example, max_length: int) -> dict[str, list[int]]:
     """input_ids and labels (-100 on the prompt). Too long examples keep their prompt's end
     and as much of the answer as fits; the answer is what is trained."""
     prompt_ids, completion_ids = encode_example(tokenizer, ex.messages, ex.completion)
@@ -72,7 +71,7 @@ def tokenize_example(tokenizer: Any, ex: TrainExample, max_length: int) -> dict[
             "labels": [IGNORE_INDEX] * len(prompt_ids) + list(completion_ids)}
 
 
-def tokenize_examples(tokenizer: Any, examples: Sequence[TrainExample], max_length: int) -> list[dict[str, list[int]]]:
+def tokenize_examples(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[dict[str, list[int]]]:
     return [tokenize_example(tokenizer, ex, max_length) for ex in examples]
 
 

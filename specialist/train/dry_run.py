@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from specialist.config import TrainConfig
-from specialist.train.dataset import IGNORE_INDEX, TrainExample, read_examples, tokenize_example
+from specialist.data.example import Example
+from specialist.train.dataset import IGNORE_INDEX, read_examples, tokenize_example
 
 
 @dataclass
@@ -20,7 +21,7 @@ class MarkedToken:
 class DryRun:
     config: TrainConfig
     examples: int
-    example: TrainExample
+    example: Example
     tokens: list[MarkedToken]
     plan: dict[str, Any]
 
@@ -68,7 +69,7 @@ def render_dry_run(result: DryRun) -> str:
     lines.extend(f"{k}: {v}" for k, v in result.plan.items())
     trained = [t for t in result.tokens if t.trained]
     masked = [t for t in result.tokens if not t.trained]
-    lines.append(f"[bold]example 1 of {result.examples}[/bold] ({result.example.source}): "
+    lines.append(f"[bold]example 1 of {result.examples}[/bold] ({result.example.location}): "
                  f"{len(result.tokens)} tokens, token borders shown as |, newlines as ⏎")
     def joined(tokens: list[MarkedToken], style: str) -> str:
         return "|".join(f"[{style}]{escape(t.text.replace(chr(10), '⏎'))}[/{style}]" for t in tokens)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from specialist.train.dataset import IGNORE_INDEX
 
 
 def predicted_positions(labels: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
     from specialist.config import load_train_config
     from specialist.train import train
     run_dir = train(load_train_config(overrides={"data": "examples/coffee/train.jsonl"}))
-    # run_dir is a model reference: specialist.models.load_model(str(run_dir))
+    # run_dir is a model reference: specialist.models.resolve.load_model(str(run_dir))
 
 Under torchrun / accelerate launch every process runs this; only rank 0 touches the run
 folder (the Trainer itself syncs the processes and saves checkpoints from rank 0)."""

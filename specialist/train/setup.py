@@ -248,7 +248,7 @@ def training_arguments_kwargs(config: TrainConfig, plan: ModelPlan, output_dir: 
         gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
         use_cpu=plan.device.type == "cpu",
         report_to="none",  # TensorBoard is attached as a callback when installed
-        disable_tqdm=True,  # our own progress line (callbacks.ProgressCallback)
+        disable_tqdm=True,  # our own progress line (callbacks.MetricsCallback)
         remove_unused_columns=False,
         label_names=["labels"],
         prediction_loss_only=True,

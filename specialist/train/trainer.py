@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer
 
-from specialist.train.loss import IGNORE_INDEX, completion_loss_sum
+from specialist.train.dataset import IGNORE_INDEX
+from specialist.train.loss import completion_loss_sum
 
 
 def make_collator(tokenizer: Any, padding_free: bool) -> Any:
