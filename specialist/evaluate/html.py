@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from specialist.charts import png_data_uri, subplots
 from specialist.evaluate.facts import number_spans, shown_fact
-from specialist.evaluate.report import METRICS, best_index, fmt
+from specialist.evaluate.report import METRICS, fmt, metric_rows
 from specialist.knowledge.grounding import numbers
 from specialist.io import atomic_write_json, atomic_write_text
 
@@ -76,14 +76,9 @@ def _e(value: Any) -> str:
 def _metric_table(doc: dict[str, Any]) -> str:
     names = [c["name"] for c in doc["contenders"]]
     rows = []
-    for info in METRICS:
-        values = [c["metrics"].get(info.key) for c in doc["contenders"]]
-        if all(v is None for v in values):
-            continue
-        best = best_index(values, info.better)
-        cells = "".join(f"<td class='num{' best' if i == best else ''}'>{_e(fmt(v, info.fmt))}</td>"
-                        for i, v in enumerate(values))
-        rows.append(f"<tr><th>{_e(info.label)}</th>{cells}</tr>")
+    for row in metric_rows(doc):
+        cells = "".join(f"<td class='num{' best' if c.best else ''}'>{_e(c.text)}</td>" for c in row.cells)
+        rows.append(f"<tr><th>{_e(row.label)}</th>{cells}</tr>")
     head = "".join(f"<th>{_e(n)}</th>" for n in names)
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 

@@ -286,15 +286,36 @@ def rich_table(doc: dict[str, Any]) -> Any:
     table.add_column("metric")
     for n in names:
         table.add_column(n, justify="right")
+    for row in metric_rows(doc):
+        table.add_row(row.label, *(f"[bold green]{c.text}[/bold green]" if c.best else c.text for c in row.cells))
+    return table
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    best: bool
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    label: str
+    better: str
+    cells: tuple[Cell, ...]  # one per contender, in the report's order
+
+
+def metric_rows(doc: dict[str, Any]) -> list[MetricRow]:
+    """The comparison table of a report: one row per metric some contender has, each value
+    formatted and the best one marked. The terminal, the HTML report and the studio show it."""
+    rows = []
     for info in METRICS:
         values = [c["metrics"].get(info.key) for c in doc["contenders"]]
         if all(v is None for v in values):
             continue
         best = best_index(values, info.better)
-        cells = [f"[bold green]{fmt(v, info.fmt)}[/bold green]" if i == best else fmt(v, info.fmt)
-                 for i, v in enumerate(values)]
-        table.add_row(info.label, *cells)
-    return table
+        rows.append(MetricRow(info.label, info.better,
+                              tuple(Cell(fmt(v, info.fmt), i == best) for i, v in enumerate(values))))
+    return rows
 
 
 def best_index(values: Sequence[Any], better: str) -> int | None:

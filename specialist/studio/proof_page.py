@@ -23,7 +23,7 @@ FILTERS = {"all": "every prompt", "failing-rule": "a rule fails", "wrong-fact": 
 
 @router.get("/proof", response_class=HTMLResponse)
 def proof_page(request: Request, run: str = "", show: str = "all", contender: str = "") -> Response:
-    from specialist.evaluate.report import METRICS, best_index, fmt
+    from specialist.evaluate.report import metric_rows
 
     studio = studio_of(request)
     runs = [r for r in studio.runs() if r.loadable]
@@ -41,14 +41,7 @@ def proof_page(request: Request, run: str = "", show: str = "all", contender: st
         if report.exists():
             doc = json.loads(report.read_text(encoding="utf-8"))
             names = [c["name"] for c in doc["contenders"]]
-            rows = []
-            for info in METRICS:
-                values = [c["metrics"].get(info.key) for c in doc["contenders"]]
-                if all(v is None for v in values):
-                    continue
-                best = best_index(values, info.better)
-                rows.append({"label": info.label, "better": info.better,
-                             "cells": [{"text": fmt(v, info.fmt), "best": i == best} for i, v in enumerate(values)]})
+            rows = metric_rows(doc)
             prompts = _prompts(doc)
             context.update(doc=doc, names=names, metric_rows=rows, prompts=_filtered(prompts, context["show"]),
                            total=len(prompts), report_mtime=report.stat().st_mtime)
