@@ -415,7 +415,7 @@ def train(
 # ---------------------------------------------------------------- eval
 @app.command("eval")
 def eval_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`, or its `export --format merged` folder."),
     data: Path = typer.Option(..., "--data", help="Held-out examples (JSONL prompt/completion or chat)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="System prompt file for prompt engineering (default: system_prompt.txt next to --data)."),
     few_shot: int = typer.Option(3, "--few-shot", min=0, help="Few-shot examples from the training set for prompt engineering."),
