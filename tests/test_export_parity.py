@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from specialist.export.parity import (LLAMA_CPP_TOLERANCE, NO_LLAMA_CPP, SAME, CheckSettings, Tolerance, check_export, compare_answers,
                                       ollama_prompt)
 from specialist.inference.generator import Answer
+from specialist.run_folder import read_summary
 from tests.conftest import write_run_files
 from tests.test_export import make_run, run_cli
 from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
@@ -59,6 +61,14 @@ def test_no_check_writes_no_parity_and_a_missing_check_data_is_usage(run, tmp_pa
     proc = run_cli("export", "--model", str(run), "--format", "merged", "--out", str(tmp_path / "x"),
                    "--check-data", str(tmp_path / "nope.jsonl"))
     assert proc.returncode == 2 and "nope.jsonl" in proc.stderr and not (tmp_path / "x").exists()
+    # a run trained elsewhere: its eval data is not here, so the answers are not compared (and it is said)
+    moved = tmp_path / "moved-run"
+    shutil.copytree(run, moved)
+    write_run_files(moved, base_model=read_summary(run).base_model, eval_data="/elsewhere/eval.jsonl")
+    parity = check_export(str(moved), "merged", tmp_path / "m", QUICK)
+    assert [(c.name, c.status) for c in parity.checks] == [("template", "pass"), ("answers", "skipped")]
+    assert parity.verdict == (f"{SAME} (not checked: merged answers: the run's eval_data /elsewhere/eval.jsonl "
+                              "is not here (give --check-data FILE))")
 
 
 def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch):

@@ -119,25 +119,37 @@ class Parity:
 
 
 # ------------------------------------------------------------------ the prompts
-def eval_conversations(model_ref: str, data: Path | None, limit: int) -> tuple[str | None, list[Any]]:
-    """(source, examples): --check-data, else the run's recorded eval_data (as written or
-    relative to the run folder); (None, []) when there is neither."""
+NO_PROMPTS = "no eval prompts (the run recorded no eval_data; give --check-data FILE)"
+
+
+def eval_conversations(model_ref: str, data: Path | None, limit: int) -> tuple[str | None, list[Any], str]:
+    """(source, examples, why there are none): --check-data, else the run's recorded eval_data
+    (as written or relative to the run folder)."""
     from specialist.data import load_examples
     from specialist.run_folder import RunFolder, read_summary
 
     if data is None and RunFolder(Path(model_ref)).summary.is_file():
         recorded = read_summary(model_ref).eval_data
         if recorded:
-            candidates = [Path(recorded), Path(model_ref) / recorded]
-            data = next((p for p in candidates if p.exists()), None)
-            if data is None:
-                raise SpecialistError(f"{RunFolder(Path(model_ref)).summary}: eval_data {recorded} not found; "
-                                      "give the prompts with --check-data FILE (or --no-check)")
+            data = next((p for p in (Path(recorded), Path(model_ref) / recorded) if p.exists()), None)
+            if data is None:  # a run trained elsewhere: the export stands, its answers are not compared
+                return None, [], f"the run's eval_data {recorded} is not here (give --check-data FILE)"
     if data is None:
-        return None, []
+        return None, [], NO_PROMPTS
     if not Path(data).exists():
         raise SpecialistError(f"{data}: no such file (--check-data)")
-    return str(data), load_examples(data)[:limit]
+    return str(data), load_examples(data)[:limit], ""
+
+
+def run_conversations(model_ref: str, examples: Sequence[Any]) -> list[list[Message]]:
+    """The conversations the run was evaluated on: eval's fine-tuned contender, with the system
+    prompt training added to every example (config.yaml), if any."""
+    from specialist.evaluate.contenders import FINE_TUNED, Contender
+    from specialist.run_folder import read_config
+
+    system = read_config(model_ref).get("system_prompt") if Path(model_ref).is_dir() else None
+    fine_tuned = Contender(FINE_TUNED, "fine-tuned", system)
+    return [fine_tuned.messages(e) for e in examples]
 
 
 # ------------------------------------------------------------------ Ollama's rendering
@@ -327,9 +339,9 @@ def check_export(model_ref: str, fmt: str, out: Path, settings: CheckSettings | 
     settings = settings or CheckSettings()
     tolerance = settings.tolerance_for(fmt)
     out = Path(out)
-    source, examples = eval_conversations(model_ref, settings.data, settings.limit)
+    source, examples, missing = eval_conversations(model_ref, settings.data, settings.limit)
     tokenizer = load_tokenizer(model_ref)
-    conversations = [list(e.messages) for e in examples]
+    conversations = run_conversations(model_ref, examples)
     references = [e.completion for e in examples]
     probes = conversations + PROBES
     gguf_path = next(out.glob("*.gguf"), None)
@@ -343,8 +355,7 @@ def check_export(model_ref: str, fmt: str, out: Path, settings: CheckSettings | 
             checks.append(modelfile_template(tokenizer, out, probes, [*references, *[None] * len(PROBES)]))
 
     if not conversations:
-        reason = "no eval prompts (the run recorded no eval_data; give --check-data FILE)"
-        checks.append(Check(fmt, "answers", "skipped", reason))
+        checks.append(Check(fmt, "answers", "skipped", missing or "the eval data holds no prompts"))
     elif fmt != "merged" and importlib.util.find_spec("llama_cpp") is None:
         checks.append(Check(fmt, "answers", "skipped", NO_LLAMA_CPP))
     else:
