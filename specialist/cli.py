@@ -415,7 +415,7 @@ def train(
 # ---------------------------------------------------------------- eval
 @app.command("eval")
 def eval_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`."),
+    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`, or its `export --format merged` folder."),
     data: Path = typer.Option(..., "--data", help="Held-out examples (JSONL prompt/completion or chat)."),
     system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="System prompt file for prompt engineering (default: system_prompt.txt next to --data)."),
     few_shot: int = typer.Option(3, "--few-shot", min=0, help="Few-shot examples from the training set for prompt engineering."),
@@ -541,17 +541,24 @@ def export(
     outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest and fastest; can break small models' answers)."),
     system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    check_data: Optional[Path] = typer.Option(None, "--check-data", exists=True, dir_okay=False, help="Prompts the artefact answers for the parity check (default: the run's eval data)."),
+    check_limit: int = typer.Option(16, "--check-limit", min=1, help="Prompts the parity check answers (each twice: run and artefact)."),
+    check_max_new_tokens: Optional[int] = typer.Option(None, "--check-max-new-tokens", min=1, help="Default: 1.5× the longest reference, as eval."),
+    no_check: bool = typer.Option(False, "--no-check", help="Write the artefact without running it against the run (no parity.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder."""
+    """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder, then run
+    against the run on its eval prompts (OUT/parity.json); exit 1 when the artefact behaves differently."""
     _quiet_libraries()
     from specialist.export.build import FORMATS, export as run_export
+    from specialist.export.parity import CheckSettings
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
     if system is not None and fmt != "ollama":
         raise typer.BadParameter("only --format ollama carries a system prompt", param_hint="--system-prompt")
-    result = run_export(model, fmt, out, outtype, read_text(system).strip() if system else None, overwrite)
+    check = None if no_check else CheckSettings(check_data, check_limit, check_max_new_tokens)
+    result = run_export(model, fmt, out, outtype, read_text(system).strip() if system else None, overwrite, check=check)
     if as_json:
         _print_json(result.as_dict())
     else:
@@ -562,6 +569,11 @@ def export(
                           markup=False, highlight=False)
         if fmt == "ollama":
             console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False, highlight=False)
+    if result.parity is not None:
+        (err_console if as_json else console).print(f"parity: {result.parity.verdict} (see {result.out / 'parity.json'})",
+                                                    markup=False, highlight=False, soft_wrap=True)
+        if result.parity.failed:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -167,6 +167,25 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         raise SpecialistError(f"{path}: {field}: {first['msg']} (got {got[:60] + '…' if len(got) > 60 else got})") from None
 
 
+# What `export --format merged` writes beside the weights: {"base_model", "source", "adapter_merged"};
+# it lets eval take a merged export for its run.
+MERGED_INFO = "specialist.json"
+
+
+def read_merged_info(folder: str | Path) -> dict[str, Any] | None:
+    """specialist.json of a merged export (None when the folder has none)."""
+    path = Path(str(folder)).expanduser() / MERGED_INFO
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("base_model"), str):
+        raise SpecialistError(f"{path}: base_model: expected the base model the export was merged into")
+    return doc
+
+
 def write_summary(run_dir: Path, summary: RunSummary) -> None:
     atomic_write_json(RunFolder(run_dir).summary, summary.to_json())
 

@@ -332,3 +332,19 @@ def test_contenders_option_runs_only_the_named_ones(run_dir, coffee):
     assert doc["contenders"][0]["metrics"]["style_adherence"] is not None
     with pytest.raises(SpecialistError, match="unknown fine-tuned\\+knowledge"):
         run_eval(_settings(run_dir, coffee, contenders=("fine-tuned+knowledge",)))
+
+
+def test_eval_accepts_a_merged_export(run_dir, coffee, tmp_path):
+    """`eval --model EXPORT`: the merged folder answers as the run does, against the same base;
+    the run it came from still gives the training data (few-shot, style classifier)."""
+    from specialist.evaluate.runner import run_eval
+    from specialist.export.build import export
+
+    out = export(str(run_dir), "merged", tmp_path / "merged").out
+    kw = dict(limit=2, contenders=("prompt-engineering", "fine-tuned"), cache=False)
+    exported, original = run_eval(_settings(out, coffee, **kw)), run_eval(_settings(run_dir, coffee, **kw))
+    answers = [[a["answer"] for a in c["answers"]] for c in (exported["contenders"][1], original["contenders"][1])]
+    assert answers[0] == answers[1] and any(answers[0])
+    assert exported["contenders"][1]["metrics"]["chrf"] == original["contenders"][1]["metrics"]["chrf"]
+    # prompt engineering runs on the base model, not on the merged weights
+    assert [a["answer"] for a in exported["contenders"][0]["answers"]] == [a["answer"] for a in original["contenders"][0]["answers"]]

@@ -34,7 +34,7 @@ from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
 from specialist.io import read_text
-from specialist.run_folder import RunFolder, RunSummary, read_config, read_summary
+from specialist.run_folder import RunFolder, RunSummary, read_config, read_merged_info, read_summary
 
 
 @dataclass
@@ -75,8 +75,18 @@ class RunInfo:
 
 
 def read_run(path: str | Path) -> RunInfo:
-    """The run folder's summary (run.json) and, when present, its resolved settings (config.yaml)."""
+    """The run folder's summary (run.json) and, when present, its resolved settings (config.yaml).
+    A merged export (`export --format merged`) is evaluated like a full fine-tune of its base;
+    the run it came from, when it is still there, gives its training data and system prompt."""
     run = Path(path)
+    merged = read_merged_info(run) if not RunFolder(run).summary.is_file() else None
+    if merged is not None:
+        origin = Path(str(merged.get("source") or ""))
+        if not RunFolder(origin).summary.is_file():
+            return RunInfo(run, merged["base_model"], RunSummary(), None, None)
+        summary = read_summary(origin)
+        return RunInfo(run, merged["base_model"], summary, _existing(summary.dataset, origin),
+                       read_config(origin).get("system_prompt"))
     summary = read_summary(run)
     if not summary.base_model:
         raise SpecialistError(f"{RunFolder(run).summary}: no base_model recorded")

@@ -24,6 +24,7 @@ from specialist.errors import SpecialistError
 from specialist.export.knowledge import copy_knowledge, run_knowledge
 from specialist.export.merged import save_merged
 from specialist.export.ollama import modelfile
+from specialist.export.parity import CheckSettings, Parity, check_export
 from specialist.io import atomic_dir
 from specialist.models.gguf_writer import OUTTYPES, load_merged, save_gguf
 
@@ -37,13 +38,16 @@ class ExportResult:
     out: Path
     files: list[str]
     knowledge: dict | None = None  # the exported knowledge base: passages, fingerprint, top_k
+    parity: Parity | None = None  # the artefact run against the run (OUT/parity.json)
 
     def as_dict(self) -> dict:
-        return {"format": self.format, "out": str(self.out), "files": self.files, "knowledge": self.knowledge}
+        return {"format": self.format, "out": str(self.out), "files": self.files, "knowledge": self.knowledge,
+                "parity": self.parity.as_dict() if self.parity else None}
 
 
 def export(model_ref: str, fmt: str, out: Path, outtype: str = "f16", system: str | None = None,
-           overwrite: bool = False, name: str | None = None) -> ExportResult:
+           overwrite: bool = False, name: str | None = None, check: CheckSettings | None = None) -> ExportResult:
+    """`check` runs the written artefact against the run (export/parity.py); None skips it."""
     if fmt not in FORMATS:
         raise SpecialistError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}", exit_code=2)
     if outtype not in OUTTYPES:
@@ -69,4 +73,8 @@ def export(model_ref: str, fmt: str, out: Path, outtype: str = "f16", system: st
             summary = {k: knowledge[1].get(k) for k in ("passages", "fingerprint")}
             summary["top_k"] = knowledge[1].get("retrieval", {}).get("top_k")
         files = sorted(p.name for p in tmp.iterdir())
-    return ExportResult(fmt, out, files, summary)
+    result = ExportResult(fmt, out, files, summary)
+    if check is not None:
+        result.parity = check_export(model_ref, fmt, out, check)
+        result.files = sorted(p.name for p in out.iterdir())
+    return result

@@ -10,6 +10,7 @@ import torch
 
 from specialist.io import atomic_write_json
 from specialist.models.template import stop_token_ids
+from specialist.run_folder import MERGED_INFO
 
 
 def _base_dtype(weights: str) -> torch.dtype:
@@ -34,4 +35,4 @@ def save_merged(loaded: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
     info = {"base_model": loaded.source.base_ref or loaded.source.ref, "source": loaded.source.ref,
             "adapter_merged": loaded.source.adapter is not None}
-    atomic_write_json(folder / "specialist.json", info)
+    atomic_write_json(folder / MERGED_INFO, info)
