@@ -129,6 +129,23 @@ class CompletionRequest(_Sampling):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
 
 
+def _require_unicode(value: Any, param: str = "") -> None:
+    """JSON's \\uD800-style escapes decode to lone surrogates, which no tokenizer encodes and no
+    response can echo as UTF-8: such a request is refused up front, naming the field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate)", param=param,
+                           code="invalid_unicode") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _require_unicode(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _require_unicode(item, f"{param}.{i}")
+
+
 # ---------------------------------------------------------------- the model worker
 @dataclass
 class Job:
@@ -357,8 +374,8 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            msg = "the body is not valid JSON"
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            msg, loc = "the body is not valid JSON", []
         return _error_response(APIError(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
                                         param=".".join(loc) or None))
 
@@ -486,6 +503,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
     @app.post("/v1/chat/completions", responses=_COMPLETION)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
+        _require_unicode(req.model_dump())
         check_model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         extra: dict = {}
@@ -507,6 +525,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
     @app.post("/v1/completions", responses=_COMPLETION)
     async def completions(req: CompletionRequest, request: Request):
         """Raw text in, raw text out: no retrieval (the client owns the whole prompt)."""
+        _require_unicode(req.model_dump())
         check_model(req.model)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
