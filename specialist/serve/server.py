@@ -8,7 +8,11 @@ oldest one and every other waiting request that can share its sampling settings 
 `max_batch`) and decodes them as one batch, so concurrent clients share the forward passes
 instead of waiting for each other. A full queue answers 429; oversize bodies, prompts and
 token budgets answer 4xx; every error has OpenAI's shape
-{"error": {"message", "type", "param", "code"}}.
+{"error": {"message", "type", "param", "code"}}. A client that hangs up (streaming or not)
+cancels its row at the next token, or its place in the queue. The API key, compared in
+constant time, guards every route but /health, which tells a probe without it only
+{"status": "ok"}; the request and send deadlines against slow clients are in serve/http.py.
+No request field names a file: the model field is only compared with the served model's name.
 
 A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
 server: /v1/chat/completions searches the knowledge base with the last user message and puts
