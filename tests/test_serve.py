@@ -316,7 +316,8 @@ def test_cli_serve_subprocess(tiny_chat_model):
                     break
             assert time.time() < deadline
             time.sleep(0.3)
-        model_id = httpx.get(url + "/health").json()["model"]
+        assert httpx.get(url + "/health").json() == {"status": "ok"}  # probes learn nothing more without the key
+        model_id = httpx.get(url + "/health", headers={"Authorization": f"Bearer {KEY}"}).json()["model"]
         assert model_id == Path(tiny_chat_model).name
         assert httpx.get(url + "/v1/models").status_code == 401  # the key came from the environment
         c = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)

@@ -8,7 +8,11 @@ oldest one and every other waiting request that can share its sampling settings 
 `max_batch`) and decodes them as one batch, so concurrent clients share the forward passes
 instead of waiting for each other. A full queue answers 429; oversize bodies, prompts and
 token budgets answer 4xx; every error has OpenAI's shape
-{"error": {"message", "type", "param", "code"}}.
+{"error": {"message", "type", "param", "code"}}. A client that hangs up (streaming or not)
+cancels its row at the next token, or its place in the queue. The API key, compared in
+constant time, guards every route but /health, which tells a probe without it only
+{"status": "ok"}; the request and send deadlines against slow clients are in serve/http.py.
+No request field names a file: the model field is only compared with the served model's name.
 
 A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
 server: /v1/chat/completions searches the knowledge base with the last user message and puts
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -41,6 +45,7 @@ from specialist.inference.generator import Answer, Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
 from specialist.models.template import attach_context, last_user_text
+from specialist.serve.http import ErrorResponse, error_body, protocol_class
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
@@ -54,6 +59,8 @@ class ServerLimits:
     max_prompt_tokens: int | None = None  # None: the model's context length
     max_batch: int = 8
     max_queue: int = 64
+    request_timeout: float = 10.0  # seconds for a request's head and body to arrive (slow senders get 408)
+    send_timeout: float = 30.0  # seconds a client may take none of its answer before it is dropped
 
 
 # ---------------------------------------------------------------- errors
@@ -62,10 +69,6 @@ class APIError(Exception):
                  param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def _error_response(exc: APIError) -> JSONResponse:
@@ -106,7 +109,7 @@ class _Sampling(_Lenient):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**64)  # what both engines' generators accept
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
@@ -128,6 +131,23 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     prompt: Union[str, list[str]]
     temperature: float = Field(1.0, ge=0.0, le=2.0)
+
+
+def _require_unicode(value: Any, param: str = "") -> None:
+    """JSON's \\uD800-style escapes decode to lone surrogates, which no tokenizer encodes and no
+    response can echo as UTF-8: such a request is refused up front, naming the field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate)", param=param,
+                           code="invalid_unicode") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _require_unicode(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _require_unicode(item, f"{param}.{i}")
 
 
 # ---------------------------------------------------------------- the model worker
@@ -161,6 +181,7 @@ class BatchWorker:
         self._stopping = False
         self.batches = 0  # how many generate calls ran; tests and /health read it
         self.largest_batch = 0
+        self._running: list[Job] = []
         self._thread = threading.Thread(target=self._loop, name="model-worker", daemon=True)
         self._thread.start()
 
@@ -168,8 +189,15 @@ class BatchWorker:
     def queued(self) -> int:
         return len(self._jobs)
 
+    @property
+    def active(self) -> int:
+        """Rows of the running batch still being decoded."""
+        return sum(not job.row.done for job in self._running)
+
     def submit(self, job: Job) -> None:
         with self._cond:
+            if len(self._jobs) >= self.max_queue:  # requests whose clients left give their places first
+                self._jobs = deque(j for j in self._jobs if not j.row.cancelled.is_set())
             if len(self._jobs) >= self.max_queue:
                 raise APIError(429, f"the server is busy: {self.max_queue} requests are waiting; retry later",
                                type="rate_limit_error", code="queue_full")
@@ -209,6 +237,7 @@ class BatchWorker:
                 continue
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
+            self._running = batch
             try:
                 answers = self.generator.run_batch([j.prompt for j in batch], [j.row for j in batch],
                                                    batch[0].settings)
@@ -216,6 +245,8 @@ class BatchWorker:
                 for job in batch:
                     job.on_done(None, exc)
                 continue
+            finally:
+                self._running = []
             for job, answer in zip(batch, answers):
                 job.on_done(answer, None)
 
@@ -254,27 +285,40 @@ def _sse(doc: dict | str) -> str:
 
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client of a request whose body was read goes away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 # ---------------------------------------------------------------- auth and body size
+def key_ok(authorization: str, api_key: str | None) -> bool:
+    """Whether an Authorization header carries the key (always, when no key is set); compared
+    in constant time, so the answer's timing says nothing of how much of a guess was right."""
+    if not api_key:
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
 class _Guard:
-    """ASGI middleware in front of /v1/: the bearer key, then the body size — the declared
-    Content-Length at once, and the bytes actually received (chunked uploads) as they arrive,
-    so an oversize body is never read into memory whole."""
+    """ASGI middleware in front of every route but /health: the bearer key, then the body
+    size — the declared Content-Length at once, and the bytes actually received (chunked
+    uploads) as they arrive, so an oversize body is never read into memory whole."""
 
     def __init__(self, app, api_key: str | None, max_body_bytes: int) -> None:
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or scope["path"] == "/health":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key:
-            scheme, _, token = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-                error = APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
-                                 code="invalid_api_key")
-                await _error_response(error)(scope, receive, send)
-                return
+        if not key_ok(headers.get("authorization", ""), self.api_key):
+            error = APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
+                             code="invalid_api_key")
+            await _error_response(error)(scope, receive, send)
+            return
         too_large = f"the body is larger than {self.max_body_bytes} bytes"
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -304,13 +348,23 @@ def knowledge_info(knowledge: KnowledgeContext | None) -> dict | None:
     return {k: d[k] for k in ("passages", "fingerprint", "top_k", "method")}
 
 
+# What the OpenAPI document (/openapi.json, behind the key) says each route answers: errors in
+# OpenAI's shape (declaring "4XX" also keeps FastAPI from documenting a 422 it never sends), and
+# completions as JSON or, with "stream": true, server-sent events.
+_ERRORS: dict = {"4XX": {"model": ErrorResponse, "description": "a bad request, a missing key, no such model, "
+                                                                 "a full queue (429), a slow client (408)"},
+                 "5XX": {"model": ErrorResponse, "description": "the model failed"}}
+_COMPLETION = {**_ERRORS, 200: {"description": "the answer; with stream: true, server-sent events ending in "
+                                               "`data: [DONE]`", "content": {"text/event-stream": {}}}}
+
+
 def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                limits: ServerLimits | None = None, knowledge: KnowledgeContext | None = None) -> FastAPI:
     limits = limits or ServerLimits()
     kb_info = knowledge_info(knowledge)
-    app = FastAPI(title="specialist", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="specialist", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     worker = BatchWorker(generator, limits.max_batch, limits.max_queue)
-    app.state.worker = worker
+    app.state.worker, app.state.limits = worker, limits
     created = int(time.time())
     context = generator.context_length
 
@@ -324,8 +378,8 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            msg = "the body is not valid JSON"
+        if first.get("type") == "json_invalid":  # its loc is a character position, not a field
+            msg, loc = "the body is not valid JSON", []
         return _error_response(APIError(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
                                         param=".".join(loc) or None))
 
@@ -347,17 +401,22 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                            param="model", code="model_not_found")
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "model": model_id, "queued": worker.queued, "knowledge": kb_info}
+    def health(request: Request) -> dict:
+        """Open to probes without the key, and then only {"status": "ok"}; with the key (or on a
+        server without one) also the model, the load and the knowledge base."""
+        if not key_ok(request.headers.get("authorization", ""), api_key):
+            return {"status": "ok"}
+        return {"status": "ok", "model": model_id, "queued": worker.queued, "active": worker.active,
+                "knowledge": kb_info}
 
     def model_card() -> dict:
         return {"id": model_id, "object": "model", "created": created, "owned_by": "specialist", "knowledge": kb_info}
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_ERRORS)
     def models() -> dict:
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{name:path}")
+    @app.get("/v1/models/{name:path}", responses=_ERRORS)
     def model_info(name: str) -> dict:
         check_model(name)
         return model_card()
@@ -378,19 +437,26 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         worker.submit(Job(prompt, settings, row, on_done))
         return row, events
 
-    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, chat: bool,
-                               extra: dict | None = None):
+    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
+                               chat: bool, extra: dict | None = None):
         """`extra`: top-level fields added to the response (the first chunk when streaming)."""
         extra = extra or {}
         row, events = await run(prompt, settings, chat, req.stream)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
         if not req.stream:
+            answer = asyncio.ensure_future(events.get())
+            gone = asyncio.ensure_future(_disconnected(request))
             try:
-                kind, result = await events.get()
-            except asyncio.CancelledError:
-                row.cancelled.set()
-                raise
+                await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+                if not answer.done():  # the client left (or the server is stopping): free the row
+                    answer.cancel()
+                    row.cancelled.set()
+            if answer.cancelled():
+                return Response(status_code=499)  # nobody reads it
+            kind, result = answer.result()
             if isinstance(result, BaseException):
                 raise APIError(500, f"generation failed: {type(result).__name__}", type="server_error")
             if chat:
@@ -439,8 +505,9 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         return StreamingResponse(events_sse(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest):
+    @app.post("/v1/chat/completions", responses=_COMPLETION)
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
+        _require_unicode(req.model_dump())
         check_model(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         extra: dict = {}
@@ -457,11 +524,12 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
-        return await answer_or_stream(prompt, settings, req, chat=True, extra=extra)
+        return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra)
 
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
+    @app.post("/v1/completions", responses=_COMPLETION)
+    async def completions(req: CompletionRequest, request: Request):
         """Raw text in, raw text out: no retrieval (the client owns the whole prompt)."""
+        _require_unicode(req.model_dump())
         check_model(req.model)
         if isinstance(req.prompt, list):
             if len(req.prompt) != 1:
@@ -473,12 +541,23 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         if not prompt:
             raise APIError(400, "the prompt is empty", param="prompt")
         settings = _settings(req, req.max_tokens, len(prompt), context, limits)
-        return await answer_or_stream(prompt, settings, req, chat=False)
+        return await answer_or_stream(prompt, settings, req, request, chat=False)
 
     return app
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any):
+    """uvicorn's settings for an app of create_app: its HTTP protocol with the request and send
+    deadlines of the app's limits (specialist.serve.http)."""
+    import uvicorn
+
+    limits: ServerLimits = app.state.limits
+    kwargs = {"log_level": "warning", "timeout_keep_alive": 5, **kwargs}
+    return uvicorn.Config(app, host=host, port=port, http=protocol_class(limits.request_timeout, limits.send_timeout),
+                          **kwargs)
 
 
 def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
@@ -500,6 +579,6 @@ def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: st
     err_console.print(f"serving [bold]{model_id or model_ref}[/bold] at http://{host}:{port}/v1"
                       f"{' (API key required)' if api_key else ''}")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.Server(uvicorn_config(app, host, port, timeout_graceful_shutdown=5)).run()
     finally:
         app.state.worker.stop()
