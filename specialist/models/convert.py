@@ -6,6 +6,7 @@ loaded that way; the quantizer state is dropped first so the folder is a plain c
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,10 +30,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
 
     if (out_dir / "config.json").exists():
         return out_dir
-    try:
-        import gguf  # noqa: F401  (transformers needs it to read GGUF)
-    except ImportError as exc:  # pragma: no cover
-        raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf") from exc
+    if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF
+        raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     from transformers.utils import logging as hf_logging

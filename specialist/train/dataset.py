@@ -8,9 +8,10 @@ where pad = eos still trains the stop token."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.errors import SpecialistError
 from specialist.models.template import Message, encode_example
