@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from specialist.errors import SpecialistError
-from specialist.models.resolve import load_model, load_tokenizer
+from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
 from specialist.serve import llama_cpp_engine as lc
 from specialist.serve.engines import make_generator
@@ -113,7 +113,7 @@ def torch_generator(lively_model) -> Generator:
 
 @pytest.fixture(scope="module")
 def lively_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
-    from tests.test_serve import build_lively_model
+    from tests.helpers import build_lively_model
 
     return build_lively_model(tmp_path_factory.mktemp("lively-engine"), chat_tokenizer_dir)
 
@@ -250,16 +250,10 @@ def test_a_too_old_llama_cpp_python_is_named(monkeypatch):
         lc.require_llama_cpp()
 
 
-def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, tmp_path):
-    # a child interpreter where `import llama_cpp` fails, whatever is installed
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "llama_cpp.py").write_text("raise ImportError('blocked for the test')\n")
-    env = {**__import__("os").environ, "PYTHONPATH": str(blocker)}
-    proc = subprocess.run([sys.executable, "-m", "specialist.cli", "generate", "--model", str(tiny_chat_model),
-                           "--engine", "llama.cpp", "--prompt", "hej"], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 2
+def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` fails, whatever is installed
+    proc = run_cli("generate", "--model", tiny_chat_model, "--engine", "llama.cpp", "--prompt", "hej")
+    assert proc.exit_code == 2
     assert "needs llama-cpp-python" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -325,7 +319,8 @@ def engine_answers(gguf: Path, ref: str, n: int, prompts: list[str]) -> dict:
 @pytest.mark.slow
 def test_real_llama_cpp_engine_answers_like_pytorch_smollm2(tmp_path):
     _llama_cpp_or_skip()
-    from tests.test_export import PROMPTS as EXPORT_PROMPTS, export_gguf_ref
+    from tests.test_export import PROMPTS as EXPORT_PROMPTS
+    from tests.test_export import export_gguf_ref
 
     gguf = export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16")
     gen = Generator(load_model("smollm2-135m-instruct", dtype="float32"))

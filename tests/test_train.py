@@ -39,9 +39,10 @@ def _config(data: Path, model: Path, out: Path, **kw):
     return load_train_config(overrides=settings)
 
 
-def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def _cli_process(*args: str) -> subprocess.CompletedProcess:
+    """`specialist ARGS` in a process of its own: for resuming a run that another process was killed in."""
     return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, **kw)
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_path):
@@ -103,17 +104,17 @@ def test_existing_run_folder_is_never_overwritten_silently(tiny_chat_model, data
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 
 
-def test_cli_refuses_existing_run_with_one_line(tiny_chat_model, data_file, tmp_path):
+def test_cli_refuses_existing_run_with_one_line(tiny_chat_model, data_file, tmp_path, run_cli):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("data: x\n")
-    proc = _cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(out))
-    assert proc.returncode == 2
+    proc = run_cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(out))
+    assert proc.exit_code == 2
     assert proc.stderr.strip().startswith("error:") and "already exists" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp_path):
+def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp_path, run_cli):
     from specialist.models.resolve import load_tokenizer
     from specialist.models.template import build_messages, render_completion, render_prompt
     from specialist.train.dry_run import dry_run
@@ -125,9 +126,9 @@ def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp
     assert result.trained_text == render_completion(tok, ROWS[0]["completion"])
     assert result.trained_text.endswith("<|im_end|>")
 
-    proc = _cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"),
-                "--dry-run", "--lora-r", "4")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"),
+                   "--dry-run", "--lora-r", "4")
+    assert proc.exit_code == 0, proc.stderr
     assert "lora_r: 4" in proc.stdout
     masked_line = next(line for line in proc.stdout.splitlines() if line.startswith("masked"))
     trained_line = next(line for line in proc.stdout.splitlines() if line.startswith("trained"))
@@ -141,7 +142,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         if predicate():
             return
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             pytest.fail(f"training ended before it could be killed: {err[-2000:]}")
         time.sleep(0.1)
     proc.kill()
@@ -160,7 +161,7 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tiny_chat_model, data_
     assert not (out / "adapter").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "running"  # killed: no chance to say so
 
-    resumed = _cli("train", "--out", str(out), "--resume")
+    resumed = _cli_process("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "completed" and info["steps"] == info["max_steps"] == 24
@@ -179,9 +180,9 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tiny_chat_model, data_
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_resume_without_a_run_is_a_clear_error(tmp_path):
-    proc = _cli("train", "--out", str(tmp_path / "nothing"), "--resume")
-    assert proc.returncode == 2 and "no run to resume" in proc.stderr and "Traceback" not in proc.stderr
+def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
+    proc = run_cli("train", "--out", str(tmp_path / "nothing"), "--resume")
+    assert proc.exit_code == 2 and "no run to resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_ddp_two_gloo_processes_train_and_save_once(tiny_chat_model, data_file, tmp_path):

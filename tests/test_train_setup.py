@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -158,7 +156,7 @@ def bench(quick=False):
 '''
 
 
-def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch):
+def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch, run_cli):
     from specialist.bench import discover, run_benchmarks
 
     (tmp_path / "bench_fake.py").write_text(BENCH)
@@ -169,9 +167,8 @@ def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch):
     with pytest.raises(SpecialistError, match="unknown benchmark nope; known: fake"):
         run_benchmarks(["nope"], directory=tmp_path)
 
-    proc = subprocess.run([sys.executable, "-m", "specialist", "bench", "--json"], capture_output=True, text=True,
-                          env={**os.environ, "SPECIALIST_BENCHMARKS": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("bench", "--json", env={"SPECIALIST_BENCHMARKS": str(tmp_path)})
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["benchmarks"][0]["rows"][0]["tokens_per_second"] == 20
 
