@@ -185,10 +185,28 @@ def test_sampling_follows_the_seed_and_a_failed_decode_is_an_error(monkeypatch, 
         engine.generate(conv, hot)
 
 
-def test_a_gguf_model_runs_as_it_is(monkeypatch, tmp_path):
-    gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(lc, "require_llama_cpp", lambda: object())
+def test_a_gguf_model_runs_as_it_is(monkeypatch, torch_generator, lively_model, tmp_path):
+    """A .gguf reference is loaded as it is, with the tokenizer read from the file itself (no
+    conversion, no export), and answers like the model it was made from."""
+    from specialist.serve.export import export
+
+    result = export(str(lively_model), "gguf", tmp_path / "g", "f16")
+    (name,) = [f for f in result.files if f.endswith(".gguf")]
+    gguf = tmp_path / "g" / name
+    fake = FakeLlamaCpp(torch_generator.model)
+    loaded = []
+    real_load = fake.llama_model_load_from_file
+    monkeypatch.setattr(fake, "llama_model_load_from_file", lambda path, params: (loaded.append(path),
+                                                                                  real_load(path, params))[1])
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    monkeypatch.setattr(lc, "engine_gguf", lambda *a, **k: pytest.fail("a .gguf model must not be exported again"))
+    engine = make_generator(str(gguf), "llama.cpp", max_batch=2)
+    assert [Path(p.decode() if isinstance(p, bytes) else p) for p in loaded] == [gguf]
+    settings = GenerationSettings(max_new_tokens=10)
+    convs = [build_messages(p) for p in PROMPTS[:2]]
+    got = engine.generate(convs, settings)
+    expected = torch_generator.generate(convs, settings, batch_size=1)
+    assert [a.text for a in got] == [a.text for a in expected] and all(a.text for a in got)
     with pytest.raises(SpecialistError, match="--quant does not apply to a .gguf"):
         make_generator(str(gguf), "llama.cpp", quant="q8_0")
 

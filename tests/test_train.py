@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from specialist.config import load_train_config
 from specialist.errors import SpecialistError
@@ -68,6 +69,59 @@ def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_pat
     assert source.adapter == run / "adapter"
     loaded = load_model(str(run), dtype="float32")
     assert loaded.tokenizer.chat_template is not None
+
+
+# The first losses of a fixed-seed LoRA run on the tiny Gemma 3 (fp32, so the numbers do not
+# depend on the CPU's bf16 support). A change to tokenization, masking, the loss, the LoRA
+# set-up or the optimizer moves them. When such a change is intended, run
+#   python -m pytest tests/test_train.py -k first_losses -s
+# which prints the new values, check that the change explains them, and paste them here.
+EXPECTED_FIRST_LOSSES = [10.8078, 10.6117, 10.4875, 10.3923]
+LEARNING_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def learned_run(tiny_base_model, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("learned")
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    return train(_config(data, tiny_base_model, folder / "run", max_steps=LEARNING_STEPS, logging_steps=1,
+                         lr=3e-3, seed=0, dtype="fp32"), show_progress=False)
+
+
+def _losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def test_lora_learns_in_the_adapter_and_leaves_the_base_alone(learned_run, tiny_base_model):
+    from safetensors.torch import load_file
+
+    from specialist.models.resolve import load_model
+
+    adapter = load_file(learned_run / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)  # only adapter weights were saved
+    # PEFT starts every lora_B at zero: a non-zero B is what training wrote
+    lora_b = [w for name, w in adapter.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().max() > 0 for w in lora_b)
+    base = load_file(tiny_base_model / "model.safetensors")
+    loaded = load_model(str(learned_run), dtype="float32").model
+    for name, param in loaded.named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert key in base, key
+        assert torch.equal(param.detach(), base[key].float()), f"{key} changed in training"
+    losses = _losses(learned_run)
+    assert len(losses) == LEARNING_STEPS
+    # it learned: random init starts near ln(vocab) ≈ 10.8; twelve steps take off several percent
+    assert sum(losses[-3:]) / 3 < 0.95 * sum(losses[:3]) / 3, losses
+
+
+def test_first_losses_of_a_fixed_seed_run(learned_run):
+    first = _losses(learned_run)[: len(EXPECTED_FIRST_LOSSES)]
+    print("EXPECTED_FIRST_LOSSES =", [round(x, 4) for x in first])
+    assert first == pytest.approx(EXPECTED_FIRST_LOSSES, abs=2e-3)
 
 
 def test_trained_tiny_model_stops_on_its_own(tiny_chat_model, data_file, tmp_path):

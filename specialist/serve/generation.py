@@ -109,8 +109,9 @@ class RowDecoder:
         elif len(self.tokens) >= self.max_new_tokens:
             self._finish("length")
         else:
-            # hold back an incomplete UTF-8 character (byte tokens) and a possible stop string's start
-            safe = len(text.rstrip("\ufffd"))
+            # hold back an incomplete UTF-8 character (byte tokens), trailing whitespace (cut if the
+            # answer ends here) and a possible stop string's start
+            safe = len(text.rstrip("\ufffd").rstrip())
             safe -= _partial_stop_len(text[:safe], self.stops)
             self._emit(safe)
 
