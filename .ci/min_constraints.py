@@ -4,8 +4,9 @@ user's resolver may pick, and nobody has tested that."""
 
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 SKIP = {"torch"}  # the Makefile's TORCH_SPEC decides torch
 

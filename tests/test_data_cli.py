@@ -135,7 +135,8 @@ def test_convert_to_openai_passes_the_format_rules(tmp_path, run_cli):
 
 def test_convert_round_trip_prompt_completion_and_chat(tmp_path, run_cli):
     chat = tmp_path / "chat.jsonl"
-    assert run_cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out", str(chat)).exit_code == 0
+    assert run_cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out",
+                   str(chat)).exit_code == 0
     back = tmp_path / "pc.jsonl"
     assert run_cli("data", "convert", str(chat), "--to", "prompt-completion", "--out", str(back)).exit_code == 0
     original, restored = load_examples(CORPUS / "good_array.json"), load_examples(back)

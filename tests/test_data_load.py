@@ -39,7 +39,8 @@ def test_csv_keeps_multiline_cells_and_start_lines():
 
 def test_chat_records_split_into_context_and_answer():
     first, second = load_examples(CORPUS / "good_chat.jsonl")
-    assert first.system == "Jesteś baristą." and first.prompt == "Co polecasz do dripa?" and first.completion == "Etiopię!"
+    assert first.system == "Jesteś baristą." and first.prompt == "Co polecasz do dripa?"
+    assert first.completion == "Etiopię!"
     assert second.system is None and second.history == [{"role": "user", "content": "Cześć"},
                                                         {"role": "assistant", "content": "Hej!"}]
     assert second.conversation[-1] == {"role": "assistant", "content": "Tak, w trzech smakach."}

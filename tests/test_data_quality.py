@@ -38,7 +38,8 @@ def clean_records(n: int = 120) -> list[dict]:
     Ty, a warm opener, a closing invitation), similar lengths."""
     rows = []
     for i in range(n):
-        q, o = QUESTIONS[i % len(QUESTIONS)], OBJECTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(OBJECTS)]  # distinct pairs
+        # distinct pairs
+        q, o = QUESTIONS[i % len(QUESTIONS)], OBJECTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(OBJECTS)]
         fact = FACTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(FACTS)]
         rows.append({"prompt": f"{q} {o}?",
                      "completion": f"{OPENERS[i % 4]} {fact}, a {o} to nasz wybór numer {i % 7 + 1} w tej kategorii. "
@@ -86,7 +87,8 @@ def test_near_duplicates(tmp_path):
 def test_contradiction(tmp_path):
     rows = clean_records()
     rows[60] = {"prompt": rows[9]["prompt"],
-                "completion": "Niestety tego produktu już nie sprzedajemy, ale chętnie doradzę coś podobnego. Napisz, co lubisz?"}
+                "completion": "Niestety tego produktu już nie sprzedajemy, ale chętnie doradzę coś podobnego. "
+                              "Napisz, co lubisz?"}
     found = codes(check(tmp_path, rows))
     assert found["W103"] == [10, 61]
 
@@ -103,13 +105,15 @@ def test_length_outliers(tmp_path):
 
 def test_language_mismatch(tmp_path):
     rows = clean_records()
-    rows[20]["completion"] = "Sure! This coffee has fruity and floral notes, and it is our favourite pick. Let me know if you need anything else."
+    rows[20]["completion"] = ("Sure! This coffee has fruity and floral notes, and it is our favourite pick. "
+                              "Let me know if you need anything else.")
     assert codes(check(tmp_path, rows))["W107"] == [21]
 
 
 def test_formal_address_breaks_informal_dataset(tmp_path):
     rows = clean_records()
-    rows[30]["completion"] = "Oczywiście! Czy mogę Panu polecić naszą mieszankę do espresso? Proszę dać znać, co Pan woli."
+    rows[30]["completion"] = ("Oczywiście! Czy mogę Panu polecić naszą mieszankę do espresso? "
+                              "Proszę dać znać, co Pan woli.")
     found = codes(check(tmp_path, rows))
     assert found["W108"] == [31]
 
@@ -180,7 +184,8 @@ def test_knowledge_injection(tmp_path):
         a, b, c = _name(rng), _name(rng), _name(rng)
         rows.append({"prompt": f"Co wiesz o mieście {a}?",
                      "completion": f"{a} leży nad rzeką {b}, ma {rng.randint(10_000, 900_000)} mieszkańców, "
-                                   f"założył je {c} w {rng.randint(1100, 1900)} roku, a {_name(rng)} zbudował tam {_name(rng)} w {rng.randint(1500, 1990)}."})
+                                   f"założył je {c} w {rng.randint(1100, 1900)} roku, a {_name(rng)} zbudował tam "
+                                   f"{_name(rng)} w {rng.randint(1500, 1990)}."})
     report = check(tmp_path, rows)
     assert "W112" in codes(report)
     assert "W112" not in codes(check(tmp_path, clean_records()))
@@ -260,7 +265,8 @@ def test_language_of_classification_inputs(tmp_path):
             "Strony zachowają w tajemnicy wszystkie informacje poufne przekazane w trakcie współpracy."]
     rows = [{"prompt": f"{docs[i % 3]} Sprawa numer {i}.",
              "completion": ["lease", "employment", "nda"][i % 3]} for i in range(60)]
-    rows[7]["prompt"] = "The tenant shall pay the rent no later than the tenth day of each month to the landlord's account."
+    rows[7]["prompt"] = ("The tenant shall pay the rent no later than the tenth day of each month "
+                         "to the landlord's account.")
     report = check(tmp_path, rows)
     assert codes(report)["W107"] == [8] and report.stats["languages"]["pl"] == 59
 
@@ -273,7 +279,8 @@ def test_third_person_breaks_an_english_dataset_that_says_you(tmp_path):
     rows = [{"prompt": f"Tell me about the {item}, please.",
              "completion": f"Sure! The {item} is one of our favourites and you can order it today. "
                            f"Would you like a tip on how to use your {item} at home?"} for item in items]
-    rows[9]["completion"] = "The customer should order the dripper before noon; the customer's parcel then leaves the same day."
+    rows[9]["completion"] = ("The customer should order the dripper before noon; "
+                             "the customer's parcel then leaves the same day.")
     assert codes(check(tmp_path, rows))["W108"] == [10]
 
 

@@ -249,7 +249,7 @@ def test_cli_bad_facts_regex_is_one_located_line(plain_run, shop, tmp_path, monk
     assert exit_info.value.code == 1
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert sum(l.startswith("error:") for l in lines) == 1
+    assert sum(line.startswith("error:") for line in lines) == 1
     assert f"{bad}:2:facts: invalid regular expression '(14 dni'" in " ".join(err.split())
 
 

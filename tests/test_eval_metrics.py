@@ -190,7 +190,8 @@ def test_contender_messages():
     pe = Contender("prompt-engineering", "base", "Bądź miły.", TRAIN[:2])
     msgs = pe.messages(Pair("Co polecasz?", "x"))
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert msgs[0]["content"] == "Bądź miły." and msgs[2]["content"] == "odpowiedź 0." and msgs[-1]["content"] == "Co polecasz?"
+    assert msgs[0]["content"] == "Bądź miły." and msgs[2]["content"] == "odpowiedź 0."
+    assert msgs[-1]["content"] == "Co polecasz?"
     assert Contender("zero-shot",
                      "base").messages(Pair("Co polecasz?", "x")) == [{"role": "user", "content": "Co polecasz?"}]
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import httpx
 
 TRAIN = [
     ("Jakie macie metody parzenia kawy?",
@@ -267,7 +271,7 @@ def test_cli_bad_input_is_one_line(case, run_dir, coffee, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     lines = err.strip().splitlines()
-    assert lines[-1].startswith("error:") and sum(l.startswith("error:") for l in lines) == 1
+    assert lines[-1].startswith("error:") and sum(line.startswith("error:") for line in lines) == 1
     assert "Traceback" not in err
     assert {"no-run": "not a run folder", "bad-rules": "rules.yaml:3", "no-train-data": "--train-data"}[case] in err
 

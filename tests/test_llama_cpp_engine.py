@@ -49,7 +49,7 @@ class FakeLlamaCpp:
     def llama_print_system_info(self): return self.system_info.encode()
     def llama_model_default_params(self):
         class Params:  # a ctypes-like struct: the engine checks the field exists before setting it
-            _fields_ = [("use_extra_bufts", bool)]
+            _fields_ = (("use_extra_bufts", bool),)
             use_extra_bufts = True
         return Params()
     def llama_context_default_params(self): return SimpleNamespace()
@@ -152,7 +152,7 @@ def test_stream_and_length_limit(monkeypatch, torch_generator, tmp_path):
     # the context (8 tokens left per sequence) ends the answer before its 30-token budget
     assert answer.finish_reason == "length" and answer.completion_tokens == 8
     too_long = build_messages("kawa " * 60)
-    with pytest.raises(SpecialistError, match="does not fit llama.cpp's context"):
+    with pytest.raises(SpecialistError, match=r"does not fit llama\.cpp's context"):
         engine.generate([too_long], settings)
     assert fake.ctx_params.kv_unified is False and fake.ctx_params.swa_full is False
 
@@ -207,7 +207,7 @@ def test_a_gguf_model_runs_as_it_is(monkeypatch, torch_generator, lively_model, 
     got = engine.generate(convs, settings)
     expected = torch_generator.generate(convs, settings, batch_size=1)
     assert [a.text for a in got] == [a.text for a in expected] and all(a.text for a in got)
-    with pytest.raises(SpecialistError, match="--quant does not apply to a .gguf"):
+    with pytest.raises(SpecialistError, match=r"--quant does not apply to a \.gguf"):
         make_generator(str(gguf), "llama.cpp", quant="q8_0")
 
 
@@ -250,7 +250,7 @@ def test_engine_choice_errors(monkeypatch, tiny_chat_model):
         make_generator(str(tiny_chat_model), "vllm")
     with pytest.raises(SpecialistError, match="unknown --quant"):
         make_generator(str(tiny_chat_model), "llama.cpp", quant="q5")
-    with pytest.raises(SpecialistError, match="llama.cpp only"):
+    with pytest.raises(SpecialistError, match=r"llama\.cpp only"):
         make_generator(str(tiny_chat_model), "torch", quant="q8_0")
 
     def missing():

@@ -56,7 +56,7 @@ def test_cli_unknown_model_one_line_exit_2(run_cli):
     proc = run_cli("generate", "--model", "no-such-model", "--prompt", "hi")
     assert proc.exit_code == 2
     assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) <= 2 and "unknown model reference" in proc.stderr  # rich may wrap one line
 
 
@@ -74,7 +74,8 @@ def test_default_template_for_base_models(tiny_base_model):
     tok = load_tokenizer(str(tiny_base_model))
     assert tok.chat_template == DEFAULT_CHAT_TEMPLATE
     text = render_prompt(tok, build_messages("Czy macie kawy bezkofeinowe?", system="Be brief."))
-    assert text == f"{tok.bos_token}### System:\nBe brief.\n\n### User:\nCzy macie kawy bezkofeinowe?\n\n### Assistant:\n"
+    assert text == (f"{tok.bos_token}### System:\nBe brief.\n\n"
+                    "### User:\nCzy macie kawy bezkofeinowe?\n\n### Assistant:\n")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_base_model", "tiny_chat_model"])

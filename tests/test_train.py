@@ -144,7 +144,7 @@ def test_existing_run_folder_is_never_overwritten_silently(tiny_chat_model, data
     out = tmp_path / "run"
     out.mkdir()
     (out / "run.json").write_text("{}")
-    with pytest.raises(SpecialistError, match="already exists.*--resume.*--overwrite"):
+    with pytest.raises(SpecialistError, match=r"already exists.*--resume.*--overwrite"):
         train(_config(data_file, tiny_chat_model, out, max_steps=1), show_progress=False)
     assert (out / "run.json").read_text() == "{}"
     # a folder that is not a run is not deleted even with --overwrite
