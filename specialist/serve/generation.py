@@ -109,11 +109,11 @@ class RowDecoder:
         elif len(self.tokens) >= self.max_new_tokens:
             self._finish("length")
         else:
-            # hold back an incomplete UTF-8 character (byte tokens), trailing whitespace (cut if the
-            # answer ends here) and a possible stop string's start
-            safe = len(text.rstrip("\ufffd").rstrip())
+            # hold back an incomplete UTF-8 character (byte tokens), a possible stop string's start
+            # and the whitespace before them (cut if the answer ends there)
+            safe = len(text.rstrip("\ufffd"))
             safe -= _partial_stop_len(text[:safe], self.stops)
-            self._emit(safe)
+            self._emit(len(text[:safe].rstrip()))
 
     def _finish(self, reason: str) -> None:
         self.text = self.text.rstrip()
