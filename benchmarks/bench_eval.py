@@ -97,7 +97,8 @@ if __name__ == "__main__":
         print(f"answering {res['prompts']} prompt-engineering prompts with {res['model']}:")
         for label in ("sequential", "batched"):
             r = res[label]
-            print(f"  {label:10s} {r['tokens_per_s']:7.1f} generated tok/s ({r['generated_tokens']} tokens, {r['seconds']} s)")
+            print(f"  {label:10s} {r['tokens_per_s']:7.1f} generated tok/s "
+                  f"({r['generated_tokens']} tokens, {r['seconds']} s)")
         print(f"  speed-up {res['speedup']}× (target ≥ {TARGET_SPEEDUP}×) {'OK' if res['ok'] else 'BELOW TARGET'}")
         h = res["heldout_loss"]
         print(f"held-out loss pass: {h['prefill_tokens_per_s']} tok/s ({h['tokens']} tokens, {h['seconds']} s)")

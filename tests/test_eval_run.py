@@ -8,13 +8,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import write_run_files
+if TYPE_CHECKING:
+    import httpx
+
+from tests.helpers import write_run_files
 
 TRAIN = [
-    ("Jakie macie metody parzenia kawy?", "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
+    ("Jakie macie metody parzenia kawy?",
+     "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
     ("Czy macie kawy bezkofeinowe?", "Oczywiście! Mamy kawę bezkofeinową z Kolumbii. Chcesz spróbować?"),
     ("Jak długo trwa wysyłka?", "Paczki wysyłamy w ciągu 24 godzin, dostawa trwa 1-2 dni robocze."),
     ("Czy mogę zapłacić BLIK-iem?", "Jasne! Przyjmujemy BLIK, kartę i przelew. W czym jeszcze pomóc?"),
@@ -72,7 +77,8 @@ def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int
 @pytest.fixture(scope="module")
 def coffee(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("coffee")
-    (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.", encoding="utf-8")
+    (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.",
+                                         encoding="utf-8")
     (d / "eval.yaml").write_text(RULES, encoding="utf-8")
     return {"dir": d, "train": write_pairs(d / "train.jsonl", TRAIN), "eval": write_pairs(d / "eval.jsonl", EVAL)}
 
@@ -89,7 +95,7 @@ def _settings(run_dir: Path, coffee: dict[str, Path], **kw):
     return EvalSettings(**{**base, **kw})
 
 
-def _fake_endpoint() -> "httpx.Client":
+def _fake_endpoint() -> httpx.Client:
     """An OpenAI-compatible endpoint that always answers in the target style."""
     import httpx
 
@@ -266,7 +272,7 @@ def test_cli_bad_input_is_one_line(case, run_dir, coffee, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     lines = err.strip().splitlines()
-    assert lines[-1].startswith("error:") and sum(l.startswith("error:") for l in lines) == 1
+    assert lines[-1].startswith("error:") and sum(line.startswith("error:") for line in lines) == 1
     assert "Traceback" not in err
     assert {"no-run": "not a run folder", "bad-rules": "rules.yaml:3", "no-train-data": "--train-data"}[case] in err
 
@@ -285,7 +291,7 @@ def test_eval_on_the_embedded_model(coffee, tmp_path, monkeypatch):
     assert names == ["zero-shot", "prompt-engineering", "fine-tuned"]
     for c in doc["contenders"]:
         assert all(c["metrics"][k] is not None for k in REQUIRED)
-        assert 0 < c["metrics"]["eval_loss"] and math.isfinite(c["metrics"]["eval_loss"])
+        assert c["metrics"]["eval_loss"] > 0 and math.isfinite(c["metrics"]["eval_loss"])
 
 
 def test_second_eval_of_another_run_reuses_the_base_answers(tiny_base_model, coffee, tmp_path, monkeypatch):

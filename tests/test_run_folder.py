@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from specialist.errors import SpecialistError
 from specialist.io import atomic_dir, atomic_write_json
 from specialist.run_folder import RunFolder, RunSummary, is_run_dir, read_config, read_summary, write_summary
-from tests.conftest import write_run_files
+from tests.helpers import write_run_files
 
 # A completed run with a knowledge base, byte for byte as `specialist train` wrote it before
 # run.json had a schema: the schema must not change a byte of it.

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
@@ -131,7 +132,8 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     if len(own_abstentions) >= MIN_OWN_ABSTENTIONS:
         answers, report.abstention_source = own_abstentions, "dataset"
     else:
-        answers, report.abstention_source = abstention_answers(retriever.language), f"template ({retriever.language or 'en'})"
+        answers = abstention_answers(retriever.language)
+        report.abstention_source = f"template ({retriever.language or 'en'})"
     n = min(len(fact_bearing), round(settings.abstain_share * len(examples)))
     # each passage's numbers once, not once per abstention example
     passage_numbers = {p.id: {f.value for f in numbers(p.text)} for p in retriever.kb.passages}
