@@ -30,9 +30,9 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     from specialist.evaluate.contenders import Contender, pick_shots
     from specialist.evaluate.examples import load_eval_examples
     from specialist.evaluate.loss import heldout_loss
-    from specialist.models.resolve import load_model
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
 
     data = ROOT / "examples" / "coffee"
     eval_examples = load_eval_examples(data / "eval.jsonl")[:prompts]

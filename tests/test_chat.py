@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from specialist.models.resolve import load_model
-from specialist.models.template import build_messages
-from specialist.serve.chat import ChatSession, PromptTooLong
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
+from specialist.serve.chat import ChatSession, PromptTooLong
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
 

@@ -8,10 +8,10 @@ import math
 import httpx
 import pytest
 
+from specialist.data.example import Example
 from specialist.errors import ConfigError, SpecialistError
 from specialist.evaluate import cost, metrics
 from specialist.evaluate.contenders import Contender, Endpoint, pick_shots
-from specialist.data.example import Example
 from specialist.evaluate.examples import load_eval_examples
 from specialist.evaluate.rules import load_rules, score_rules
 from specialist.evaluate.style import dispersion, train_style_classifier

@@ -156,10 +156,10 @@ def test_prompt_engineering_prompt_is_longer_and_break_even_follows(report):
 def test_base_contenders_run_without_the_adapter(report, run_dir, tiny_base_model, coffee):
     """Zero-shot answers equal those of the base model loaded on its own: the adapter really
     was disabled; the fine-tuned answers come from the adapter."""
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     settings = GenerationSettings(max_new_tokens=12, seed=3)
     convs = [build_messages(p) for p, _ in EVAL]
@@ -177,14 +177,15 @@ def test_heldout_loss_equals_a_manual_computation(run_dir, coffee):
     import torch
     import torch.nn.functional as F
 
-    from specialist.evaluate.contenders import Contender
     from specialist.data.example import Example
+    from specialist.evaluate.contenders import Contender
     from specialist.evaluate.loss import heldout_loss
     from specialist.models.resolve import load_model
     from specialist.models.template import encode_example
 
     loaded = load_model(str(run_dir), dtype="fp32")
-    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", [Example.from_prompt(p, c) for p, c in TRAIN[:2]])
+    shots = [Example.from_prompt(p, c) for p, c in TRAIN[:2]]
+    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", shots)
     convs = [pe.messages(Example.from_prompt(p, c)) for p, c in EVAL]
     refs = [c for _, c in EVAL]
     got = heldout_loss(loaded.model, loaded.tokenizer, convs, refs, batch_size=2)

@@ -41,8 +41,8 @@ def peft_logits(run: Path, ids: torch.Tensor) -> torch.Tensor:
 def test_merged_folder_loads_alone_and_matches_the_adapter(which, request, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from specialist.models.template import stop_token_ids
     from specialist.export.build import export
+    from specialist.models.template import stop_token_ids
 
     run = request.getfixturevalue(which)
     out = tmp_path / "merged"
@@ -273,10 +273,10 @@ PROMPTS = ["What is the capital of France?", "Jak długo trwa wysyłka?", "Pole�
 
 
 def assert_llama_cpp_matches_pytorch(model_ref: str, gguf_path: Path, n: int, dtype: str = "float32") -> None:
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     gen = TorchGenerator(load_model(model_ref, dtype=dtype, merge_adapter=True))
     settings = GenerationSettings(max_new_tokens=n)

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from specialist.errors import SpecialistError
-from specialist.models.resolve import load_model
-from specialist.models.template import build_messages
 from specialist.inference import llama_cpp_engine as lc
 from specialist.inference.engines import make_generator
 from specialist.inference.gguf_cache import engine_gguf
 from specialist.inference.sampling import GenerationSettings, sample
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
 
 PROMPTS = ["Dzień dobry, czy macie dziś sernik?", "Ile kosztuje duże latte z mlekiem owsianym?", "Hej!"]
 
@@ -202,7 +202,8 @@ def test_a_gguf_model_runs_as_it_is(monkeypatch, torch_generator, lively_model, 
     monkeypatch.setattr(fake, "llama_model_load_from_file", lambda path, params: (loaded.append(path),
                                                                                   real_load(path, params))[1])
     monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
-    monkeypatch.setattr(gguf_cache, "engine_gguf", lambda *a, **k: pytest.fail("a .gguf model must not be exported again"))
+    monkeypatch.setattr(gguf_cache, "engine_gguf",
+                        lambda *a, **k: pytest.fail("a .gguf model must not be exported again"))
     engine = make_generator(str(gguf), "llama.cpp", max_batch=2)
     assert [Path(p.decode() if isinstance(p, bytes) else p) for p in loaded] == [gguf]
     settings = GenerationSettings(max_new_tokens=10)

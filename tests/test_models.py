@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from specialist.errors import ModelNotFound
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.cache import specialist_home
 from specialist.models.resolve import load_model, load_tokenizer, resolve
 from specialist.models.template import (
@@ -18,8 +20,6 @@ from specialist.models.template import (
     render_prompt,
     stop_token_ids,
 )
-from specialist.inference.sampling import GenerationSettings
-from specialist.inference.torch_engine import TorchGenerator
 
 
 def test_home_respects_xdg_and_override(monkeypatch, tmp_path):

@@ -16,11 +16,11 @@ import httpx
 import openai
 import pytest
 
-from specialist.models.resolve import load_model
-from specialist.models.template import build_messages
 from specialist.inference.generator import Answer, Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
 from specialist.serve.server import APIError, BatchWorker, Job, ServerLimits, create_app
 from tests.helpers import free_port, running
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from specialist.errors import SpecialistError
-from specialist.models.resolve import load_model
-from specialist.serve.batch import answer_file, read_prompts
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.serve.batch import answer_file, read_prompts
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.knowledge.passages import load_knowledge
 from specialist.knowledge.runtime import open_knowledge
 from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
@@ -17,9 +20,6 @@ from specialist.models.resolve import load_model
 from specialist.models.template import attach_context, build_messages, format_context
 from specialist.serve.batch import answer_file
 from specialist.serve.chat import ChatSession
-from specialist.inference.generator import Generator
-from specialist.inference.sampling import GenerationSettings
-from specialist.inference.torch_engine import TorchGenerator
 from specialist.serve.server import ServerLimits, create_app
 from tests.helpers import make_adapter_run, running
 

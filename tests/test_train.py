@@ -133,10 +133,10 @@ def test_first_losses_of_a_fixed_seed_run(learned_run):
 
 def test_trained_tiny_model_stops_on_its_own(tiny_chat_model, data_file, tmp_path):
     """pad = eos here: had the EOS been masked as padding, the model would never stop."""
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     run = train(_config(data_file, tiny_chat_model, tmp_path / "run", method="full", max_steps=40, lr=3e-3),
                 show_progress=False)

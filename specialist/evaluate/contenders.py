@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from specialist.errors import SpecialistError
 from specialist.data.example import Example
+from specialist.errors import SpecialistError
 from specialist.models.template import ContextPassage, Message, build_messages
 
 ZERO_SHOT = "zero-shot"

@@ -8,7 +8,7 @@ they are final (never half a stop string, never half a UTF-8 character)."""
 from __future__ import annotations
 
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 

@@ -140,7 +140,8 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
         # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
-        related = {h.passage.id for h in retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE) if h.score > 0}
+        hits = retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE)
+        related = {h.passage.id for h in hits if h.score > 0}
         stated = facts(completion, retriever.analyzer)
         figures = {f.value for f in stated if f.kind == "number"}
         pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]
