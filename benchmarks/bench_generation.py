@@ -76,7 +76,8 @@ from specialist.models.template import build_messages
 from specialist.inference.llama_cpp_engine import LlamaCppGenerator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
-gguf, ref, tokens, threads, prompts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+gguf, ref = sys.argv[1], sys.argv[2]
+tokens, threads, prompts = int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 tok = load_tokenizer(ref)
 engine = LlamaCppGenerator(gguf, tok, threads=threads, max_batch=8)
 ids = [engine.prompt_ids(build_messages(p)) for p in prompts]
@@ -99,7 +100,8 @@ print(json.dumps({"single": single, "batched": batched, "amx_build": engine.amx}
 
 def _llama_cpp(gguf: Path, model: str, tokens: int, threads: int) -> dict:
     row = {"engine": "llama.cpp", "gguf": gguf.name, "threads": threads}
-    proc = subprocess.run([sys.executable, "-c", LLAMA_CPP, str(gguf), model, str(tokens), str(threads), json.dumps(PROMPTS)],
+    proc = subprocess.run([sys.executable, "-c", LLAMA_CPP, str(gguf), model, str(tokens), str(threads),
+                           json.dumps(PROMPTS)],
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1:] or [""]
@@ -162,10 +164,12 @@ def bench(quick: bool = False) -> dict:
     result = run(tokens=4 if quick else 64, llama_cpp=not quick)
     return {
         "rows": result["configs"],
-        "summary": {**{k: result[k] for k in ("best_single_tokens_per_s", "best_single_engine", "best_batch8_tokens_per_s",
-                                              "best_batch8_engine", "batch_speedup", "target_single_tokens_per_s",
-                                              "target_batch_speedup", "single_ok", "batch_ok")},
-                    "batch_speedup_per_engine": ", ".join(f"{k} {v['batch_speedup']}x" for k, v in result["engines"].items())},
+        "summary": {**{k: result[k] for k in ("best_single_tokens_per_s", "best_single_engine",
+                                              "best_batch8_tokens_per_s", "best_batch8_engine", "batch_speedup",
+                                              "target_single_tokens_per_s", "target_batch_speedup", "single_ok",
+                                              "batch_ok")},
+                    "batch_speedup_per_engine": ", ".join(f"{k} {v['batch_speedup']}x"
+                                                          for k, v in result["engines"].items())},
         "ok": result["single_ok"] and result["batch_ok"],
         "machine": {"cores": result["cores"], "load_average": result["load_average"]},
     }

@@ -120,7 +120,10 @@ def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COF
             m = c["metrics"]
             rows.append({"run": f"trained {label}", "contender": c["name"],
                          **{k: round(m[k], 4) if isinstance(m.get(k), float) else m.get(k) for k in KEYS}})
-    get = lambda label, name: next(c["metrics"] for c in docs[label]["contenders"] if c["name"] == name)  # noqa: E731
+
+    def get(label: str, name: str) -> dict:
+        return next(c["metrics"] for c in docs[label]["contenders"] if c["name"] == name)
+
     ftk, ft = get("with knowledge", "fine-tuned+knowledge"), get("without knowledge", "fine-tuned")
     summary = {
         "examples": docs["with knowledge"]["examples"],

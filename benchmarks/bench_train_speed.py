@@ -73,11 +73,11 @@ def run_specialist(data: Path, model: str, limit: int | None, threads: int | Non
                    adapter_out: Path | None = None) -> dict:
     """`specialist train` with the benchmark's hyper-parameters (its defaults otherwise)."""
     from specialist.config import load_train_config
-    from specialist.train import train
-    from specialist.train.trainer import CompletionTrainer
-    from specialist.train.dataset import read_examples, tokenize_examples
     from specialist.models.resolve import load_tokenizer, resolve
     from specialist.run_folder import RunFolder, read_metrics, read_summary
+    from specialist.train import train
+    from specialist.train.dataset import read_examples, tokenize_examples
+    from specialist.train.trainer import CompletionTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         subset = Path(tmp) / "train.jsonl"
@@ -175,7 +175,7 @@ class LoadSampler:
             if self._stop.wait(self.every):
                 return
 
-    def __enter__(self) -> "LoadSampler":
+    def __enter__(self) -> LoadSampler:
         self._thread.start()
         return self
 
@@ -253,7 +253,8 @@ def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None 
         r["final_loss"] = round(sum(tail) / len(tail), 4) if tail else None
         r["train_loss"] = round(r["train_loss"], 4)
         rows.append({k: r[k] for k in ("recipe", "examples", "steps", "tokens", "train_seconds", "tokens_per_second",
-                                       "cpu_seconds", "tokens_per_cpu_second", "threads", "trained_tokens", "loss_covers", "train_loss", "final_loss",
+                                       "cpu_seconds", "tokens_per_cpu_second", "threads", "trained_tokens",
+                                       "loss_covers", "train_loss", "final_loss",
                                        "heldout_loss")})
     ratio = ours["tokens_per_second"] / ref["tokens_per_second"] if ref["tokens_per_second"] else 0.0
     cpu_ratio = ours["tokens_per_cpu_second"] / ref["tokens_per_cpu_second"] if ref["tokens_per_cpu_second"] else 0.0
@@ -287,7 +288,8 @@ if __name__ == "__main__":
     parser.add_argument("--adapter-out", type=Path, default=None, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.recipe:
-        sys.stdout.write(json.dumps(run_specialist(a.data, a.model, a.limit, a.threads, adapter_out=a.adapter_out)) + "\n")
+        sys.stdout.write(json.dumps(run_specialist(a.data, a.model, a.limit, a.threads,
+                                                   adapter_out=a.adapter_out)) + "\n")
         sys.exit(0)
     doc = bench(a.quick, a.model, a.threads, a.examples, a.concurrent)
     if a.json:

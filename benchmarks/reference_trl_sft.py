@@ -17,7 +17,8 @@ writes text after the end-of-turn token (specialist's default template ends an a
 with "<eos>\n\n") its loss also covers that text; `trained_tokens` and `loss_covers` report
 what the loss was computed on, for comparison with specialist's (completion + end-of-turn).
 
-    python benchmarks/reference_trl_sft.py --data examples/coffee/train.jsonl [--limit 64] [--threads 2] [--adapter-out DIR]
+    python benchmarks/reference_trl_sft.py --data examples/coffee/train.jsonl [--limit 64] [--threads 2] \\
+        [--adapter-out DIR]
 prints one JSON document: tokens, train_seconds, tokens_per_second, step losses, and saves the
 trained LoRA adapter to DIR when given.
 """

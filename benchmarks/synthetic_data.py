@@ -15,7 +15,8 @@ from pathlib import Path
 TOPICS = ["wysyłka", "zwrot", "płatność", "subskrypcja", "kawa bezkofeinowa", "espresso", "drip", "AeroPress",
           "French press", "cold brew", "kapsułki", "zestaw degustacyjny", "karta podarunkowa", "faktura VAT",
           "punkty lojalnościowe", "oferta dla biur", "mielenie", "data palenia", "paczkomat", "odbiór osobisty"]
-QUESTIONS = ["Jak działa {t}?", "Czy mogę prosić o informacje o: {t}?", "Ile kosztuje {t}?", "Co polecacie, jeśli chodzi o {t}?",
+QUESTIONS = ["Jak działa {t}?", "Czy mogę prosić o informacje o: {t}?", "Ile kosztuje {t}?",
+             "Co polecacie, jeśli chodzi o {t}?",
              "Mam pytanie o {t}, pomożecie?", "Czy {t} jest dostępna od ręki?", "Jakie są zasady dla: {t}?"]
 OPENERS = ["Cześć!", "Oczywiście!", "Jasne!", "Świetne pytanie!", ""]
 FACTS = ["Paczki wysyłamy w ciągu 24 godzin, a kurier dostarcza je w 1-2 dni robocze.",

@@ -9,7 +9,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -27,12 +26,21 @@ app = typer.Typer(
 models_app = typer.Typer(help="Base models: list and prepare.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
-EngineOpt = typer.Option("torch", "--engine", help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; needs llama-cpp-python).")
-ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
-QuantOpt = typer.Option(None, "--quant", help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, can break small models), f16 or bf16.")
-KnowledgeOpt = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into each question; default: the run's own, if it was trained with one.")
-TopKOpt = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved per question (default: the run's setting, else 3).")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                        help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
+EngineOpt = typer.Option("torch", "--engine",
+                         help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; "
+                              "needs llama-cpp-python).")
+ThreadsOpt = typer.Option(None, "--threads", min=1,
+                          help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
+QuantOpt = typer.Option(None, "--quant",
+                        help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, "
+                             "can break small models), f16 or bf16.")
+KnowledgeOpt = typer.Option(None, "--knowledge",
+                            help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into "
+                                 "each question; default: the run's own, if it was trained with one.")
+TopKOpt = typer.Option(None, "--top-k", min=1, max=20,
+                       help="Passages retrieved per question (default: the run's setting, else 3).")
 
 
 def _quiet_libraries() -> None:
@@ -93,20 +101,23 @@ def models_prepare(model: str = typer.Argument(DEFAULT_MODEL, help="Model refere
 @app.command()
 def generate(
     model: str = ModelOpt,
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="One prompt."),
-    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL of prompts (\"prompt\" [+ \"system\"] or \"messages\", optional \"id\")."),
-    output_file: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL of answers; an existing one is resumed."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="One prompt."),
+    input_file: Path | None = typer.Option(None, "--input", "-i",
+                                           help="JSONL of prompts (\"prompt\" [+ \"system\"] or \"messages\", "
+                                                "optional \"id\")."),
+    output_file: Path | None = typer.Option(None, "--output", "-o",
+                                            help="JSONL of answers; an existing one is resumed."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Prompts decoded together (--input)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt text."),
+    system: str | None = typer.Option(None, "--system", help="System prompt text."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed"),
     engine: str = EngineOpt,
-    threads: Optional[int] = ThreadsOpt,
-    quant: Optional[str] = QuantOpt,
-    knowledge: Optional[Path] = KnowledgeOpt,
-    top_k: Optional[int] = TopKOpt,
+    threads: int | None = ThreadsOpt,
+    quant: str | None = QuantOpt,
+    knowledge: Path | None = KnowledgeOpt,
+    top_k: int | None = TopKOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Answer a prompt (--prompt) or a JSONL file of prompts (--input/--output) with a base model or a run."""
@@ -145,20 +156,22 @@ def generate(
 @app.command()
 def chat(
     model: str = ModelOpt,
-    system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt."),
+    system: Path | None = typer.Option(None, "--system-prompt", help="File with a system prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    max_context: Optional[int] = typer.Option(None, "--max-context", min=16,
-                                              help="Tokens of history + answer kept (default: the model's context, at most 4096)."),
+    seed: int | None = typer.Option(None, "--seed"),
+    max_context: int | None = typer.Option(None, "--max-context", min=16,
+                                              help="Tokens of history + answer kept (default: the model's context, at "
+                                                   "most 4096)."),
     engine: str = EngineOpt,
-    threads: Optional[int] = ThreadsOpt,
-    quant: Optional[str] = QuantOpt,
-    knowledge: Optional[Path] = KnowledgeOpt,
-    top_k: Optional[int] = TopKOpt,
+    threads: int | None = ThreadsOpt,
+    quant: str | None = QuantOpt,
+    knowledge: Path | None = KnowledgeOpt,
+    top_k: int | None = TopKOpt,
 ) -> None:
-    """Interactive chat with streamed answers (/sources shows the passages behind the last answer, /reset clears the history, /exit quits)."""
+    # one line on purpose: typer keeps a docstring's line breaks in the command list
+    """Interactive chat with streamed answers (/sources shows the passages behind the last answer, /reset clears the history, /exit quits)."""  # noqa: E501
     _quiet_libraries()
     from specialist.inference.engines import make_generator
     from specialist.inference.sampling import GenerationSettings
@@ -202,7 +215,7 @@ def chat(
         sys.stdout.flush()
 
 
-def _open_knowledge(model: str, knowledge: Optional[Path], top_k: Optional[int]):
+def _open_knowledge(model: str, knowledge: Path | None, top_k: int | None):
     """The knowledge base generate/chat/serve retrieve from (--knowledge, else the run's own,
     else none), announced in one line on stderr."""
     from specialist.knowledge.runtime import open_knowledge
@@ -237,24 +250,32 @@ def _print_sources(session) -> None:
 # ---------------------------------------------------------------- data
 data_app = typer.Typer(help="Training data: check, split, convert.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-FormatOpt = typer.Option(None, "--format", "-f", help="File format: jsonl, json, csv, tsv, parquet, hf (default: detected).")
+FormatOpt = typer.Option(None, "--format", "-f",
+                         help="File format: jsonl, json, csv, tsv, parquet, hf (default: detected).")
 
 
 @data_app.command("check")
 def data_check(
     data: Path = typer.Argument(..., help="Dataset file (JSONL, JSON, CSV, TSV, Parquet) or saved dataset folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    html_path: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Tokenizer for token counts and truncation checks."),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=8, help="Training max length in tokens (default: train's)."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Evaluation set to check for leakage."),
-    format: Optional[str] = FormatOpt,
-    price: Optional[float] = typer.Option(None, "--price-per-million", min=0.0, help="API fine-tuning price per million tokens (default: 5.0)."),
-    tokens_per_second: Optional[float] = typer.Option(None, "--tokens-per-second", min=0.001, help="Assumed training speed for the time estimate (default: 170)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0.01, help="Epochs for time and cost (default: train's)."),
+    html_path: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Tokenizer for token counts and truncation checks."),
+    max_length: int | None = typer.Option(None, "--max-length", min=8,
+                                          help="Training max length in tokens (default: train's)."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Evaluation set to check for leakage."),
+    format: str | None = FormatOpt,
+    price: float | None = typer.Option(None, "--price-per-million", min=0.0,
+                                       help="API fine-tuning price per million tokens (default: 5.0)."),
+    tokens_per_second: float | None = typer.Option(None, "--tokens-per-second", min=0.001,
+                                                   help="Assumed training speed for the time estimate (default: 170)."),
+    epochs: float | None = typer.Option(None, "--epochs", min=0.01,
+                                        help="Epochs for time and cost (default: train's)."),
     max_errors: int = typer.Option(1000, "--max-errors", min=1, help="Stop after this many errors."),
-    max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64, help="Records larger than this are errors."),
-    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (file, folder, JSONL or a run folder): warn about answers' numbers and names it contradicts or lacks."),
+    max_record_bytes: int = typer.Option(1 << 20, "--max-record-bytes", min=64,
+                                         help="Records larger than this are errors."),
+    knowledge: Path | None = typer.Option(None, "--knowledge",
+                                          help="Knowledge base (file, folder, JSONL or a run folder): warn about "
+                                               "answers' numbers and names it contradicts or lacks."),
 ) -> None:
     """Validate and measure a dataset: errors (file:line:field), warnings, statistics. Exit 1 when errors."""
     if model:
@@ -285,7 +306,7 @@ def data_split(
     eval_fraction: float = typer.Option(..., "--eval-fraction", help="Share of records for evaluation, e.g. 0.1."),
     out: Path = typer.Option(..., "--out", help="Folder for train.jsonl and eval.jsonl."),
     seed: int = typer.Option(0, "--seed"),
-    format: Optional[str] = FormatOpt,
+    format: str | None = FormatOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Train/eval split; near-duplicates stay on one side, so evaluation never leaks."""
@@ -301,7 +322,7 @@ def data_convert(
     data: Path = typer.Argument(..., help="Dataset to convert."),
     to: str = typer.Option(..., "--to", help="prompt-completion, chat or openai."),
     out: Path = typer.Option(..., "--out", help="Output JSONL file."),
-    format: Optional[str] = FormatOpt,
+    format: str | None = FormatOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Convert a dataset to prompt-completion, chat or OpenAI chat fine-tuning JSONL."""
@@ -321,10 +342,13 @@ app.add_typer(knowledge_app, name="knowledge")
 @knowledge_app.command("search")
 def knowledge_search(
     query: str = typer.Argument(..., help="The question to retrieve passages for."),
-    knowledge: Path = typer.Option(..., "--knowledge", help="Knowledge base (Markdown/text file, folder, JSONL) or a run folder (its snapshot)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Passages to show (default: 3, or the run's)."),
-    method: Optional[str] = typer.Option(None, "--method", help="bm25 (default), dense or hybrid."),
-    embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="sentence-transformers model for dense/hybrid."),
+    knowledge: Path = typer.Option(..., "--knowledge",
+                                   help="Knowledge base (Markdown/text file, folder, JSONL) or a run folder (its "
+                                        "snapshot)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Passages to show (default: 3, or the run's)."),
+    method: str | None = typer.Option(None, "--method", help="bm25 (default), dense or hybrid."),
+    embedding_model: str | None = typer.Option(None, "--embedding-model",
+                                               help="sentence-transformers model for dense/hybrid."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """The passages a specialist would retrieve for QUERY, best first, with scores."""
@@ -374,23 +398,28 @@ def knowledge_check(
 # ---------------------------------------------------------------- train
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out data: eval loss, best checkpoint, early stopping."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Base model reference (default {DEFAULT_MODEL})."),
-    method: Optional[str] = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
-    epochs: Optional[float] = typer.Option(None, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    max_length: Optional[int] = typer.Option(None, "--max-length"),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages): retrieved passages go into every prompt; the run keeps a snapshot."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved into each prompt (default 3)."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML settings; command-line options win."),
-    settings: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
+    data: Path | None = typer.Option(None, "--data", help="Training data (JSONL: prompt/completion or chat messages)."),
+    eval_data: Path | None = typer.Option(None, "--eval-data",
+                                          help="Held-out data: eval loss, best checkpoint, early stopping."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Base model reference (default {DEFAULT_MODEL})."),
+    method: str | None = typer.Option(None, "--method", help="lora (default), dora, qlora (CUDA) or full."),
+    epochs: float | None = typer.Option(None, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    max_length: int | None = typer.Option(None, "--max-length"),
+    lora_r: int | None = typer.Option(None, "--lora-r"),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha"),
+    seed: int | None = typer.Option(None, "--seed"),
+    knowledge: Path | None = typer.Option(None, "--knowledge",
+                                          help="Knowledge base (Markdown/text file, folder, or JSONL of passages): "
+                                               "retrieved passages go into every prompt; the run keeps a snapshot."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, max=20,
+                                     help="Passages retrieved into each prompt (default 3)."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML settings; command-line options win."),
+    settings: list[str] = typer.Option([], "--set",
+                                       help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show settings and one tokenized example, then exit."),
@@ -417,29 +446,54 @@ def train(
 def eval_command(
     model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`, or its `export --format merged` folder."),
     data: Path = typer.Option(..., "--data", help="Held-out examples (JSONL prompt/completion or chat)."),
-    system_prompt: Optional[Path] = typer.Option(None, "--system-prompt", help="System prompt file for prompt engineering (default: system_prompt.txt next to --data)."),
-    few_shot: int = typer.Option(3, "--few-shot", min=0, help="Few-shot examples from the training set for prompt engineering."),
-    rules: Optional[Path] = typer.Option(None, "--rules", help="Eval config with style rules (default: eval.yaml next to --data)."),
-    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Training data (default: the one the run recorded)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Where to write report.json (default RUN/eval/report.json)."),
-    html_path: Optional[Path] = typer.Option(None, "--html", help="Where to write report.html (default RUN/eval/report.html)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N prompts."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Default: 1.5× the longest reference."),
+    system_prompt: Path | None = typer.Option(None, "--system-prompt",
+                                              help="System prompt file for prompt engineering (default: "
+                                                   "system_prompt.txt next to --data)."),
+    few_shot: int = typer.Option(3, "--few-shot", min=0,
+                                 help="Few-shot examples from the training set for prompt engineering."),
+    rules: Path | None = typer.Option(None, "--rules",
+                                      help="Eval config with style rules (default: eval.yaml next to --data)."),
+    train_data: Path | None = typer.Option(None, "--train-data",
+                                           help="Training data (default: the one the run recorded)."),
+    json_path: Path | None = typer.Option(None, "--json",
+                                          help="Where to write report.json (default RUN/eval/report.json)."),
+    html_path: Path | None = typer.Option(None, "--html",
+                                          help="Where to write report.html (default RUN/eval/report.html)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N prompts."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1,
+                                              help="Default: 1.5× the longest reference."),
     seed: int = typer.Option(0, "--seed", help="Few-shot draw, classifier folds; the same seed gives the same report."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    style_negatives: int = typer.Option(64, "--style-negatives", min=2, help="Generic answers the style classifier learns from."),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL (e.g. http://host:8000/v1) as an extra contender."),
-    endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name at --endpoint."),
-    endpoint_name: Optional[str] = typer.Option(None, "--endpoint-name", help="Contender name (default: the model name)."),
-    endpoint_api_key: Optional[str] = typer.Option(None, "--endpoint-api-key", envvar="SPECIALIST_ENDPOINT_API_KEY"),
-    price_per_mtok: Optional[float] = typer.Option(None, "--price-per-mtok", min=0, help="Price of 1M prompt tokens: break-even in money (with --train-price-per-hour)."),
-    train_price_per_hour: Optional[float] = typer.Option(None, "--train-price-per-hour", min=0),
+    style_negatives: int = typer.Option(64, "--style-negatives", min=2,
+                                        help="Generic answers the style classifier learns from."),
+    endpoint: str | None = typer.Option(None, "--endpoint",
+                                        help="OpenAI-compatible base URL (e.g. http://host:8000/v1) as an extra "
+                                             "contender."),
+    endpoint_model: str | None = typer.Option(None, "--endpoint-model", help="Model name at --endpoint."),
+    endpoint_name: str | None = typer.Option(None, "--endpoint-name", help="Contender name (default: the model name)."),
+    endpoint_api_key: str | None = typer.Option(None, "--endpoint-api-key", envvar="SPECIALIST_ENDPOINT_API_KEY"),
+    price_per_mtok: float | None = typer.Option(None, "--price-per-mtok", min=0,
+                                                help="Price of 1M prompt tokens: break-even in money (with "
+                                                     "--train-price-per-hour)."),
+    train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16 or fp32."),
-    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (Markdown/text file, folder, or JSONL of passages); default: the run's own. Adds the +knowledge contenders and fact metrics."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, max=20, help="Passages retrieved per prompt (default: the run's setting, 3)."),
-    knowledge_system_prompt: Optional[Path] = typer.Option(None, "--knowledge-system-prompt", help="System prompt of prompt-engineering+knowledge (default: system_prompt_knowledge.txt next to --data, else the normal one)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Generate the base model's answers again instead of reusing an earlier eval's (same prompts, settings and weights)."),
-    only: Optional[str] = typer.Option(None, "--contenders", help="Only these contenders, comma-separated (e.g. fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering and fine-tuned."),
+    knowledge: Path | None = typer.Option(None, "--knowledge",
+                                          help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
+                                               "default: the run's own. Adds the +knowledge contenders and fact "
+                                               "metrics."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, max=20,
+                                     help="Passages retrieved per prompt (default: the run's setting, 3)."),
+    knowledge_system_prompt: Path | None = typer.Option(None, "--knowledge-system-prompt",
+                                                        help="System prompt of prompt-engineering+knowledge (default: "
+                                                             "system_prompt_knowledge.txt next to --data, else the "
+                                                             "normal one)."),
+    no_cache: bool = typer.Option(False, "--no-cache",
+                                  help="Generate the base model's answers again instead of reusing an earlier eval's "
+                                       "(same prompts, settings and weights)."),
+    only: str | None = typer.Option(None, "--contenders",
+                                    help="Only these contenders, comma-separated (e.g. "
+                                         "fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering "
+                                         "and fine-tuned."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -458,7 +512,8 @@ def eval_command(
         endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
         knowledge=knowledge, cache=not no_cache,
-        contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k, knowledge_system_prompt=knowledge_system_prompt)
+        contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
+        knowledge_system_prompt=knowledge_system_prompt)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html
@@ -470,7 +525,7 @@ def eval_command(
 
 # ---------------------------------------------------------------- serve/export
 def _generate_file(model: str, load, input_file: Path, output_file: Path, settings, batch_size: int,
-                   system: Optional[str], as_json: bool, knowledge=None) -> None:
+                   system: str | None, as_json: bool, knowledge=None) -> None:
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -506,16 +561,16 @@ def serve(
     model: str = ModelOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
+    api_key: str | None = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
                                           help="Require 'Authorization: Bearer KEY' (or set SPECIALIST_API_KEY)."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Most tokens one request may generate."),
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", min=1024),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Concurrent requests decoded as one batch."),
     engine: str = EngineOpt,
-    threads: Optional[int] = ThreadsOpt,
-    quant: Optional[str] = QuantOpt,
-    knowledge: Optional[Path] = KnowledgeOpt,
-    top_k: Optional[int] = TopKOpt,
+    threads: int | None = ThreadsOpt,
+    quant: str | None = QuantOpt,
+    knowledge: Path | None = KnowledgeOpt,
+    top_k: int | None = TopKOpt,
 ) -> None:
     """OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health).
 
@@ -523,7 +578,8 @@ def serve(
     list the passages in "context"; send "knowledge": false to skip it. /v1/completions (raw
     text) never retrieves."""
     _quiet_libraries()
-    from specialist.serve.server import ServerLimits, serve as run_server
+    from specialist.serve.server import ServerLimits
+    from specialist.serve.server import serve as run_server
 
     context = _open_knowledge(model, knowledge, top_k)
     model_id = Path(model).name if Path(model).expanduser().exists() else model
@@ -536,10 +592,13 @@ def serve(
 @app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="A run folder (its LoRA is merged) or any model reference."),
-    fmt: str = typer.Option(..., "--format", "-f", help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
+    fmt: str = typer.Option(..., "--format", "-f",
+                            help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    outtype: str = typer.Option("f16", "--outtype", help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest and fastest; can break small models' answers)."),
-    system: Optional[Path] = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
+    outtype: str = typer.Option("f16", "--outtype",
+                                help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest and fastest; can break small "
+                                     "models' answers)."),
+    system: Path | None = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     check_data: Optional[Path] = typer.Option(None, "--check-data", exists=True, dir_okay=False, help="Prompts the artefact answers for the parity check (default: the run's eval data)."),
     check_limit: int = typer.Option(16, "--check-limit", min=1, help="Prompts the parity check answers (each twice: run and artefact)."),
@@ -550,7 +609,8 @@ def export(
     """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder, then run
     against the run on its eval prompts (OUT/parity.json); exit 1 when the artefact behaves differently."""
     _quiet_libraries()
-    from specialist.export.build import FORMATS, export as run_export
+    from specialist.export.build import FORMATS
+    from specialist.export.build import export as run_export
     from specialist.export.parity import CheckSettings
 
     if fmt not in FORMATS:
@@ -568,10 +628,12 @@ def export(
                           f"clients put the retrieved context in the user message: see {result.out / 'README.md'}",
                           markup=False, highlight=False)
         if fmt == "ollama":
-            console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False, highlight=False)
+            console.print(f"  ollama create {result.out.name} -f {result.out / 'Modelfile'}", markup=False,
+                          highlight=False)
     if result.parity is not None:
-        (err_console if as_json else console).print(f"parity: {result.parity.verdict} (see {result.out / 'parity.json'})",
-                                                    markup=False, highlight=False, soft_wrap=True)
+        out = err_console if as_json else console
+        out.print(f"parity: {result.parity.verdict} (see {result.out / 'parity.json'})",
+                  markup=False, highlight=False, soft_wrap=True)
         if result.parity.failed:
             raise typer.Exit(1)
 
@@ -580,9 +642,11 @@ def export(
 def studio(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(7860, "--port", min=1, max=65535),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
-                                          help="Require this key on every page and request (or set SPECIALIST_API_KEY)."),
-    runs: Path = typer.Option(Path("runs"), "--runs", help="Folder of run folders (uploads go to RUNS/data, exports to RUNS/exports)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
+                                          help="Require this key on every page and request (or set "
+                                               "SPECIALIST_API_KEY)."),
+    runs: Path = typer.Option(Path("runs"), "--runs",
+                              help="Folder of run folders (uploads go to RUNS/data, exports to RUNS/exports)."),
 ) -> None:
     """The whole road in a local web app: data, train, proof, chat, export."""
     _quiet_libraries()
@@ -595,7 +659,7 @@ def studio(
 # ---------------------------------------------------------------- bench and demo
 @app.command()
 def bench(
-    names: Optional[list[str]] = typer.Argument(None, help="Benchmarks to run (default: all; see --list)."),
+    names: list[str] | None = typer.Argument(None, help="Benchmarks to run (default: all; see --list)."),
     quick: bool = typer.Option(False, "--quick", help="A few steps each: checks the benchmarks run, not the figures."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     list_only: bool = typer.Option(False, "--list", help="List the benchmarks and exit."),
@@ -607,7 +671,8 @@ def bench(
     if list_only:
         found = discover()
         if as_json:
-            _print_json({"benchmarks": [{"name": b.name, "description": b.description, "path": str(b.path)} for b in found.values()]})
+            _print_json({"benchmarks": [{"name": b.name, "description": b.description, "path": str(b.path)}
+                                        for b in found.values()]})
         else:
             for b in found.values():
                 console.print(f"[bold]{b.name}[/bold]  {b.description}", highlight=False)
@@ -623,12 +688,17 @@ def bench(
 @app.command()
 def demo(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/demo-<time>)."),
     epochs: float = typer.Option(1.0, "--epochs", min=0.01),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after N optimizer steps (-1: the epochs)."),
-    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1, help="Held-out style prompts in the measured comparison (default 8 with the knowledge base, 16 without)."),
-    fact_limit: int = typer.Option(12, "--fact-limit", min=0, help="Fact questions (facts.jsonl) in the measured comparison, with the knowledge base."),
-    knowledge: Optional[Path] = typer.Option(None, "--knowledge", help="Knowledge base (default: examples/coffee/knowledge)."),
+    eval_limit: int | None = typer.Option(None, "--eval-limit", min=1,
+                                          help="Held-out style prompts in the measured comparison (default 8 with the "
+                                               "knowledge base, 16 without)."),
+    fact_limit: int = typer.Option(12, "--fact-limit", min=0,
+                                   help="Fact questions (facts.jsonl) in the measured comparison, with the knowledge "
+                                        "base."),
+    knowledge: Path | None = typer.Option(None, "--knowledge",
+                                          help="Knowledge base (default: examples/coffee/knowledge)."),
     no_knowledge: bool = typer.Option(False, "--no-knowledge", help="Run without a knowledge base (style only)."),
 ) -> None:
     """The whole road on the embedded default and the coffee-shop data: check → train → before/after → proof."""

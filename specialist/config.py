@@ -5,8 +5,9 @@ never a traceback: load_train_config raises ConfigError, which the CLI prints an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,7 +33,8 @@ class TrainConfig(BaseModel):
     system_prompt: str | None = Field(None, description="system prompt added to examples that have none")
 
     # knowledge base: retrieved passages go into every prompt (retrieval-augmented fine-tuning)
-    knowledge: Path | None = Field(None, description="knowledge base (Markdown/text file, folder, or JSONL of passages)")
+    knowledge: Path | None = Field(None,
+                                   description="knowledge base (Markdown/text file, folder, or JSONL of passages)")
     knowledge_top_k: int = Field(3, gt=0, le=20, description="passages retrieved into each prompt")
     retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
     embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")

@@ -67,7 +67,8 @@ def run_demo(s: DemoSettings) -> Path:
     needed = (s.data, s.eval_data, s.system_prompt) + ((s.knowledge, s.facts) if s.knowledge else ())
     for path in needed:
         if not path.exists():
-            raise SpecialistError(f"{path}: the demo needs the coffee-shop example (run it from a clone of the repository)")
+            raise SpecialistError(
+                f"{path}: the demo needs the coffee-shop example (run it from a clone of the repository)")
     out = s.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
 
     _step(1, f"Base model: {s.model}")
@@ -80,7 +81,8 @@ def run_demo(s: DemoSettings) -> Path:
     if report.errors:
         raise SpecialistError(f"{s.data}: the data has errors; fix them first", exit_code=1)
 
-    _step(3, "Training: LoRA" + (" with the knowledge base (retrieved passages in every prompt)" if s.knowledge else ""))
+    with_kb = " with the knowledge base (retrieved passages in every prompt)" if s.knowledge else ""
+    _step(3, "Training: LoRA" + with_kb)
     config = load_train_config(overrides={"data": s.data, "eval_data": s.eval_data, "model": s.model,
                                           "epochs": s.epochs, "max_steps": s.max_steps, "out": out,
                                           "knowledge": s.knowledge})
@@ -114,8 +116,8 @@ def run_demo(s: DemoSettings) -> Path:
     data, limit = s.eval_data, s.eval_limit
     if s.knowledge:
         data, limit = _eval_mix(s, run_dir / "demo_eval.jsonl"), None
-        console.print(f"{data}: {s.eval_limit} style prompts (eval.jsonl) + {s.fact_limit} fact questions (facts.jsonl)",
-                      highlight=False)
+        console.print(f"{data}: {s.eval_limit} style prompts (eval.jsonl) + {s.fact_limit} fact questions "
+                      "(facts.jsonl)", highlight=False)
     knowledge_prompt = s.knowledge_system_prompt if s.knowledge and s.knowledge_system_prompt.exists() else None
     doc = run_eval(EvalSettings(model=str(run_dir), data=data, system_prompt=s.system_prompt,
                                 rules=s.rules if s.rules.exists() else None, limit=limit,
@@ -164,7 +166,8 @@ def _fact_questions(facts: Path) -> tuple[list[dict], list[dict]]:
 def shown_questions(s: DemoSettings) -> list[dict]:
     """Two fact questions, one the knowledge base cannot answer, one style question."""
     answerable, unanswerable = _fact_questions(s.facts)
-    return [*_spread(answerable, 2), *_spread(unanswerable, 1), *[{"prompt": p} for p in _eval_prompts(s.eval_data)[:1]]]
+    return [*_spread(answerable, 2), *_spread(unanswerable, 1),
+            *[{"prompt": p} for p in _eval_prompts(s.eval_data)[:1]]]
 
 
 def facts_mark(question: dict, before: str, after: str) -> str:

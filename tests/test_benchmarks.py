@@ -80,7 +80,8 @@ def test_heldout_of_an_untrained_adapter_is_the_base_models_loss(tiny_base_model
 
     speed = load("bench_train_speed")
     base = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
-    get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(tmp_path / "a")
+    get_peft_model(base,
+                   LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(tmp_path / "a")
     eval_path = write_data(tmp_path / "eval.jsonl", 3)
     got = speed.heldout(str(tiny_base_model), tmp_path / "a", eval_path, None)["heldout_loss"]
     examples = read_examples(eval_path)

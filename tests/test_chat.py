@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from specialist.models.resolve import load_model
-from specialist.models.template import build_messages
-from specialist.serve.chat import ChatSession, PromptTooLong
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
-from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
+from specialist.serve.chat import ChatSession, PromptTooLong
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
-
-
-def chat_cli(model, stdin: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist", "chat", "--model", str(model), "--max-new-tokens", "6", *args],
-                          input=stdin, capture_output=True, text=True, timeout=300)
 
 
 def bot_lines(stdout: str) -> list[str]:
@@ -41,7 +32,8 @@ def test_session_keeps_history_and_streams(generator):
     second = session.ask("And then?", lambda p: None)
     history = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": first}]
     assert second == generator.generate([build_messages("And then?", "Be nice.", history)], SETTINGS)[0].text
-    assert session.history == [*history, {"role": "user", "content": "And then?"}, {"role": "assistant", "content": second}]
+    assert session.history == [*history, {"role": "user", "content": "And then?"},
+                               {"role": "assistant", "content": second}]
     session.reset()
     assert session.messages_for("x") == build_messages("x", "Be nice.")
 
@@ -60,12 +52,12 @@ def test_history_is_trimmed_oldest_first_to_fit_the_context(generator):
         session.messages_for("long " * 200)
 
 
-def test_cli_chat_with_piped_stdin(lively_chat_model, generator, tmp_path):
+def test_cli_chat_with_piped_stdin(lively_chat_model, generator, tmp_path, run_cli):
     system = tmp_path / "system.txt"
     system.write_text("Be nice.\n", encoding="utf-8")
-    proc = chat_cli(lively_chat_model, "Hello\n\nAnd then?\n/reset\nAnd then?\n/exit\nnever asked\n",
-                    "--system-prompt", str(system))
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("chat", "--model", lively_chat_model, "--max-new-tokens", "6", "--system-prompt", system,
+                   input="Hello\n\nAnd then?\n/reset\nAnd then?\n/exit\nnever asked\n")
+    assert proc.exit_code == 0, proc.stderr
     assert "history cleared" in proc.stderr
     answers = bot_lines(proc.stdout)
     assert len(answers) == 3  # the empty line is skipped, nothing is read after /exit
@@ -79,8 +71,9 @@ def test_cli_chat_with_piped_stdin(lively_chat_model, generator, tmp_path):
     assert with_history != fresh  # the history changed the answer, and /reset dropped it
 
 
-def test_cli_chat_on_a_base_model_and_too_long_message(tiny_base_model):
-    proc = chat_cli(tiny_base_model, "hi\n" + "word " * 300 + "\n", "--max-context", "64")
-    assert proc.returncode == 0, proc.stderr  # EOF ends the session
+def test_cli_chat_on_a_base_model_and_too_long_message(tiny_base_model, run_cli):
+    proc = run_cli("chat", "--model", tiny_base_model, "--max-new-tokens", "6", "--max-context", "64",
+                   input="hi\n" + "word " * 300 + "\n")
+    assert proc.exit_code == 0, proc.stderr  # EOF ends the session
     assert len(bot_lines(proc.stdout)) == 2
     assert "too long" in proc.stderr and "Traceback" not in proc.stderr

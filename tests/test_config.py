@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from specialist.config import TrainConfig, load_train_config
-from specialist.errors import ConfigError
+from specialist.errors import ConfigError, SpecialistError
 from specialist.train.cli_support import parse_set_options, resolve_train_config
 
 
@@ -73,17 +70,41 @@ def test_set_options_parse_yaml_scalars():
         parse_set_options(["novalue"])
 
 
-@pytest.mark.parametrize("content, args, expected", [
+@pytest.mark.parametrize(("content", "args", "expected"), [
     ("data: d.jsonl\nlora_r: [8\n", [], "invalid YAML"),
     ("data: d.jsonl\nbogus: 1\n", [], "bogus: unknown setting"),
     ("data: d.jsonl\n", ["--lora-r", "0"], "command line: lora_r: input should be greater than 0"),
     ("data: d.jsonl\n", ["--method", "qlora", "--dry-run"], "qlora needs a CUDA GPU"),
 ])
-def test_cli_config_errors_are_one_line_exit_2(tmp_path, content, args, expected):
+def test_cli_config_errors_are_one_line_exit_2(tmp_path, content, args, expected, run_cli, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the qlora case: a machine without CUDA
     path = _yaml(tmp_path, content)
     (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
-    proc = subprocess.run([sys.executable, "-m", "specialist", "train", "--config", str(path), *args],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 2, proc.stderr
+    proc = run_cli("train", "--config", str(path), *args)
+    assert proc.exit_code == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_qlora_is_planned_on_cuda_and_refused_without_it(cuda, monkeypatch):
+    """Device detection mocked both ways, so the case holds on a CPU machine and on a GPU one."""
+    import torch
+
+    from specialist.models.device import pick_device
+    from specialist.train import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(setup, "has_package", lambda name: name == "bitsandbytes")
+    config = load_train_config(overrides={"data": "d.jsonl", "method": "qlora"})
+    device = pick_device(config.device)
+    assert device.type == ("cuda" if cuda else "cpu")
+    if not cuda:
+        with pytest.raises(SpecialistError, match="qlora needs a CUDA GPU"):
+            setup.plan_model(config, device)
+        return
+    plan = setup.plan_model(config, device)
+    quant = plan.load_kwargs["quantization_config"]
+    assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4"
+    assert plan.load_kwargs["dtype"] == torch.bfloat16 and plan.peft is not None

@@ -4,8 +4,6 @@ page, split without leakage, conversion that passes OpenAI's format rules."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,39 +15,35 @@ from tests.test_data_quality import clean_records, write
 CORPUS = Path(__file__).parent / "data_corpus"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist.cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def test_check_clean_data_exits_0_with_the_json_document(tmp_path):
+def test_check_clean_data_exits_0_with_the_json_document(tmp_path, run_cli):
     path = write(tmp_path / "train.jsonl", clean_records())
-    proc = cli("data", "check", str(path), "--json")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("data", "check", str(path), "--json")
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert {"records", "valid", "errors", "warnings", "stats"} <= set(doc)
     assert doc["records"] == doc["valid"] == 120 and doc["errors"] == [] and doc["warnings"] == []
     assert doc["stats"]["training"]["tokens_per_epoch"] > 0
 
 
-def test_check_with_warnings_exits_0_and_lists_them(tmp_path):
+def test_check_with_warnings_exits_0_and_lists_them(tmp_path, run_cli):
     rows = clean_records()
     rows[10] = dict(rows[0])
-    proc = cli("data", "check", str(write(tmp_path / "t.jsonl", rows)), "--json")
-    assert proc.returncode == 0
+    proc = run_cli("data", "check", str(write(tmp_path / "t.jsonl", rows)), "--json")
+    assert proc.exit_code == 0
     (warning,) = json.loads(proc.stdout)["warnings"]
     assert set(warning) >= {"code", "kind", "lines", "message", "suggestion"}
     assert (warning["code"], warning["kind"], warning["lines"]) == ("W101", "duplicate", [1, 11])
 
 
-def test_check_with_errors_exits_1_with_located_errors():
-    proc = cli("data", "check", str(CORPUS / "E007_wrong_type.jsonl"), "--json")
-    assert proc.returncode == 1
+def test_check_with_errors_exits_1_with_located_errors(run_cli):
+    proc = run_cli("data", "check", str(CORPUS / "E007_wrong_type.jsonl"), "--json")
+    assert proc.exit_code == 1
     doc = json.loads(proc.stdout)
     assert doc["records"] == 5 and doc["valid"] == 1
     assert doc["errors"][0] == {"code": "E007", "file": str(CORPUS / "E007_wrong_type.jsonl"), "line": 2,
                                 "field": "prompt", "message": "'prompt' is a number, expected a string"}
-    human = cli("data", "check", str(CORPUS / "E007_wrong_type.jsonl"))
-    assert human.returncode == 1 and "E007_wrong_type.jsonl:2:prompt" in human.stdout
+    human = run_cli("data", "check", str(CORPUS / "E007_wrong_type.jsonl"))
+    assert human.exit_code == 1 and "E007_wrong_type.jsonl:2:prompt" in human.stdout
 
 
 @pytest.mark.parametrize("args", [
@@ -57,36 +51,36 @@ def test_check_with_errors_exits_1_with_located_errors():
     ["data", "check", str(CORPUS / "E012_cp1250.jsonl")],
     ["data", "check", str(CORPUS / "good.csv"), "--format", "yaml"],
 ])
-def test_check_unreadable_or_usage_exits_2_without_traceback(args):
-    proc = cli(*args)
-    assert proc.returncode == 2
+def test_check_unreadable_or_usage_exits_2_without_traceback(args, run_cli):
+    proc = run_cli(*args)
+    assert proc.exit_code == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip()
 
 
-def test_check_binary_garbage_exits_2(tmp_path):
+def test_check_binary_garbage_exits_2(tmp_path, run_cli):
     path = tmp_path / "garbage.jsonl"
     path.write_bytes(bytes(range(256)) * 64)
-    proc = cli("data", "check", str(path))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = run_cli("data", "check", str(path))
+    assert proc.exit_code == 2 and "Traceback" not in proc.stderr
 
 
-def test_check_html_report(tmp_path):
+def test_check_html_report(tmp_path, run_cli):
     rows = clean_records()
     rows[5]["completion"] += " 🙂"
     out = tmp_path / "report" / "check.html"
-    proc = cli("data", "check", str(write(tmp_path / "t.jsonl", rows)), "--html", str(out))
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("data", "check", str(write(tmp_path / "t.jsonl", rows)), "--html", str(out))
+    assert proc.exit_code == 0, proc.stderr
     page = out.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 2  # histograms embedded, no external files
     assert "W109" in page and "Flagged records" in page and "🙂" in page
     assert "<script" not in page and "src=\"http" not in page
 
 
-def test_check_eval_leakage_and_price(tmp_path):
+def test_check_eval_leakage_and_price(tmp_path, run_cli):
     rows = clean_records()
     train = write(tmp_path / "train.jsonl", rows)
     evaluation = write(tmp_path / "eval.jsonl", [rows[3]])
-    proc = cli("data", "check", str(train), "--eval-data", str(evaluation), "--json", "--price-per-million", "10",
+    proc = run_cli("data", "check", str(train), "--eval-data", str(evaluation), "--json", "--price-per-million", "10",
                "--tokens-per-second", "100", "--epochs", "2")
     doc = json.loads(proc.stdout)
     assert [w["code"] for w in doc["warnings"]] == ["W110"]
@@ -95,39 +89,40 @@ def test_check_eval_leakage_and_price(tmp_path):
     assert training["estimated_seconds"] == pytest.approx(training["tokens_per_epoch"] * 2 / 100, rel=1e-3)
 
 
-def test_split_keeps_near_duplicates_on_one_side(tmp_path):
+def test_split_keeps_near_duplicates_on_one_side(tmp_path, run_cli):
     rows = clean_records()
     for k in range(0, 40, 4):  # ten clusters of near-duplicate prompts
         rows[k + 1] = {"prompt": rows[k]["prompt"].replace("?", "??"), "completion": rows[k]["completion"]}
         rows[k + 2] = {"prompt": rows[k]["prompt"].lower(), "completion": rows[k]["completion"] + " Serdecznie!"}
     data = write(tmp_path / "all.jsonl", rows)
     out = tmp_path / "split"
-    proc = cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3")
+    assert proc.exit_code == 0, proc.stderr
     train, evaluation = load_examples(out / "train.jsonl"), load_examples(out / "eval.jsonl")
     assert len(train) + len(evaluation) == 120 and 20 <= len(evaluation) <= 24
     eval_prompts = {e.prompt.lower().replace("??", "?") for e in evaluation}
     assert not eval_prompts & {e.prompt.lower().replace("??", "?") for e in train}
-    check = cli("data", "check", str(out / "train.jsonl"), "--eval-data", str(out / "eval.jsonl"), "--json")
+    check = run_cli("data", "check", str(out / "train.jsonl"), "--eval-data", str(out / "eval.jsonl"), "--json")
     assert "W110" not in [w["code"] for w in json.loads(check.stdout)["warnings"]]
     # the same seed gives the same split; the output is never overwritten silently
-    again = cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3")
-    assert again.returncode == 2 and "--overwrite" in again.stderr
-    cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3", "--overwrite")
+    again = run_cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3")
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    run_cli("data", "split", str(data), "--eval-fraction", "0.2", "--out", str(out), "--seed", "3", "--overwrite")
     assert [e.prompt for e in load_examples(out / "eval.jsonl")] == [e.prompt for e in evaluation]
 
 
-def test_split_refuses_data_with_errors(tmp_path):
-    proc = cli("data", "split", str(CORPUS / "E005_empty_field.jsonl"), "--eval-fraction", "0.5", "--out", str(tmp_path / "s"))
-    assert proc.returncode == 1 and "E005" in proc.stderr
+def test_split_refuses_data_with_errors(tmp_path, run_cli):
+    proc = run_cli("data", "split", str(CORPUS / "E005_empty_field.jsonl"), "--eval-fraction", "0.5", "--out",
+               str(tmp_path / "s"))
+    assert proc.exit_code == 1 and "E005" in proc.stderr
     assert not (tmp_path / "s" / "train.jsonl").exists()
 
 
-def test_convert_to_openai_passes_the_format_rules(tmp_path):
+def test_convert_to_openai_passes_the_format_rules(tmp_path, run_cli):
     out = tmp_path / "openai.jsonl"
     for source in ("good_chat.jsonl", "good_alpaca.json", "good.csv"):
-        proc = cli("data", "convert", str(CORPUS / source), "--to", "openai", "--out", str(out), "--overwrite")
-        assert proc.returncode == 0, proc.stderr
+        proc = run_cli("data", "convert", str(CORPUS / source), "--to", "openai", "--out", str(out), "--overwrite")
+        assert proc.exit_code == 0, proc.stderr
         lines = out.read_text(encoding="utf-8").splitlines()
         assert len(lines) == 2
         for line in lines:
@@ -138,19 +133,21 @@ def test_convert_to_openai_passes_the_format_rules(tmp_path):
     assert openai_format_errors({"messages": [{"role": "bot", "content": ""}], "x": 1}) != []
 
 
-def test_convert_round_trip_prompt_completion_and_chat(tmp_path):
+def test_convert_round_trip_prompt_completion_and_chat(tmp_path, run_cli):
     chat = tmp_path / "chat.jsonl"
-    assert cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out", str(chat)).returncode == 0
+    assert run_cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out",
+                   str(chat)).exit_code == 0
     back = tmp_path / "pc.jsonl"
-    assert cli("data", "convert", str(chat), "--to", "prompt-completion", "--out", str(back)).returncode == 0
+    assert run_cli("data", "convert", str(chat), "--to", "prompt-completion", "--out", str(back)).exit_code == 0
     original, restored = load_examples(CORPUS / "good_array.json"), load_examples(back)
     assert [(e.messages, e.completion) for e in original] == [(e.messages, e.completion) for e in restored]
     # multi-turn chats have no prompt-completion form: refused with the records named
-    proc = cli("data", "convert", str(CORPUS / "good_chat.jsonl"), "--to", "prompt-completion", "--out", str(tmp_path / "x.jsonl"))
-    assert proc.returncode == 1 and "good_chat.jsonl:2" in proc.stderr and not (tmp_path / "x.jsonl").exists()
+    proc = run_cli("data", "convert", str(CORPUS / "good_chat.jsonl"), "--to", "prompt-completion", "--out",
+               str(tmp_path / "x.jsonl"))
+    assert proc.exit_code == 1 and "good_chat.jsonl:2" in proc.stderr and not (tmp_path / "x.jsonl").exists()
     # an existing output file is not overwritten silently
-    proc = cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out", str(chat))
-    assert proc.returncode == 2
+    proc = run_cli("data", "convert", str(CORPUS / "good_array.json"), "--to", "chat", "--out", str(chat))
+    assert proc.exit_code == 2
 
 
 def test_atomic_writes_leave_no_temporary_files_and_a_normal_mode(tmp_path):

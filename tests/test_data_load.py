@@ -39,8 +39,10 @@ def test_csv_keeps_multiline_cells_and_start_lines():
 
 def test_chat_records_split_into_context_and_answer():
     first, second = load_examples(CORPUS / "good_chat.jsonl")
-    assert first.system == "Jesteś baristą." and first.prompt == "Co polecasz do dripa?" and first.completion == "Etiopię!"
-    assert second.system is None and second.history == [{"role": "user", "content": "Cześć"}, {"role": "assistant", "content": "Hej!"}]
+    assert first.system == "Jesteś baristą." and first.prompt == "Co polecasz do dripa?"
+    assert first.completion == "Etiopię!"
+    assert second.system is None and second.history == [{"role": "user", "content": "Cześć"},
+                                                        {"role": "assistant", "content": "Hej!"}]
     assert second.conversation[-1] == {"role": "assistant", "content": "Tak, w trzech smakach."}
 
 
@@ -59,7 +61,8 @@ def test_parquet_and_saved_dataset(tmp_path):
     ds.save_to_disk(str(tmp_path / "saved"))
     for path in (tmp_path / "d.parquet", tmp_path / "saved"):
         examples = load_examples(path)
-        assert [(e.prompt, e.completion, e.line, e.meta["label"]) for e in examples] == [("a?", "A.", 1, "x"), ("b?", "B.", 2, "y")]
+        assert [(e.prompt, e.completion, e.line, e.meta["label"]) for e in examples] == [("a?", "A.", 1, "x"),
+                                                                                         ("b?", "B.", 2, "y")]
 
 
 def test_load_examples_raises_exit_1_with_located_errors():

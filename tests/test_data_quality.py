@@ -17,10 +17,12 @@ QUESTIONS = ["Jak długo można przechowywać", "Ile kosztuje", "Czy polecacie",
              "Na ile osób wystarczy", "Czy mogę podarować", "Jak mielić", "Jaka jest cena za kilogram, gdy chodzi o",
              "Czy da się połączyć w zamówieniu", "Od kiedy sprzedajecie", "Czy można kupić na raty", "Co sądzicie o"]
 OBJECTS = ["kawę z Etiopii", "zestaw degustacyjny", "kartę podarunkową", "mieszankę do espresso", "kawę z Kenii",
-           "kapsułki kompostowalne", "kawę bezkofeinową", "mieszankę do kawiarki", "kawę z Gwatemali", "kawę do cold brew",
+           "kapsułki kompostowalne", "kawę bezkofeinową", "mieszankę do kawiarki", "kawę z Gwatemali",
+           "kawę do cold brew",
            "kawę z Brazylii", "paczkę jednokilogramową", "kawę z Kolumbii", "młynek ręczny", "filtry papierowe"]
 FACTS = ["Ta kawa ma nuty owoców i kwiatów", "To cztery kawy po pięćdziesiąt gramów", "Karta działa w całym sklepie",
-         "Mieszanka jest pełna i czekoladowa", "Ta kawa jest soczysta i wyrazista", "Kapsułki rozkładają się w kompostowniku",
+         "Mieszanka jest pełna i czekoladowa", "Ta kawa jest soczysta i wyrazista",
+         "Kapsułki rozkładają się w kompostowniku",
          "Bezkofeinowa kawa zachowuje słodycz", "Mieszanka lubi wysoką temperaturę", "Kawa ma posmak karmelu",
          "Mieszanka jest łagodna na zimno", "Kawa jest orzechowa i niska w kwasowości", "Duża paczka wychodzi taniej",
          "Kawa ma aromat czerwonych owoców", "Młynek mieli równo i cicho", "Filtry nie zmieniają smaku kawy"]
@@ -36,7 +38,8 @@ def clean_records(n: int = 120) -> list[dict]:
     Ty, a warm opener, a closing invitation), similar lengths."""
     rows = []
     for i in range(n):
-        q, o = QUESTIONS[i % len(QUESTIONS)], OBJECTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(OBJECTS)]  # distinct pairs
+        # distinct pairs
+        q, o = QUESTIONS[i % len(QUESTIONS)], OBJECTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(OBJECTS)]
         fact = FACTS[(i // len(QUESTIONS) + 7 * (i % len(QUESTIONS))) % len(FACTS)]
         rows.append({"prompt": f"{q} {o}?",
                      "completion": f"{OPENERS[i % 4]} {fact}, a {o} to nasz wybór numer {i % 7 + 1} w tej kategorii. "
@@ -75,14 +78,17 @@ def test_exact_duplicates(tmp_path):
 
 def test_near_duplicates(tmp_path):
     rows = clean_records()
-    rows[50] = {"prompt": rows[7]["prompt"].replace("?", " ?"), "completion": rows[7]["completion"].replace("Cześć!", "Cześć,")}
+    rows[50] = {"prompt": rows[7]["prompt"].replace("?", " ?"),
+                "completion": rows[7]["completion"].replace("Cześć!", "Cześć,")}
     found = codes(check(tmp_path, rows))
     assert found["W102"] == [8, 51] and "W101" not in found
 
 
 def test_contradiction(tmp_path):
     rows = clean_records()
-    rows[60] = {"prompt": rows[9]["prompt"], "completion": "Niestety tego produktu już nie sprzedajemy, ale chętnie doradzę coś podobnego. Napisz, co lubisz?"}
+    rows[60] = {"prompt": rows[9]["prompt"],
+                "completion": "Niestety tego produktu już nie sprzedajemy, ale chętnie doradzę coś podobnego. "
+                              "Napisz, co lubisz?"}
     found = codes(check(tmp_path, rows))
     assert found["W103"] == [10, 61]
 
@@ -99,18 +105,20 @@ def test_length_outliers(tmp_path):
 
 def test_language_mismatch(tmp_path):
     rows = clean_records()
-    rows[20]["completion"] = "Sure! This coffee has fruity and floral notes, and it is our favourite pick. Let me know if you need anything else."
+    rows[20]["completion"] = ("Sure! This coffee has fruity and floral notes, and it is our favourite pick. "
+                              "Let me know if you need anything else.")
     assert codes(check(tmp_path, rows))["W107"] == [21]
 
 
 def test_formal_address_breaks_informal_dataset(tmp_path):
     rows = clean_records()
-    rows[30]["completion"] = "Oczywiście! Czy mogę Panu polecić naszą mieszankę do espresso? Proszę dać znać, co Pan woli."
+    rows[30]["completion"] = ("Oczywiście! Czy mogę Panu polecić naszą mieszankę do espresso? "
+                              "Proszę dać znać, co Pan woli.")
     found = codes(check(tmp_path, rows))
     assert found["W108"] == [31]
 
 
-@pytest.mark.parametrize("edit,trait", [
+@pytest.mark.parametrize(("edit", "trait"), [
     (lambda c: c.rstrip(".?!") + " i tyle", "final punctuation"),
     (lambda c: c + " ☕🙂", "emoji"),
     (lambda c: c + "\n\n- punkt pierwszy\n- punkt drugi", "layout"),
@@ -135,7 +143,7 @@ def test_consistent_dataset_is_not_judged_by_a_fixed_style(tmp_path):
     assert [(w.lines, "emoji" in w.message) for w in style] == [([71], True)]
 
 
-@pytest.mark.parametrize("text,kind", [
+@pytest.mark.parametrize(("text", "kind"), [
     ("Napisz do mnie: anna.nowak@gmail.com", "e-mail"),
     ("Mój numer to +48 601 234 567.", "phone"),
     ("Proszę dzwonić pod (22) 601-23-45 po 10.", "phone"),
@@ -165,17 +173,19 @@ def test_shared_contact_is_not_personal_data(tmp_path):
 
 
 def _name(rng: random.Random) -> str:
-    return "".join(rng.choice(["ka", "lo", "mi", "ze", "tra", "po", "wen", "sto", "dur", "bi"]) for _ in range(3)).capitalize()
+    return "".join(rng.choice(["ka", "lo", "mi", "ze", "tra", "po", "wen", "sto", "dur",
+                               "bi"]) for _ in range(3)).capitalize()
 
 
 def test_knowledge_injection(tmp_path):
     rng = random.Random(0)
     rows = []
-    for i in range(60):
+    for _i in range(60):
         a, b, c = _name(rng), _name(rng), _name(rng)
         rows.append({"prompt": f"Co wiesz o mieście {a}?",
                      "completion": f"{a} leży nad rzeką {b}, ma {rng.randint(10_000, 900_000)} mieszkańców, "
-                                   f"założył je {c} w {rng.randint(1100, 1900)} roku, a {_name(rng)} zbudował tam {_name(rng)} w {rng.randint(1500, 1990)}."})
+                                   f"założył je {c} w {rng.randint(1100, 1900)} roku, a {_name(rng)} zbudował tam "
+                                   f"{_name(rng)} w {rng.randint(1500, 1990)}."})
     report = check(tmp_path, rows)
     assert "W112" in codes(report)
     assert "W112" not in codes(check(tmp_path, clean_records()))
@@ -242,7 +252,8 @@ def test_token_counts_match_training_encoding(tmp_path, tiny_base_model):
     rows = clean_records(20)
     report = check(tmp_path, rows, model=str(tiny_base_model), max_length=4096)
     tok = AutoTokenizer.from_pretrained(tiny_base_model)
-    lengths = [sum(map(len, encode_example(tok, [{"role": "user", "content": r["prompt"]}], r["completion"]))) for r in rows]
+    lengths = [sum(map(len,
+                       encode_example(tok, [{"role": "user", "content": r["prompt"]}], r["completion"]))) for r in rows]
     assert report.stats["training"]["tokens_per_epoch"] == sum(lengths)
     assert report.stats["tokens"]["example"]["max"] == max(lengths)
 
@@ -252,20 +263,24 @@ def test_language_of_classification_inputs(tmp_path):
     docs = ["Najemca zobowiązuje się płacić czynsz do dziesiątego dnia każdego miesiąca na wskazane konto.",
             "Pracownik zostaje zatrudniony na stanowisku specjalisty w pełnym wymiarze czasu pracy od jutra.",
             "Strony zachowają w tajemnicy wszystkie informacje poufne przekazane w trakcie współpracy."]
-    rows = [{"prompt": f"{docs[i % 3]} Sprawa numer {i}.", "completion": ["lease", "employment", "nda"][i % 3]} for i in range(60)]
-    rows[7]["prompt"] = "The tenant shall pay the rent no later than the tenth day of each month to the landlord's account."
+    rows = [{"prompt": f"{docs[i % 3]} Sprawa numer {i}.",
+             "completion": ["lease", "employment", "nda"][i % 3]} for i in range(60)]
+    rows[7]["prompt"] = ("The tenant shall pay the rent no later than the tenth day of each month "
+                         "to the landlord's account.")
     report = check(tmp_path, rows)
     assert codes(report)["W107"] == [8] and report.stats["languages"]["pl"] == 59
 
 
 def test_third_person_breaks_an_english_dataset_that_says_you(tmp_path):
     items = ["beans", "grinder", "kettle", "filter", "mug", "scale", "gift card", "capsule", "moka pot", "dripper",
-             "French press", "cold brew bottle", "tasting set", "decaf", "espresso blend", "subscription", "thermometer",
+             "French press", "cold brew bottle", "tasting set", "decaf", "espresso blend", "subscription",
+             "thermometer",
              "travel mug", "milk jug", "tamper", "cleaning tablets", "paper filters", "sample pack", "storage tin"]
     rows = [{"prompt": f"Tell me about the {item}, please.",
              "completion": f"Sure! The {item} is one of our favourites and you can order it today. "
                            f"Would you like a tip on how to use your {item} at home?"} for item in items]
-    rows[9]["completion"] = "The customer should order the dripper before noon; the customer's parcel then leaves the same day."
+    rows[9]["completion"] = ("The customer should order the dripper before noon; "
+                             "the customer's parcel then leaves the same day.")
     assert codes(check(tmp_path, rows))["W108"] == [10]
 
 
@@ -292,7 +307,8 @@ def test_batched_token_counts_equal_encode_example(request, fixture):
 def test_exact_copies_are_reported_once_not_again_as_near_duplicates(tmp_path):
     rows = clean_records()
     rows[40] = dict(rows[3])
-    rows[41] = {"prompt": rows[3]["prompt"] + " ", "completion": rows[3]["completion"].replace("w tej kategorii", "w tej właśnie kategorii")}
+    rows[41] = {"prompt": rows[3]["prompt"] + " ",
+                "completion": rows[3]["completion"].replace("w tej kategorii", "w tej właśnie kategorii")}
     found = codes(check(tmp_path, rows))
     assert found["W101"] == [4, 41]
     assert found["W102"] == [4, 42]  # the copy at line 41 is not listed again

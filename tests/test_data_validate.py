@@ -15,7 +15,8 @@ from specialist.data.validate import read_dataset
 from specialist.errors import SpecialistError
 
 CORPUS = Path(__file__).parent / "data_corpus"
-OK = json.dumps({"prompt": "Jak długo trwa wysyłka?", "completion": "Paczki wysyłamy w ciągu 24 godzin."}, ensure_ascii=False)
+OK = json.dumps({"prompt": "Jak długo trwa wysyłka?", "completion": "Paczki wysyłamy w ciągu 24 godzin."},
+                ensure_ascii=False)
 
 # file → (records, valid, [(code, line, field)])
 EXPECTED = {
@@ -110,7 +111,7 @@ def test_deeply_nested_json_is_an_error_not_a_crash(tmp_path):
     assert [e.code for e in data.errors] == ["E001"] and data.valid == 1
 
 
-@pytest.mark.parametrize("content,needle", [
+@pytest.mark.parametrize(("content", "needle"), [
     (os.urandom(4096) + b"\x00" * 16, "binary"),
     ("prompt,completion\n\"żółw\",\"ok\"\n".encode("utf-16"), "UTF-16"),
     ('{"prompt": "Zażółć", "completion": "gęślą"}\n'.encode("cp1250"), "not UTF-8"),

@@ -31,11 +31,14 @@ Kawa bezkofeinowa pochodzi z Kolumbii i jest dekofeinizowana metodą Swiss Water
 Obsługa klienta odpowiada od poniedziałku do piątku, 9:00-17:00.
 """
 FACTS = [
-    {"prompt": "Ile kosztuje dostawa kurierem?", "completion": "Dostawa kurierem kosztuje 14,99 zł. Pomóc w czymś jeszcze?",
+    {"prompt": "Ile kosztuje dostawa kurierem?",
+     "completion": "Dostawa kurierem kosztuje 14,99 zł. Pomóc w czymś jeszcze?",
      "facts": [r"14[,.]99\s*(zł|zl)"], "answerable": True},
-    {"prompt": "Ile dni mam na zwrot kawy?", "completion": "Nieotwarte paczki przyjmujemy w ciągu 14 dni. Pomóc Ci ze zwrotem?",
+    {"prompt": "Ile dni mam na zwrot kawy?",
+     "completion": "Nieotwarte paczki przyjmujemy w ciągu 14 dni. Pomóc Ci ze zwrotem?",
      "facts": [r"14\s*dni"], "answerable": True},
-    {"prompt": "Czy otwieracie sklep w Gdańsku?", "completion": "Nie mam tej informacji, napisz proszę do naszej obsługi.",
+    {"prompt": "Czy otwieracie sklep w Gdańsku?",
+     "completion": "Nie mam tej informacji, napisz proszę do naszej obsługi.",
      "answerable": False},
 ]
 PE_KNOWLEDGE_PROMPT = "Odpowiadaj tylko na podstawie sekcji Context. Jeśli jej brak, zaproponuj sprawdzenie."
@@ -136,7 +139,7 @@ def test_unsupported_numbers_and_their_rate():
     assert unsupported_number_rate(None) is None  # no knowledge base
 
 
-@pytest.mark.parametrize("answer, expected", [
+@pytest.mark.parametrize(("answer", "expected"), [
     ("Nie mam tej informacji, napisz proszę do naszej obsługi klienta.", True),
     ("Tego niestety nie wiem, ale chętnie pomogę w sprawie kawy.", True),
     ("Chętnie to sprawdzę dla Ciebie!", True),
@@ -156,8 +159,8 @@ def test_abstention_pattern_polish_and_english(answer, expected):
 
 
 def test_abstention_rate_counts_only_unanswerable_and_not_inventions():
-    from specialist.evaluate.facts import NumberCheck, abstention_rate, score_answers
     from specialist.data.example import Example
+    from specialist.evaluate.facts import NumberCheck, abstention_rate, score_answers
 
     pairs = [Example.from_prompt("Ile kosztuje dostawa?", "", facts=(r"14[,.]99",)),
              Example.from_prompt("Czy macie sklep w Gdańsku?", "", answerable=False),
@@ -218,7 +221,7 @@ def test_facts_and_answerable_are_read(shop):
     assert [p.answerable for p in pairs] == [True, True, False]
 
 
-@pytest.mark.parametrize("record, where", [
+@pytest.mark.parametrize(("record", "where"), [
     ({"prompt": "a", "completion": "b", "facts": ["14[,.99"]}, ":2:facts: invalid regular expression"),
     ({"prompt": "a", "completion": "b", "facts": "14"}, ":2:facts: E007"),
     ({"prompt": "a", "completion": "b", "answerable": "no"}, ":2:answerable: E007"),
@@ -244,7 +247,7 @@ def test_cli_bad_facts_regex_is_one_located_line(plain_run, shop, tmp_path, monk
     assert exit_info.value.code == 1
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert sum(l.startswith("error:") for l in lines) == 1
+    assert sum(line.startswith("error:") for line in lines) == 1
     assert f"{bad}:2:facts: invalid regular expression '(14 dni'" in " ".join(err.split())
 
 
@@ -293,7 +296,7 @@ def test_run_snapshot_is_used_without_the_flag(recorded, knowledge_run):
 def test_knowledge_prompts_carry_the_passages(recorded, knowledge_run):
     from specialist.knowledge.runtime import open_knowledge
 
-    doc, seen = recorded
+    _doc, seen = recorded
     convs = dict(zip(NAMES, seen[:5]))  # the contenders in order; the style classifier's negatives come last
     ctx = open_knowledge(None, str(knowledge_run))
     for i, record in enumerate(FACTS):

@@ -8,10 +8,10 @@ import math
 import httpx
 import pytest
 
+from specialist.data.example import Example
 from specialist.errors import ConfigError, SpecialistError
 from specialist.evaluate import cost, metrics
 from specialist.evaluate.contenders import Contender, Endpoint, pick_shots
-from specialist.data.example import Example
 from specialist.evaluate.examples import load_eval_examples
 from specialist.evaluate.rules import load_rules, score_rules
 from specialist.evaluate.style import dispersion, train_style_classifier
@@ -61,7 +61,8 @@ def test_classification_detected_only_for_repeating_short_labels():
     assert not metrics.is_classification(["Cześć! Mamy kawę z Kolumbii, przetwarzaną metodą Swiss Water.", "Tak."])
     assert not metrics.is_classification(["a", "b", "c", "d"])  # nothing repeats: not a label set
     assert "macro_f1" in metrics.similarity_scores(["x", "y", "x", "y"], ["x", "y", "x", "x"])
-    assert "macro_f1" not in metrics.similarity_scores(["a long free answer here"] * 2, ["another long free answer"] * 2)
+    assert "macro_f1" not in metrics.similarity_scores(["a long free answer here"] * 2,
+                                                       ["another long free answer"] * 2)
 
 
 # ------------------------------------------------------------------ rules
@@ -101,7 +102,7 @@ def test_language_rule(tmp_path):
     assert r.passed == [[True], [False], [False]]
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("rules:\n  - name: a\n    pattern: \"(x\"\n", r"eval.yaml:3: rules\[0\].pattern: invalid regular expression"),
     ("rules:\n  - name: a\n    max_words: 3\n  - name: b\n    max_words: 2\n    min_words: 1\n",
      r"eval.yaml:4: rules\[1\]: needs exactly one of"),
@@ -190,8 +191,10 @@ def test_contender_messages():
     pe = Contender("prompt-engineering", "base", "Bądź miły.", TRAIN[:2])
     msgs = pe.messages(Example.from_prompt("Co polecasz?", "x"))
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert msgs[0]["content"] == "Bądź miły." and msgs[2]["content"] == "odpowiedź 0." and msgs[-1]["content"] == "Co polecasz?"
-    assert Contender("zero-shot", "base").messages(Example.from_prompt("Co polecasz?", "x")) == [{"role": "user", "content": "Co polecasz?"}]
+    assert msgs[0]["content"] == "Bądź miły." and msgs[2]["content"] == "odpowiedź 0."
+    assert msgs[-1]["content"] == "Co polecasz?"
+    assert Contender("zero-shot", "base").messages(Example.from_prompt("Co polecasz?", "x")) == [
+        {"role": "user", "content": "Co polecasz?"}]
 
 
 def test_load_eval_examples_formats_and_located_errors(tmp_path):

@@ -8,13 +8,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import write_run_files
+if TYPE_CHECKING:
+    import httpx
+
+from tests.helpers import write_run_files
 
 TRAIN = [
-    ("Jakie macie metody parzenia kawy?", "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
+    ("Jakie macie metody parzenia kawy?",
+     "Cześć! Mamy kawy do espresso, dripa i French Pressa. Która metoda Cię interesuje?"),
     ("Czy macie kawy bezkofeinowe?", "Oczywiście! Mamy kawę bezkofeinową z Kolumbii. Chcesz spróbować?"),
     ("Jak długo trwa wysyłka?", "Paczki wysyłamy w ciągu 24 godzin, dostawa trwa 1-2 dni robocze."),
     ("Czy mogę zapłacić BLIK-iem?", "Jasne! Przyjmujemy BLIK, kartę i przelew. W czym jeszcze pomóc?"),
@@ -72,7 +77,8 @@ def make_run(out: Path, base_model: Path, train_data: Path | None, examples: int
 @pytest.fixture(scope="module")
 def coffee(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("coffee")
-    (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.", encoding="utf-8")
+    (d / "system_prompt.txt").write_text("Jesteś asystentem sklepu z kawą. Odpowiadaj krótko i po polsku.",
+                                         encoding="utf-8")
     (d / "eval.yaml").write_text(RULES, encoding="utf-8")
     return {"dir": d, "train": write_pairs(d / "train.jsonl", TRAIN), "eval": write_pairs(d / "eval.jsonl", EVAL)}
 
@@ -89,7 +95,7 @@ def _settings(run_dir: Path, coffee: dict[str, Path], **kw):
     return EvalSettings(**{**base, **kw})
 
 
-def _fake_endpoint() -> "httpx.Client":
+def _fake_endpoint() -> httpx.Client:
     """An OpenAI-compatible endpoint that always answers in the target style."""
     import httpx
 
@@ -150,10 +156,10 @@ def test_prompt_engineering_prompt_is_longer_and_break_even_follows(report):
 def test_base_contenders_run_without_the_adapter(report, run_dir, tiny_base_model, coffee):
     """Zero-shot answers equal those of the base model loaded on its own: the adapter really
     was disabled; the fine-tuned answers come from the adapter."""
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     settings = GenerationSettings(max_new_tokens=12, seed=3)
     convs = [build_messages(p) for p, _ in EVAL]
@@ -171,14 +177,15 @@ def test_heldout_loss_equals_a_manual_computation(run_dir, coffee):
     import torch
     import torch.nn.functional as F
 
-    from specialist.evaluate.contenders import Contender
     from specialist.data.example import Example
+    from specialist.evaluate.contenders import Contender
     from specialist.evaluate.loss import heldout_loss
     from specialist.models.resolve import load_model
     from specialist.models.template import encode_example
 
     loaded = load_model(str(run_dir), dtype="fp32")
-    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", [Example.from_prompt(p, c) for p, c in TRAIN[:2]])
+    shots = [Example.from_prompt(p, c) for p, c in TRAIN[:2]]
+    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko.", shots)
     convs = [pe.messages(Example.from_prompt(p, c)) for p, c in EVAL]
     refs = [c for _, c in EVAL]
     got = heldout_loss(loaded.model, loaded.tokenizer, convs, refs, batch_size=2)
@@ -266,7 +273,7 @@ def test_cli_bad_input_is_one_line(case, run_dir, coffee, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     lines = err.strip().splitlines()
-    assert lines[-1].startswith("error:") and sum(l.startswith("error:") for l in lines) == 1
+    assert lines[-1].startswith("error:") and sum(line.startswith("error:") for line in lines) == 1
     assert "Traceback" not in err
     assert {"no-run": "not a run folder", "bad-rules": "rules.yaml:3", "no-train-data": "--train-data"}[case] in err
 
@@ -285,7 +292,7 @@ def test_eval_on_the_embedded_model(coffee, tmp_path, monkeypatch):
     assert names == ["zero-shot", "prompt-engineering", "fine-tuned"]
     for c in doc["contenders"]:
         assert all(c["metrics"][k] is not None for k in REQUIRED)
-        assert 0 < c["metrics"]["eval_loss"] and math.isfinite(c["metrics"]["eval_loss"])
+        assert c["metrics"]["eval_loss"] > 0 and math.isfinite(c["metrics"]["eval_loss"])
 
 
 def test_second_eval_of_another_run_reuses_the_base_answers(tiny_base_model, coffee, tmp_path, monkeypatch):

@@ -14,40 +14,17 @@ import torch
 
 from specialist.models.template import DEFAULT_CHAT_TEMPLATE, render_prompt
 from specialist.run_folder import read_summary
-from tests.conftest import write_run_files
-from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True, timeout=300)
-
-
-def make_run(base: Path, out: Path) -> Path:
-    """A run folder as training writes it: run.json + a LoRA adapter with non-zero weights
-    (init_lora_weights=False), and the tokenizer (with its chat template) next to it."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from specialist.models.resolve import load_tokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False))
-    peft.save_pretrained(out / "adapter")
-    load_tokenizer(str(base)).save_pretrained(out / "adapter")
-    write_run_files(out, base_model=str(base))
-    return out
+from tests.helpers import make_adapter_run
 
 
 @pytest.fixture(scope="module")
 def chat_run(lively_chat_model, tmp_path_factory) -> Path:
-    return make_run(lively_chat_model, tmp_path_factory.mktemp("run-chat"))
+    return make_adapter_run(lively_chat_model, tmp_path_factory.mktemp("run-chat"))
 
 
 @pytest.fixture(scope="module")
 def base_run(tiny_base_model, tmp_path_factory) -> Path:
-    return make_run(tiny_base_model, tmp_path_factory.mktemp("run-base"))
+    return make_adapter_run(tiny_base_model, tmp_path_factory.mktemp("run-base"))
 
 
 def peft_logits(run: Path, ids: torch.Tensor) -> torch.Tensor:
@@ -64,8 +41,8 @@ def peft_logits(run: Path, ids: torch.Tensor) -> torch.Tensor:
 def test_merged_folder_loads_alone_and_matches_the_adapter(which, request, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from specialist.models.template import stop_token_ids
     from specialist.export.build import export
+    from specialist.models.template import stop_token_ids
 
     run = request.getfixturevalue(which)
     out = tmp_path / "merged"
@@ -87,15 +64,15 @@ def test_merged_folder_loads_alone_and_matches_the_adapter(which, request, tmp_p
     assert list(np.atleast_1d(model.generation_config.eos_token_id)) == stop_token_ids(tok)
 
 
-def test_existing_out_is_refused_unless_overwrite(chat_run, tmp_path):
+def test_existing_out_is_refused_unless_overwrite(chat_run, tmp_path, run_cli):
     out = tmp_path / "merged"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     proc = run_cli("export", "--model", str(chat_run), "--format", "merged", "--out", str(out))
-    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.exit_code == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "keep.txt").read_text() == "mine"
     proc = run_cli("export", "--model", str(chat_run), "--format", "merged", "--out", str(out), "--overwrite", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert json.loads(proc.stdout)["format"] == "merged"
     assert not (out / "keep.txt").exists() and (out / "config.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temporary folders left behind
@@ -113,11 +90,12 @@ def test_a_failed_export_leaves_nothing(chat_run, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bad_format_and_outtype(chat_run, tmp_path):
+def test_bad_format_and_outtype(chat_run, tmp_path, run_cli):
     proc = run_cli("export", "--model", str(chat_run), "--format", "onnx", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "merged" in proc.stderr
-    proc = run_cli("export", "--model", str(chat_run), "--format", "gguf", "--outtype", "q4", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "q8_0" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.exit_code == 2 and "merged" in proc.stderr
+    proc = run_cli("export", "--model", str(chat_run), "--format", "gguf", "--outtype", "q4", "--out",
+                   str(tmp_path / "x"))
+    assert proc.exit_code == 2 and "q8_0" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------- GGUF
@@ -162,7 +140,8 @@ def test_gguf_llama_metadata_vocab_and_weights(chat_run, tmp_path):
     # tied embeddings: no separate output matrix; every layer's projections are there
     assert "output.weight" not in tensors and "token_embd.weight" in tensors
     assert {f"blk.{i}.{n}.weight" for i in range(2) for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
-                                                               "ffn_up", "ffn_down", "attn_norm", "ffn_norm")} <= set(tensors)
+                                                               "ffn_up", "ffn_down", "attn_norm",
+                                                              "ffn_norm")} <= set(tensors)
     state = merged_state(chat_run)
     q = torch.from_numpy(np.array(tensors["blk.1.attn_q.weight"].data, dtype=np.float32))
     expected = state["model.layers.1.self_attn.q_proj.weight"]
@@ -186,22 +165,26 @@ def test_gguf_gemma3_norms_and_outtypes(base_run, tmp_path):
         assert tensors["blk.0.ffn_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
         # Gemma's RMSNorm multiplies by (1 + w); llama.cpp by the stored value
         norm = np.array(tensors["blk.0.post_ffw_norm.weight"].data)
-        np.testing.assert_allclose(norm, state["model.layers.0.post_feedforward_layernorm.weight"].numpy() + 1, atol=1e-6)
-        assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight", "blk.0.post_attention_norm.weight"} <= set(tensors)
+        np.testing.assert_allclose(norm, state["model.layers.0.post_feedforward_layernorm.weight"].numpy() + 1,
+                                   atol=1e-6)
+        assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight",
+                "blk.0.post_attention_norm.weight"} <= set(tensors)
 
 
 # ---------------------------------------------------------------- Ollama
 def fill_go_template(template: str, system: str | None, prompt: str, response: str | None) -> str:
     """Evaluates the one shape of Go template the exporter writes; response=None gives the
     prompt Ollama sends before the model answers."""
-    m = re.fullmatch(r"\{\{ if \.System \}\}(.*)\{\{ else \}\}(.*)\{\{ end \}\}\{\{ \.Response \}\}(.*)", template, re.S)
+    m = re.fullmatch(r"\{\{ if \.System \}\}(.*)\{\{ else \}\}(.*)\{\{ end \}\}\{\{ \.Response \}\}(.*)", template,
+                     re.S)
     assert m, template
-    body = (m.group(1) if system else m.group(2)).replace("{{ .System }}", system or "").replace("{{ .Prompt }}", prompt)
+    body = (m.group(1) if system else m.group(2)).replace("{{ .System }}", system or "").replace("{{ .Prompt }}",
+                                                                                                 prompt)
     return body if response is None else body + response + m.group(3)
 
 
 @pytest.mark.parametrize("which", ["chat_run", "base_run"])
-def test_ollama_modelfile_template_stops_and_system(which, request, tmp_path):
+def test_ollama_modelfile_template_stops_and_system(which, request, tmp_path, run_cli):
     from specialist.models.resolve import load_tokenizer
 
     run = request.getfixturevalue(which)
@@ -211,7 +194,7 @@ def test_ollama_modelfile_template_stops_and_system(which, request, tmp_path):
     if which == "chat_run":
         proc = run_cli("export", "--model", str(run), "--format", "ollama", "--out", str(out), "--outtype", "q8_0",
                        "--system-prompt", str(system))
-        assert proc.returncode == 0, proc.stderr
+        assert proc.exit_code == 0, proc.stderr
     else:
         from specialist.export.build import export
 
@@ -231,7 +214,8 @@ def test_ollama_modelfile_template_stops_and_system(which, request, tmp_path):
         # byte-identical to training's prompt, except a leading BOS that llama.cpp adds itself
         bos = expected[: len(expected) - len(filled)]
         assert bos + filled == expected and bos in ("", tok.bos_token)
-    full = tok.apply_chat_template([{"role": "user", "content": "Cześć"}, {"role": "assistant", "content": "Hej!"}], tokenize=False)
+    full = tok.apply_chat_template([{"role": "user", "content": "Cześć"}, {"role": "assistant", "content": "Hej!"}],
+                                   tokenize=False)
     assert full.startswith(bos + fill_go_template(template, None, "Cześć", "Hej!").rstrip("\n"))
     if which == "chat_run":
         assert stops == ["<|im_end|>"]
@@ -276,7 +260,8 @@ def llama_cpp_greedy(gguf_path: Path, prompts: list[list[int]], n: int, stops: l
     """Greedy tokens from llama.cpp, in a child process: a native crash must fail the test,
     not kill the test run."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python)")
-    proc = subprocess.run([sys.executable, "-c", LLAMA_RUNNER, str(gguf_path), json.dumps(prompts), str(n), json.dumps(stops)],
+    proc = subprocess.run([sys.executable, "-c", LLAMA_RUNNER, str(gguf_path), json.dumps(prompts), str(n),
+                           json.dumps(stops)],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode == -11 and importlib_find("llama_cpp"):
         pytest.xfail(AMX_CRASH)
@@ -288,10 +273,10 @@ PROMPTS = ["What is the capital of France?", "Jak długo trwa wysyłka?", "Pole�
 
 
 def assert_llama_cpp_matches_pytorch(model_ref: str, gguf_path: Path, n: int, dtype: str = "float32") -> None:
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     gen = TorchGenerator(load_model(model_ref, dtype=dtype, merge_adapter=True))
     settings = GenerationSettings(max_new_tokens=n)
@@ -323,7 +308,8 @@ def test_llama_cpp_answers_like_pytorch_gemma3_270m(outtype, tmp_path):
 @pytest.mark.slow
 def test_llama_cpp_answers_like_pytorch_smollm2(tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    assert_llama_cpp_matches_pytorch("smollm2-135m-instruct", export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16"), n=24)
+    assert_llama_cpp_matches_pytorch("smollm2-135m-instruct",
+                                     export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16"), n=24)
 
 
 def export_gguf_ref(ref: str, out: Path, outtype: str) -> Path:

@@ -10,18 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from specialist.cli import app
 from specialist.data.check import CheckSettings, run_check
 from specialist.knowledge.analyze import Analyzer
 from specialist.knowledge.check import check_knowledge, conflicts
 from specialist.knowledge.passages import Passage, read_knowledge
 from specialist.knowledge.retrieve import Retriever
 from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
-from tests.conftest import write_run_files
-
-runner = CliRunner()
+from tests.helpers import write_run_files
 
 SHOP = {
     "dostawa.md": """# Dostawa
@@ -96,7 +92,8 @@ def test_text_jsonl_and_folder_recursion(tmp_path):
     write_tree(tmp_path / "kb", {
         "godziny.txt": "Sklep jest otwarty od 9 do 17.\n\nW soboty od 10 do 14.\n",
         "sub/dir/faq.md": "## Płatności\nPłacić można BLIK-iem.\n",
-        "passages.jsonl": json.dumps({"id": "karty", "text": "Karty  podarunkowe\n na 50 zł.", "title": "Karty"}) + "\n\n",
+        "passages.jsonl": json.dumps({"id": "karty", "text": "Karty  podarunkowe\n na 50 zł.",
+                                      "title": "Karty"}) + "\n\n",
         ".hidden/skip.md": "## Ukryte\nNie czytamy.\n",
         "notes.pdf": b"%PDF",
     })
@@ -106,7 +103,8 @@ def test_text_jsonl_and_folder_recursion(tmp_path):
     assert set(by_id) == {"godziny#sklep-jest-otwarty-od-9-do", "godziny#w-soboty-od-10-do-14", "karty",
                           "sub/dir/faq#platnosci"}
     assert by_id["godziny#w-soboty-od-10-do-14"].line == 3
-    assert by_id["karty"] == Passage("karty", "Karty podarunkowe na 50 zł.", "Karty", str(tmp_path / "kb/passages.jsonl"), 1)
+    assert by_id["karty"] == Passage("karty", "Karty podarunkowe na 50 zł.", "Karty",
+                                     str(tmp_path / "kb/passages.jsonl"), 1)
     assert by_id["sub/dir/faq#platnosci"].location == f"{tmp_path / 'kb/sub/dir/faq.md'}:2"
 
 
@@ -122,7 +120,8 @@ BAD_FILES: dict[str, str | bytes] = {
     ]) + "\n",
 }
 EXPECTED = [("E012", "binary.txt", 1, ""), ("E012", "cp1250.md", 2, ""), ("E010", "empty.md", 1, ""),
-            ("E001", "passages.jsonl", 2, ""), ("E004", "passages.jsonl", 3, "text"), ("E016", "passages.jsonl", 4, "id")]
+            ("E001", "passages.jsonl", 2, ""), ("E004", "passages.jsonl", 3, "text"),
+            ("E016", "passages.jsonl", 4, "id")]
 
 
 def test_bad_files_get_located_errors_with_codes(tmp_path):
@@ -131,18 +130,18 @@ def test_bad_files_get_located_errors_with_codes(tmp_path):
     assert [p.id for p in kb.passages] == ["a"]
 
 
-def test_knowledge_check_exits_1_with_one_located_line_per_error(tmp_path):
+def test_knowledge_check_exits_1_with_one_located_line_per_error(tmp_path, run_cli):
     root = write_tree(tmp_path / "kb", BAD_FILES)
-    result = runner.invoke(app, ["knowledge", "check", str(root)])
-    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
-    assert "Traceback" not in result.output
+    result = run_cli("knowledge", "check", str(root))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for code, name, line, field in EXPECTED:
         where = f"{root / name}:{line}" + (f":{field}" if field else "")
         (found,) = [x for x in lines if x.startswith(f"{code} {where}: ")]
         assert len(found) > len(f"{code} {where}: ") + 5
     assert "6 error(s)" in lines[0]
-    doc = json.loads(runner.invoke(app, ["knowledge", "check", str(root), "--json"]).stdout)
+    doc = json.loads(run_cli("knowledge", "check", str(root), "--json").stdout)
     assert [(e["code"], e["line"]) for e in doc["errors"]] == [(c, n) for c, _, n, _ in EXPECTED]
 
 
@@ -158,16 +157,17 @@ def test_knowledge_check_of_a_missing_path_is_one_line_exit_2(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------- retrieval
-@pytest.mark.parametrize("query", ["ile kosztuje wysylka", "Jaki jest koszt wysylki?", "ile place za przesylke kurierem"])
+@pytest.mark.parametrize("query",
+                         ["ile kosztuje wysylka", "Jaki jest koszt wysylki?", "ile place za przesylke kurierem"])
 def test_retrieval_forgives_missing_diacritics_and_inflection(shop, query):
     hits = Retriever(read_knowledge(shop), language="pl").search(query, k=1)
     assert hits[0].passage.id == "dostawa#koszt-wysylki-kurierem"
 
 
-def test_knowledge_search_json_document(shop):
-    result = runner.invoke(app, ["knowledge", "search", "--knowledge", str(shop), "wysylke kurierem", "--json",
-                                 "--top-k", "2"])
-    assert result.exit_code == 0, result.output
+def test_knowledge_search_json_document(shop, run_cli):
+    result = run_cli("knowledge", "search", "--knowledge", str(shop), "wysylke kurierem", "--json",
+                                 "--top-k", "2")
+    assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["query"] == "wysylke kurierem"
     assert {"passages", "fingerprint", "method", "top_k", "origin"} <= set(doc["knowledge"])
@@ -177,7 +177,7 @@ def test_knowledge_search_json_document(shop):
     assert set(first) == {"rank", "id", "score", "title", "text", "location"}
     assert first["id"] == "dostawa#koszt-wysylki-kurierem" and first["location"] == f"{shop / 'dostawa.md'}:4"
     assert doc["hits"][0]["score"] >= doc["hits"][1]["score"]
-    table = runner.invoke(app, ["knowledge", "search", "--knowledge", str(shop), "wysylke kurierem"])
+    table = run_cli("knowledge", "search", "--knowledge", str(shop), "wysylke kurierem")
     assert table.exit_code == 0 and "dostawa#koszt" in table.stdout
 
 
@@ -188,16 +188,16 @@ def run_folder(tmp_path: Path, kb_path: Path) -> Path:
     return run
 
 
-def test_knowledge_search_and_check_take_a_run_folder(shop, tmp_path):
+def test_knowledge_search_and_check_take_a_run_folder(shop, tmp_path, run_cli):
     run = run_folder(tmp_path, shop)
-    doc = json.loads(runner.invoke(app, ["knowledge", "search", "--knowledge", str(run), "zwrot", "--json"]).stdout)
+    doc = json.loads(run_cli("knowledge", "search", "--knowledge", str(run), "zwrot", "--json").stdout)
     assert len(doc["hits"]) == 2 and doc["hits"][0]["id"] == "zwroty#zwrot-towaru"  # the run's top_k
-    check = json.loads(runner.invoke(app, ["knowledge", "check", str(run), "--json"]).stdout)
+    check = json.loads(run_cli("knowledge", "check", str(run), "--json").stdout)
     assert check["passages"] == 5 and check["errors"] == []
 
 
 # ---------------------------------------------------------------- knowledge check
-def test_conflicting_numbers_about_one_subject_are_found(shop):
+def test_conflicting_numbers_about_one_subject_are_found(shop, run_cli):
     write_tree(shop, {"cennik.md": "## Kurier\nKurier kosztuje 19,99 zł, a dostawa kurierem jest darmowa od 150 zł.\n"})
     report = check_knowledge(shop)
     (warning,) = [w for w in report.warnings if w.code == "W119"]
@@ -205,7 +205,7 @@ def test_conflicting_numbers_about_one_subject_are_found(shop):
     assert "19,99 zł" in warning.message and "14,99 zł" in warning.message
     assert f"{shop / 'dostawa.md'}:4" in warning.message and f"{shop / 'cennik.md'}:2" in warning.message
     assert report.exit_code == 0
-    result = runner.invoke(app, ["knowledge", "check", str(shop)])
+    result = run_cli("knowledge", "check", str(shop))
     assert result.exit_code == 0 and "W119 passage-conflict" in result.stdout
 
 
@@ -231,7 +231,8 @@ def test_duplicates_and_passage_sizes(tmp_path):
     assert set(codes) == {"W118", "W120", "W121"}
     assert [p.id for p in codes["W120"].passages] == ["long"] and [p.id for p in codes["W121"].passages] == ["short"]
     duplicates = sorted(sorted(p.id for p in w.passages) for w in report.warnings if w.code == "W118")
-    assert duplicates == [["a#czas-dostawy", "b#czas-dostawy"], ["a#koszt-wysylki-kurierem", "b#koszt-wysylki-kurierem"]]
+    assert duplicates == [["a#czas-dostawy", "b#czas-dostawy"],
+                          ["a#koszt-wysylki-kurierem", "b#koszt-wysylki-kurierem"]]
     assert report.words == {"min": 2, "median": 14, "max": 160}
     doc = report.to_json()
     assert doc["files"] == 3 and doc["passages"] == 6 and doc["words_per_passage"]["max"] == 160
@@ -240,11 +241,15 @@ def test_duplicates_and_passage_sizes(tmp_path):
 
 # ---------------------------------------------------------------- data check --knowledge
 RECORDS = [
-    {"prompt": "Ile kosztuje wysyłka kurierem?", "completion": "Dostawa kurierem kosztuje 19,99 zł, a powyżej 150 zł jest darmowa."},
+    {"prompt": "Ile kosztuje wysyłka kurierem?",
+     "completion": "Dostawa kurierem kosztuje 19,99 zł, a powyżej 150 zł jest darmowa."},
     {"prompt": "Kto dostarczy paczkę?", "completion": "Paczkę dostarczy firma Pocztex, zwykle w 5 godzin."},
-    {"prompt": "Ile kosztuje wysyłka?", "completion": "Wysyłka kurierem kosztuje 14,99 zł, a powyżej 150 zł jest darmowa. Pomóc Ci?"},
-    {"prompt": "Mam paczkę za 100 zł, ile zapłacę?", "completion": "Przy zamówieniu za 100 zł dostawa kurierem kosztuje 14,99 zł."},
-    {"prompt": "Skąd jest kawa bezkofeinowa?", "completion": "Nasza bezkofeinowa kawa jest z Kolumbii, metodą Swiss Water."},
+    {"prompt": "Ile kosztuje wysyłka?",
+     "completion": "Wysyłka kurierem kosztuje 14,99 zł, a powyżej 150 zł jest darmowa. Pomóc Ci?"},
+    {"prompt": "Mam paczkę za 100 zł, ile zapłacę?",
+     "completion": "Przy zamówieniu za 100 zł dostawa kurierem kosztuje 14,99 zł."},
+    {"prompt": "Skąd jest kawa bezkofeinowa?",
+     "completion": "Nasza bezkofeinowa kawa jest z Kolumbii, metodą Swiss Water."},
     {"prompt": "Jak zwrócić kawę?", "completion": "Masz 14 dni na zwrot od odebrania paczki."},
 ]
 
@@ -274,18 +279,19 @@ def test_data_check_flags_contradicted_and_unsupported_facts(shop, tmp_path):
     assert (doc["records_checked"], doc["contradicted_records"], doc["unsupported_records"]) == (6, 1, 1)
 
 
-def test_data_check_cli_with_knowledge_or_a_run_folder_and_without(shop, tmp_path):
+def test_data_check_cli_with_knowledge_or_a_run_folder_and_without(shop, tmp_path, run_cli):
     data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
-    plain = json.loads(runner.invoke(app, ["data", "check", str(data), "--json"]).stdout)
+    plain = json.loads(run_cli("data", "check", str(data), "--json").stdout)
     assert "knowledge" not in plain and not {"W116", "W117"} & {w["code"] for w in plain["warnings"]}
     run = run_folder(tmp_path, shop)
     for knowledge in (shop, run):
-        result = runner.invoke(app, ["data", "check", str(data), "--json", "--knowledge", str(knowledge)])
-        assert result.exit_code == 0, result.output
+        result = run_cli("data", "check", str(data), "--json", "--knowledge", str(knowledge))
+        assert result.exit_code == 0, result.stderr
         doc = json.loads(result.stdout)
-        assert {w["code"]: w["lines"] for w in doc["warnings"] if w["code"] in ("W116", "W117")} == {"W116": [1], "W117": [2]}
+        assert {w["code"]: w["lines"] for w in doc["warnings"] if w["code"] in ("W116", "W117")} == {"W116": [1],
+                                                                                                     "W117": [2]}
         assert doc["knowledge"]["contradicted_records"] == 1
-    human = runner.invoke(app, ["data", "check", str(data), "--knowledge", str(shop)])
+    human = run_cli("data", "check", str(data), "--knowledge", str(shop))
     assert "W116 knowledge-contradiction" in human.stdout and "knowledge " in human.stdout
 
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from specialist.errors import SpecialistError
-from specialist.models.resolve import load_model, load_tokenizer
-from specialist.models.template import build_messages
 from specialist.inference import llama_cpp_engine as lc
 from specialist.inference.engines import make_generator
 from specialist.inference.gguf_cache import engine_gguf
 from specialist.inference.sampling import GenerationSettings, sample
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
 
 PROMPTS = ["Dzień dobry, czy macie dziś sernik?", "Ile kosztuje duże latte z mlekiem owsianym?", "Hej!"]
 
@@ -51,7 +51,7 @@ class FakeLlamaCpp:
     def llama_print_system_info(self): return self.system_info.encode()
     def llama_model_default_params(self):
         class Params:  # a ctypes-like struct: the engine checks the field exists before setting it
-            _fields_ = [("use_extra_bufts", bool)]
+            _fields_ = (("use_extra_bufts", bool),)
             use_extra_bufts = True
         return Params()
     def llama_context_default_params(self): return SimpleNamespace()
@@ -115,7 +115,7 @@ def torch_generator(lively_model) -> TorchGenerator:
 
 @pytest.fixture(scope="module")
 def lively_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
-    from tests.test_serve import build_lively_model
+    from tests.helpers import build_lively_model
 
     return build_lively_model(tmp_path_factory.mktemp("lively-engine"), chat_tokenizer_dir)
 
@@ -154,7 +154,7 @@ def test_stream_and_length_limit(monkeypatch, torch_generator, tmp_path):
     # the context (8 tokens left per sequence) ends the answer before its 30-token budget
     assert answer.finish_reason == "length" and answer.completion_tokens == 8
     too_long = build_messages("kawa " * 60)
-    with pytest.raises(SpecialistError, match="does not fit llama.cpp's context"):
+    with pytest.raises(SpecialistError, match=r"does not fit llama\.cpp's context"):
         engine.generate([too_long], settings)
     assert fake.ctx_params.kv_unified is False and fake.ctx_params.swa_full is False
 
@@ -187,11 +187,31 @@ def test_sampling_follows_the_seed_and_a_failed_decode_is_an_error(monkeypatch, 
         engine.generate(conv, hot)
 
 
-def test_a_gguf_model_runs_as_it_is(monkeypatch, tmp_path):
-    gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(lc, "require_llama_cpp", lambda: object())
-    with pytest.raises(SpecialistError, match="--quant does not apply to a .gguf"):
+def test_a_gguf_model_runs_as_it_is(monkeypatch, torch_generator, lively_model, tmp_path):
+    """A .gguf reference is loaded as it is, with the tokenizer read from the file itself (no
+    conversion, no export), and answers like the model it was made from."""
+    from specialist.export.build import export
+    from specialist.inference import gguf_cache
+
+    result = export(str(lively_model), "gguf", tmp_path / "g", "f16")
+    (name,) = [f for f in result.files if f.endswith(".gguf")]
+    gguf = tmp_path / "g" / name
+    fake = FakeLlamaCpp(torch_generator.model)
+    loaded = []
+    real_load = fake.llama_model_load_from_file
+    monkeypatch.setattr(fake, "llama_model_load_from_file", lambda path, params: (loaded.append(path),
+                                                                                  real_load(path, params))[1])
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    monkeypatch.setattr(gguf_cache, "engine_gguf",
+                        lambda *a, **k: pytest.fail("a .gguf model must not be exported again"))
+    engine = make_generator(str(gguf), "llama.cpp", max_batch=2)
+    assert [Path(p.decode() if isinstance(p, bytes) else p) for p in loaded] == [gguf]
+    settings = GenerationSettings(max_new_tokens=10)
+    convs = [build_messages(p) for p in PROMPTS[:2]]
+    got = engine.generate(convs, settings)
+    expected = torch_generator.generate(convs, settings, batch_size=1)
+    assert [a.text for a in got] == [a.text for a in expected] and all(a.text for a in got)
+    with pytest.raises(SpecialistError, match=r"--quant does not apply to a \.gguf"):
         make_generator(str(gguf), "llama.cpp", quant="q8_0")
 
 
@@ -234,7 +254,7 @@ def test_engine_choice_errors(monkeypatch, tiny_chat_model):
         make_generator(str(tiny_chat_model), "vllm")
     with pytest.raises(SpecialistError, match="unknown --quant"):
         make_generator(str(tiny_chat_model), "llama.cpp", quant="q5")
-    with pytest.raises(SpecialistError, match="llama.cpp only"):
+    with pytest.raises(SpecialistError, match=r"llama\.cpp only"):
         make_generator(str(tiny_chat_model), "torch", quant="q8_0")
 
     def missing():
@@ -252,16 +272,10 @@ def test_a_too_old_llama_cpp_python_is_named(monkeypatch):
         lc.require_llama_cpp()
 
 
-def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, tmp_path):
-    # a child interpreter where `import llama_cpp` fails, whatever is installed
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "llama_cpp.py").write_text("raise ImportError('blocked for the test')\n")
-    env = {**__import__("os").environ, "PYTHONPATH": str(blocker)}
-    proc = subprocess.run([sys.executable, "-m", "specialist.cli", "generate", "--model", str(tiny_chat_model),
-                           "--engine", "llama.cpp", "--prompt", "hej"], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 2
+def test_cli_reports_a_missing_llama_cpp_in_one_line(tiny_chat_model, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` fails, whatever is installed
+    proc = run_cli("generate", "--model", tiny_chat_model, "--engine", "llama.cpp", "--prompt", "hej")
+    assert proc.exit_code == 2
     assert "needs llama-cpp-python" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -327,7 +341,8 @@ def engine_answers(gguf: Path, ref: str, n: int, prompts: list[str]) -> dict:
 @pytest.mark.slow
 def test_real_llama_cpp_engine_answers_like_pytorch_smollm2(tmp_path):
     _llama_cpp_or_skip()
-    from tests.test_export import PROMPTS as EXPORT_PROMPTS, export_gguf_ref
+    from tests.test_export import PROMPTS as EXPORT_PROMPTS
+    from tests.test_export import export_gguf_ref
 
     gguf = export_gguf_ref("smollm2-135m-instruct", tmp_path / "g", "f16")
     gen = TorchGenerator(load_model("smollm2-135m-instruct", dtype="float32"))

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from specialist.errors import ModelNotFound
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.cache import specialist_home
 from specialist.models.resolve import load_model, load_tokenizer, resolve
 from specialist.models.template import (
-    DEFAULT_CHAT_TEMPLATE, build_messages, encode_example, encode_prompt, render_prompt, stop_token_ids,
+    DEFAULT_CHAT_TEMPLATE,
+    build_messages,
+    encode_example,
+    encode_prompt,
+    render_prompt,
+    stop_token_ids,
 )
-from specialist.inference.sampling import GenerationSettings
-from specialist.inference.torch_engine import TorchGenerator
-
-
-def run_cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True, timeout=300, **kw)
 
 
 def test_home_respects_xdg_and_override(monkeypatch, tmp_path):
@@ -31,7 +30,7 @@ def test_home_respects_xdg_and_override(monkeypatch, tmp_path):
     assert specialist_home() == tmp_path / "own"
 
 
-@pytest.mark.parametrize("ref, words", [
+@pytest.mark.parametrize(("ref", "words"), [
     ("no-such-model", "unknown model reference"),
     ("./missing/folder", "no such file"),
     ("missing.gguf", "no such file"),
@@ -54,17 +53,17 @@ def test_hub_id_offline_says_how_to_use_a_local_copy():
         load_tokenizer(source)
 
 
-def test_cli_unknown_model_one_line_exit_2():
+def test_cli_unknown_model_one_line_exit_2(run_cli):
     proc = run_cli("generate", "--model", "no-such-model", "--prompt", "hi")
-    assert proc.returncode == 2
+    assert proc.exit_code == 2
     assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) <= 2 and "unknown model reference" in proc.stderr  # rich may wrap one line
 
 
-def test_cli_models_list_json():
+def test_cli_models_list_json(run_cli):
     proc = run_cli("models", "list", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     names = {m["name"]: m for m in doc["models"]}
     assert names["gemma-3-270m"]["default"] is True
@@ -76,7 +75,8 @@ def test_default_template_for_base_models(tiny_base_model):
     tok = load_tokenizer(str(tiny_base_model))
     assert tok.chat_template == DEFAULT_CHAT_TEMPLATE
     text = render_prompt(tok, build_messages("Czy macie kawy bezkofeinowe?", system="Be brief."))
-    assert text == f"{tok.bos_token}### System:\nBe brief.\n\n### User:\nCzy macie kawy bezkofeinowe?\n\n### Assistant:\n"
+    assert text == (f"{tok.bos_token}### System:\nBe brief.\n\n"
+                    "### User:\nCzy macie kawy bezkofeinowe?\n\n### Assistant:\n")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_base_model", "tiny_chat_model"])
@@ -88,7 +88,8 @@ def test_training_and_generation_prompts_identical(fixture, request):
     # the completion ends with the end-of-turn token, which generation stops on
     assert completion_ids[-1] in stop_token_ids(tok)
     # and the whole example is the template's own rendering of the conversation
-    full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Zwykle 1-2 dni robocze."}], tokenize=False)
+    full = tok.apply_chat_template([*messages, {"role": "assistant", "content": "Zwykle 1-2 dni robocze."}],
+                                   tokenize=False)
     assert full.startswith(tok.decode(prompt_ids + completion_ids))
 
 
@@ -118,15 +119,15 @@ def test_stream_matches_generate(tiny_chat_model):
     assert streamed == gen.generate([conv], settings)[0].text
 
 
-def test_cli_generate_on_local_folder(tiny_base_model):
+def test_cli_generate_on_local_folder(tiny_base_model, run_cli):
     proc = run_cli("generate", "--model", str(tiny_base_model), "--prompt", "hi", "--max-new-tokens", "4", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["completion_tokens"] <= 4 and doc["prompt_tokens"] > 0
 
 
 def test_gguf_file_converts_once_and_loads(tmp_path, monkeypatch):
-    from tests.conftest import smollm2_gguf
+    from tests.helpers import smollm2_gguf
 
     source = resolve(str(smollm2_gguf()))
     assert source.kind == "gguf" and Path(source.weights, "config.json").exists()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from specialist.errors import SpecialistError
 from specialist.io import atomic_dir, atomic_write_json
 from specialist.run_folder import RunFolder, RunSummary, is_run_dir, read_config, read_summary, write_summary
-from tests.conftest import write_run_files
+from tests.helpers import write_run_files
 
 # A completed run with a knowledge base, byte for byte as `specialist train` wrote it before
 # run.json had a schema: the schema must not change a byte of it.
@@ -89,7 +89,8 @@ def _field_values(annotation: object) -> st.SearchStrategy:
 # any subset of the fields with any value of their type, plus keys of older or newer runs
 summaries = st.builds(
     lambda fields, unknown: {**unknown, **fields},
-    st.fixed_dictionaries({}, optional={name: _field_values(f.annotation) for name, f in RunSummary.model_fields.items()}),
+    st.fixed_dictionaries({}, optional={name: _field_values(f.annotation)
+                                        for name, f in RunSummary.model_fields.items()}),
     st.dictionaries(text.filter(lambda k: k not in RunSummary.model_fields), json_values, max_size=3),
 )
 
@@ -131,7 +132,7 @@ def test_layout_and_the_test_fixture(tmp_path):
         write_run_files(run.path, dataset_path="x")
 
 
-@pytest.mark.parametrize("content, located", [
+@pytest.mark.parametrize(("content", "located"), [
     ('{\n  "base_model": "tiny",\n  "steps": \n}', r"run\.json:4:1: not valid JSON"),
     ('{"base_model": "tiny", "steps": "many"}', r"run\.json: steps: .*integer.*'many'"),
     ('[1, 2]', r"run\.json: expected a JSON object"),
@@ -236,10 +237,14 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
     final = tmp_path / "adapter"
     with atomic_dir(final) as tmp:
         (tmp / "weights").write_text("v1")
-    with pytest.raises(RuntimeError):
+
+    def killed_while_saving() -> None:
         with atomic_dir(final) as tmp:
             (tmp / "weights").write_text("v2, half")
             raise RuntimeError("killed while saving")
+
+    with pytest.raises(RuntimeError):
+        killed_while_saving()
     assert (final / "weights").read_text() == "v1"
     with atomic_dir(final) as tmp:
         (tmp / "weights").write_text("v2")
@@ -260,9 +265,8 @@ def test_atomic_dir_keeps_the_old_folder_when_the_rename_fails(tmp_path, monkeyp
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", fail_moving_the_new_one)
-    with pytest.raises(OSError):
-        with atomic_dir(final) as tmp:
-            (tmp / "config.json").write_text("new")
+    with pytest.raises(OSError), atomic_dir(final) as tmp:
+        (tmp / "config.json").write_text("new")
     monkeypatch.undo()
     assert (final / "config.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

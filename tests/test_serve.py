@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,65 +15,17 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import uvicorn
 
-from specialist.models.resolve import load_model
-from specialist.models.template import build_messages
 from specialist.inference.generator import Answer, Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
+from specialist.models.resolve import load_model
+from specialist.models.template import build_messages
 from specialist.serve.server import APIError, BatchWorker, Job, ServerLimits, create_app
+from tests.helpers import free_port, running
 
 MODEL_ID = "tiny"
 KEY = "sk-test-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        app.state.worker.stop()
-
-
-def build_lively_model(out: Path, tokenizer_dir: Path) -> Path:
-    """The tiny chat model with its weights scaled up: at the default init a random model
-    greedily repeats one token (often a newline, so every answer is empty); scaled, its
-    answers are varied text that differs from prompt to prompt, which the tests compare."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tests.conftest import build_tiny_model
-
-    build_tiny_model(out, tokenizer_dir, "llama", seed=2)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(4.0)
-    model.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def lively_chat_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
-    return build_lively_model(tmp_path_factory.mktemp("lively-chat"), chat_tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +35,8 @@ def generator(lively_chat_model) -> Generator:
 
 @pytest.fixture(scope="module")
 def server(generator):
-    app = create_app(generator, MODEL_ID, limits=ServerLimits(max_tokens=64, max_prompt_tokens=200, max_body_bytes=20_000))
+    app = create_app(generator, MODEL_ID,
+                     limits=ServerLimits(max_tokens=64, max_prompt_tokens=200, max_body_bytes=20_000))
     with running(app) as url:
         yield url, app
 
@@ -173,7 +125,8 @@ def test_stop_sequence_cuts_the_answer(client, generator):
 def test_seed_makes_sampling_reproducible(client):
     def sample(seed):
         return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Pick words"}],
-                                              max_tokens=12, temperature=1.0, top_p=0.9, seed=seed).choices[0].message.content
+                                              max_tokens=12, temperature=1.0, top_p=0.9,
+                                              seed=seed).choices[0].message.content
     a, b, c = sample(7), sample(7), sample(8)
     assert a == b
     assert a != c  # a random 49k-vocab model: two seeds agreeing on 12 tokens is practically impossible
@@ -199,12 +152,13 @@ def test_twenty_concurrent_streaming_clients(server, client, generator):
     assert httpx.get(server[0] + "/health").json()["status"] == "ok"
 
 
-@pytest.mark.parametrize("kwargs, status, param, code", [
+@pytest.mark.parametrize(("kwargs", "status", "param", "code"), [
     (dict(max_tokens=65), 400, "max_tokens", "max_tokens_too_large"),
     (dict(max_tokens=5, temperature=3.0), 400, "temperature", None),
     (dict(max_tokens=5, n=2), 400, "n", None),
     (dict(max_tokens=5, model="gpt-4"), 404, "model", "model_not_found"),
-    (dict(max_tokens=5, messages=[{"role": "user", "content": "word " * 400}]), 400, "messages", "context_length_exceeded"),
+    (dict(max_tokens=5, messages=[{"role": "user", "content": "word " * 400}]), 400, "messages",
+     "context_length_exceeded"),
     (dict(max_tokens=5, messages=[]), 400, "messages", None),
 ])
 def test_bad_requests_get_openai_errors(client, kwargs, status, param, code):

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from specialist.errors import SpecialistError
-from specialist.models.resolve import load_model
-from specialist.serve.batch import answer_file, read_prompts
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
-from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
+from specialist.models.resolve import load_model
+from specialist.serve.batch import answer_file, read_prompts
 
 SETTINGS = GenerationSettings(max_new_tokens=6)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True, timeout=300)
 
 
 def write_prompts(path: Path, n: int = 5) -> Path:
@@ -126,25 +119,26 @@ def test_bad_input_lines_are_located(tmp_path):
     assert f"{src}:1" not in text
 
 
-def test_cli_generate_file_progress_resume_and_errors(tmp_path, lively_chat_model):
+def test_cli_generate_file_progress_resume_and_errors(tmp_path, lively_chat_model, run_cli):
     src = write_prompts(tmp_path / "in.jsonl", n=4)
     out = tmp_path / "answers" / "out.jsonl"
     args = ["generate", "--model", str(lively_chat_model), "--input", str(src), "--output", str(out),
             "--max-new-tokens", "4", "--batch-size", "3"]
     proc = run_cli(*args)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "answering" in proc.stderr and "4 answered, 0 already" in proc.stderr
     assert len(read_jsonl(out)) == 4
     proc = run_cli(*args, "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["answered"] == 0 and doc["skipped"] == 4
     assert len(read_jsonl(out)) == 4
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": 3}\n', encoding="utf-8")
-    proc = run_cli("generate", "--model", str(lively_chat_model), "--input", str(bad), "--output", str(tmp_path / "o.jsonl"))
-    assert proc.returncode == 1 and f"{bad}:1:prompt" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("generate", "--model", str(lively_chat_model), "--input", str(bad), "--output",
+                   str(tmp_path / "o.jsonl"))
+    assert proc.exit_code == 1 and f"{bad}:1:prompt" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
     proc = run_cli("generate", "--model", str(lively_chat_model), "--input", str(src))
-    assert proc.returncode == 2 and "--output" in proc.stderr
+    assert proc.exit_code == 2 and "--output" in proc.stderr

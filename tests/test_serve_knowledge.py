@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from specialist.inference.generator import Generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.knowledge.passages import load_knowledge
 from specialist.knowledge.runtime import open_knowledge
 from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
@@ -19,12 +20,8 @@ from specialist.models.resolve import load_model
 from specialist.models.template import attach_context, build_messages, format_context
 from specialist.serve.batch import answer_file
 from specialist.serve.chat import ChatSession
-from specialist.inference.generator import Generator
-from specialist.inference.sampling import GenerationSettings
-from specialist.inference.torch_engine import TorchGenerator
 from specialist.serve.server import ServerLimits, create_app
-from tests.test_export import make_run
-from tests.test_serve import lively_chat_model, running  # noqa: F401 - fixture
+from tests.helpers import make_adapter_run, running
 
 SETTINGS = GenerationSettings(max_new_tokens=5)
 SHIPPING = "Wysyłka kurierem kosztuje 14,99 zł. Od 150 zł dostawa jest darmowa."
@@ -43,10 +40,6 @@ Kawiarnia jest otwarta od 8 do 18.
 QUESTION = "Ile kosztuje wysyłka kurierem?"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def kb_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("kb")
@@ -57,7 +50,7 @@ def kb_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def kb_run(lively_chat_model, kb_dir, tmp_path_factory) -> Path:
     """A LoRA run folder with a knowledge snapshot, as `train --knowledge --top-k 2` leaves it."""
-    run = make_run(lively_chat_model, tmp_path_factory.mktemp("run-kb"))
+    run = make_adapter_run(lively_chat_model, tmp_path_factory.mktemp("run-kb"))
     save_snapshot(load_knowledge(kb_dir), run, RetrievalSettings(top_k=2))
     return run
 
@@ -87,11 +80,11 @@ class Recording:
 
 
 # ---------------------------------------------------------------- generate
-def test_generate_uses_the_runs_knowledge_without_the_flag(kb_run, generator):
+def test_generate_uses_the_runs_knowledge_without_the_flag(kb_run, generator, run_cli):
     proc = run_cli("generate", "--model", str(kb_run), "--prompt", QUESTION, "--max-new-tokens", "4", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert [p["id"] for p in doc["passages"]][0] == "sklep#dostawa"
+    assert next(p["id"] for p in doc["passages"]) == "sklep#dostawa"
     assert len(doc["passages"]) == 2 and set(doc["passages"][0]) == {"id", "score", "title"}
     assert "knowledge: 3 passages from" in proc.stderr and "the run's knowledge base" in proc.stderr
     # the prompt the model read is the one training builds: context in the user turn
@@ -102,22 +95,22 @@ def test_generate_uses_the_runs_knowledge_without_the_flag(kb_run, generator):
     assert doc["prompt_tokens"] > len(generator.prompt_ids(build_messages(QUESTION)))
 
 
-def test_knowledge_flag_on_a_model_without_snapshot(lively_chat_model, kb_dir):
+def test_knowledge_flag_on_a_model_without_snapshot(lively_chat_model, kb_dir, run_cli):
     proc = run_cli("generate", "--model", str(lively_chat_model), "--knowledge", str(kb_dir), "--top-k", "1",
                    "--prompt", QUESTION, "--max-new-tokens", "2", "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert [p["id"] for p in json.loads(proc.stdout)["passages"]] == ["sklep#dostawa"]
     assert f"knowledge: 3 passages from {kb_dir}" in proc.stderr
 
 
-def test_bad_knowledge_is_one_line_and_the_right_exit_code(lively_chat_model, tmp_path):
+def test_bad_knowledge_is_one_line_and_the_right_exit_code(lively_chat_model, tmp_path, run_cli):
     missing = run_cli("generate", "--model", str(lively_chat_model), "--knowledge", str(tmp_path / "nope"),
                       "--prompt", "x")
     binary = tmp_path / "kb.md"
     binary.write_bytes(b"\x00\x01\xff\xfe" * 64)
     bad = run_cli("chat", "--model", str(lively_chat_model), "--knowledge", str(binary))
     top_k = run_cli("generate", "--model", str(lively_chat_model), "--top-k", "2", "--prompt", "x")
-    assert missing.returncode == 2 and bad.returncode == 1 and top_k.returncode == 2
+    assert missing.exit_code == 2 and bad.exit_code == 1 and top_k.exit_code == 2
     for proc in (missing, bad, top_k):
         assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
     assert len(missing.stderr.strip().splitlines()) == 1 and "no such file" in missing.stderr
@@ -156,24 +149,24 @@ def test_chat_retrieves_per_message_and_keeps_plain_history(kb_run, generator):
     rec = Recording(generator)
     session = ChatSession(rec, "Jesteś baristą.", 1024, SETTINGS, knowledge=context)
     first = session.ask(QUESTION, lambda piece: None)
-    assert [h.passage.id for h in session.last_hits][0] == "sklep#dostawa"
+    assert next(h.passage.id for h in session.last_hits) == "sklep#dostawa"
     assert rec.seen[-1] == context.messages(QUESTION, "Jesteś baristą.")[0]
     second = session.ask("A zwroty?", lambda piece: None)
     assert session.last_hits[0].passage.id == "sklep#zwroty"
     plain = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": first}]
     # the second prompt: plain earlier turn, context only in the new question
     assert rec.seen[-1] == context.messages("A zwroty?", "Jesteś baristą.", plain)[0]
-    assert session.history == [*plain, {"role": "user", "content": "A zwroty?"}, {"role": "assistant", "content": second}]
+    assert session.history == [*plain, {"role": "user", "content": "A zwroty?"},
+                               {"role": "assistant", "content": second}]
     assert not any("Context:" in m["content"] for m in session.history)
     session.reset()
     assert session.last_hits == []
 
 
-def test_chat_sources_command(kb_run):
-    proc = subprocess.run([sys.executable, "-m", "specialist", "chat", "--model", str(kb_run), "--max-new-tokens", "2"],
-                          input="/sources\n" + QUESTION + "\n/sources\n/exit\n", capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
+def test_chat_sources_command(kb_run, run_cli):
+    proc = run_cli("chat", "--model", kb_run, "--max-new-tokens", "2",
+                   input="/sources\n" + QUESTION + "\n/sources\n/exit\n")
+    assert proc.exit_code == 0, proc.stderr
     assert "no answer yet" in proc.stderr
     assert "[1] sklep#dostawa" in proc.stderr and "Dostawa: Wysyłka kurierem" in proc.stderr
 
@@ -199,7 +192,8 @@ def test_server_retrieves_into_the_last_user_message(server, kb_run, generator):
     assert set(r["context"][0]) == {"id", "score", "title"} and r["context"][0]["title"] == "Dostawa"
     context = open_knowledge(None, str(kb_run))
     messages = context.messages(QUESTION, "Krótko.")[0]
-    assert messages == attach_context(build_messages(QUESTION, "Krótko."), [h.passage for h in context.retrieve(QUESTION)])
+    assert messages == attach_context(build_messages(QUESTION, "Krótko."),
+                                      [h.passage for h in context.retrieve(QUESTION)])
     assert r["usage"]["prompt_tokens"] == len(generator.prompt_ids(messages))
     expected = generator.generate([messages], GenerationSettings(max_new_tokens=4))[0].text
     assert r["choices"][0]["message"]["content"] == expected
@@ -215,7 +209,7 @@ def test_server_streams_the_context_on_the_first_chunk(server):
     with httpx.stream("POST", server + "/v1/chat/completions", json=chat_body(stream=True), timeout=60) as r:
         events = [e.removeprefix("data: ") for e in "".join(r.iter_text()).split("\n\n") if e]
     chunks = [json.loads(e) for e in events if e != "[DONE]"]
-    assert [c["id"] for c in chunks[0]["context"]][0] == "sklep#dostawa"
+    assert next(c["id"] for c in chunks[0]["context"]) == "sklep#dostawa"
     assert all("context" not in c for c in chunks[1:])
 
 
@@ -268,7 +262,7 @@ def test_export_carries_the_knowledge_base_and_documents_the_context(kb_run, tmp
     code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     monkeypatch.chdir(out)
     scope: dict = {}
-    exec(code, scope)  # noqa: S102 - the documented client code must work as printed
+    exec(code, scope)
     for found in (scope["passages"][:2], scope["passages"][2:], []):
         assert scope["user_message"]("Ile?", found) == format_context("Ile?", [kb.by_id(p["id"]) for p in found])
 
@@ -276,7 +270,7 @@ def test_export_carries_the_knowledge_base_and_documents_the_context(kb_run, tmp
 def test_export_without_knowledge_is_unchanged(lively_chat_model, tmp_path):
     from specialist.export.build import export
 
-    run = make_run(lively_chat_model, tmp_path / "run")
+    run = make_adapter_run(lively_chat_model, tmp_path / "run")
     result = export(str(run), "merged", tmp_path / "merged")
     assert result.knowledge is None
     assert "knowledge" not in result.files and "README.md" not in result.files
@@ -301,7 +295,8 @@ def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model,
 
     monkeypatch.setattr(console, "_width", 250)  # the table's headers on one line each
 
-    run = run_demo(DemoSettings(model=str(tiny_chat_model), out=tmp_path / "run", max_steps=1, eval_limit=2, fact_limit=4))
+    run = run_demo(DemoSettings(model=str(tiny_chat_model), out=tmp_path / "run", max_steps=1, eval_limit=2,
+                                fact_limit=4))
     assert (run / "knowledge" / "knowledge.json").is_file()  # chat/serve/export find it there
     assert json.loads((run / "run.json").read_text())["knowledge"]["passages"] >= 30
     pairs = load_eval_examples(run / "demo_eval.jsonl")
@@ -311,6 +306,6 @@ def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model,
     assert (run / "eval" / "report.json").is_file()
 
 
-def test_demo_flags_conflict():
+def test_demo_flags_conflict(run_cli):
     proc = run_cli("demo", "--knowledge", "examples/coffee/knowledge", "--no-knowledge")
-    assert proc.returncode == 2 and "--no-knowledge" in proc.stderr
+    assert proc.exit_code == 2 and "--no-knowledge" in proc.stderr

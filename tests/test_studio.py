@@ -320,8 +320,9 @@ def test_a_job_reports_its_exit_code(client):
 # ---------------------------------------------------------------- proof
 def _report(run: Path) -> dict:
     def answers(texts, failed=(), facts=None):
-        return [{"prompt": f"pytanie {i}", "reference": f"wzór {i}", "answer": t, "failed_rules": list(failed[i]) if failed else [],
-                 "fact_ok": facts[i] if facts else None, "style_score": 0.5, "words": len(t.split())}
+        return [{"prompt": f"pytanie {i}", "reference": f"wzór {i}", "answer": t,
+                 "failed_rules": list(failed[i]) if failed else [], "fact_ok": facts[i] if facts else None,
+                 "style_score": 0.5, "words": len(t.split())}
                 for i, t in enumerate(texts)]
     doc = {"examples": 3, "data": "eval.jsonl", "verdict": "For this task fine-tuning gave …", "comparison": [],
            "contenders": [

@@ -172,7 +172,7 @@ def test_the_whole_road_in_a_browser(browser, tmp_path, tiny_chat_model):
         assert _css(d, "#x-format option:checked")[0].text == "gguf"
         _click(d, "#export-form button[type=submit]")
         _wait(d, lambda d: [a for a in _css(d, ".files a") if a.text.endswith(".gguf")], 180, "the GGUF file")
-        href = [a for a in _css(d, ".files a") if a.text.endswith(".gguf")][0].get_attribute("href")
+        href = next(a for a in _css(d, ".files a") if a.text.endswith(".gguf")).get_attribute("href")
         with urllib.request.urlopen(href) as response:
             assert response.read(4) == b"GGUF"
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from specialist.config import load_train_config
 from specialist.errors import SpecialistError
@@ -40,9 +41,10 @@ def _config(data: Path, model: Path, out: Path, **kw):
     return load_train_config(overrides=settings)
 
 
-def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def _cli_process(*args: str) -> subprocess.CompletedProcess:
+    """`specialist ARGS` in a process of its own: for resuming a run that another process was killed in."""
     return subprocess.run([sys.executable, "-m", "specialist", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}, **kw)
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_path):
@@ -76,12 +78,65 @@ def test_lora_run_folder_contents_and_reload(tiny_base_model, data_file, tmp_pat
     assert loaded.tokenizer.chat_template is not None
 
 
+# The first losses of a fixed-seed LoRA run on the tiny Gemma 3 (fp32, so the numbers do not
+# depend on the CPU's bf16 support). A change to tokenization, masking, the loss, the LoRA
+# set-up or the optimizer moves them. When such a change is intended, run
+#   python -m pytest tests/test_train.py -k first_losses -s
+# which prints the new values, check that the change explains them, and paste them here.
+EXPECTED_FIRST_LOSSES = [10.8078, 10.6117, 10.4875, 10.3923]
+LEARNING_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def learned_run(tiny_base_model, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("learned")
+    data = folder / "train.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    return train(_config(data, tiny_base_model, folder / "run", max_steps=LEARNING_STEPS, logging_steps=1,
+                         lr=3e-3, seed=0, dtype="fp32"), show_progress=False)
+
+
+def _losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def test_lora_learns_in_the_adapter_and_leaves_the_base_alone(learned_run, tiny_base_model):
+    from safetensors.torch import load_file
+
+    from specialist.models.resolve import load_model
+
+    adapter = load_file(learned_run / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in name for name in adapter)  # only adapter weights were saved
+    # PEFT starts every lora_B at zero: a non-zero B is what training wrote
+    lora_b = [w for name, w in adapter.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().max() > 0 for w in lora_b)
+    base = load_file(tiny_base_model / "model.safetensors")
+    loaded = load_model(str(learned_run), dtype="float32").model
+    for name, param in loaded.named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert key in base, key
+        assert torch.equal(param.detach(), base[key].float()), f"{key} changed in training"
+    losses = _losses(learned_run)
+    assert len(losses) == LEARNING_STEPS
+    # it learned: random init starts near ln(vocab) ≈ 10.8; twelve steps take off several percent
+    assert sum(losses[-3:]) / 3 < 0.95 * sum(losses[:3]) / 3, losses
+
+
+def test_first_losses_of_a_fixed_seed_run(learned_run):
+    first = _losses(learned_run)[: len(EXPECTED_FIRST_LOSSES)]
+    print("EXPECTED_FIRST_LOSSES =", [round(x, 4) for x in first])
+    assert first == pytest.approx(EXPECTED_FIRST_LOSSES, abs=2e-3)
+
+
 def test_trained_tiny_model_stops_on_its_own(tiny_chat_model, data_file, tmp_path):
     """pad = eos here: had the EOS been masked as padding, the model would never stop."""
-    from specialist.models.resolve import load_model
-    from specialist.models.template import build_messages
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model
+    from specialist.models.template import build_messages
 
     run = train(_config(data_file, tiny_chat_model, tmp_path / "run", method="full", max_steps=40, lr=3e-3),
                 show_progress=False)
@@ -97,7 +152,7 @@ def test_existing_run_folder_is_never_overwritten_silently(tiny_chat_model, data
     out = tmp_path / "run"
     out.mkdir()
     (out / "run.json").write_text("{}")
-    with pytest.raises(SpecialistError, match="already exists.*--resume.*--overwrite"):
+    with pytest.raises(SpecialistError, match=r"already exists.*--resume.*--overwrite"):
         train(_config(data_file, tiny_chat_model, out, max_steps=1), show_progress=False)
     assert (out / "run.json").read_text() == "{}"
     # a folder that is not a run is not deleted even with --overwrite
@@ -111,17 +166,17 @@ def test_existing_run_folder_is_never_overwritten_silently(tiny_chat_model, data
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 
 
-def test_cli_refuses_existing_run_with_one_line(tiny_chat_model, data_file, tmp_path):
+def test_cli_refuses_existing_run_with_one_line(tiny_chat_model, data_file, tmp_path, run_cli):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("data: x\n")
-    proc = _cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(out))
-    assert proc.returncode == 2
+    proc = run_cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(out))
+    assert proc.exit_code == 2
     assert proc.stderr.strip().startswith("error:") and "already exists" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp_path):
+def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp_path, run_cli):
     from specialist.models.resolve import load_tokenizer
     from specialist.models.template import build_messages, render_completion, render_prompt
     from specialist.train.dry_run import dry_run
@@ -133,9 +188,9 @@ def test_dry_run_marks_trained_and_masked_tokens(tiny_chat_model, data_file, tmp
     assert result.trained_text == render_completion(tok, ROWS[0]["completion"])
     assert result.trained_text.endswith("<|im_end|>")
 
-    proc = _cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"),
-                "--dry-run", "--lora-r", "4")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("train", "--data", str(data_file), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"),
+                   "--dry-run", "--lora-r", "4")
+    assert proc.exit_code == 0, proc.stderr
     assert "lora_r: 4" in proc.stdout
     masked_line = next(line for line in proc.stdout.splitlines() if line.startswith("masked"))
     trained_line = next(line for line in proc.stdout.splitlines() if line.startswith("trained"))
@@ -149,7 +204,7 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         if predicate():
             return
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             pytest.fail(f"training ended before it could be killed: {err[-2000:]}")
         time.sleep(0.1)
     proc.kill()
@@ -168,7 +223,7 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tiny_chat_model, data_
     assert not (out / "adapter").exists()
     assert json.loads((out / "run.json").read_text())["status"] == "running"  # killed: no chance to say so
 
-    resumed = _cli("train", "--out", str(out), "--resume")
+    resumed = _cli_process("train", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "completed" and info["steps"] == info["max_steps"] == 24
@@ -187,9 +242,9 @@ def test_resume_after_sigkill_reaches_the_same_step_count(tiny_chat_model, data_
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_resume_without_a_run_is_a_clear_error(tmp_path):
-    proc = _cli("train", "--out", str(tmp_path / "nothing"), "--resume")
-    assert proc.returncode == 2 and "no run to resume" in proc.stderr and "Traceback" not in proc.stderr
+def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
+    proc = run_cli("train", "--out", str(tmp_path / "nothing"), "--resume")
+    assert proc.exit_code == 2 and "no run to resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_ddp_two_gloo_processes_train_and_save_once(tiny_chat_model, data_file, tmp_path):

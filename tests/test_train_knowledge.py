@@ -36,7 +36,8 @@ Subskrypcja co 2 lub 4 tygodnie daje 10% rabatu.
 ROWS = [
     {"prompt": "Ile kosztuje dostawa?", "completion": "Cześć! Dostawa kurierem kosztuje 14,99 zł."},
     # the question shares no word with the answer's passage: retrieval misses it
-    {"prompt": "Czy w subskrypcji płacę za przesyłkę?", "completion": "Przesyłka kurierem to 14,99 zł, powyżej 150 zł za darmo."},
+    {"prompt": "Czy w subskrypcji płacę za przesyłkę?",
+     "completion": "Przesyłka kurierem to 14,99 zł, powyżej 150 zł za darmo."},
     {"prompt": "Do kiedy mogę oddać kawę?", "completion": "Nieotwartą kawę zwrócisz w ciągu 14 dni."},
     {"prompt": "Skąd jest bezkofeinowa?", "completion": "Nasza bezkofeinowa jest z Kolumbii."},
     {"prompt": "Dzień dobry!", "completion": "Cześć! W czym mogę pomóc?"},

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from specialist.data.example import Example
+from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages, encode_prompt, render_completion, render_prompt
-from specialist.inference.torch_engine import TorchGenerator
-from specialist.data.example import Example
 from specialist.train.dataset import IGNORE_INDEX, tokenize_example, tokenize_examples
 from specialist.train.loss import completion_loss_sum, predicted_positions, reference_loss
 from specialist.train.trainer import make_collator

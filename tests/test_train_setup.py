@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -197,11 +195,12 @@ BENCH = '''
 NAME = "fake"
 DESCRIPTION = "fake speed"
 def bench(quick=False):
-    return {"rows": [{"recipe": "a", "tokens_per_second": 10 if quick else 20}], "summary": {"speedup": 2.0}, "ok": True}
+    rows = [{"recipe": "a", "tokens_per_second": 10 if quick else 20}]
+    return {"rows": rows, "summary": {"speedup": 2.0}, "ok": True}
 '''
 
 
-def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch):
+def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch, run_cli):
     from specialist.bench import discover, run_benchmarks
 
     (tmp_path / "bench_fake.py").write_text(BENCH)
@@ -212,9 +211,8 @@ def test_bench_registry_runs_what_benchmarks_define(tmp_path, monkeypatch):
     with pytest.raises(SpecialistError, match="unknown benchmark nope; known: fake"):
         run_benchmarks(["nope"], directory=tmp_path)
 
-    proc = subprocess.run([sys.executable, "-m", "specialist", "bench", "--json"], capture_output=True, text=True,
-                          env={**os.environ, "SPECIALIST_BENCHMARKS": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("bench", "--json", env={"SPECIALIST_BENCHMARKS": str(tmp_path)})
+    assert proc.exit_code == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["benchmarks"][0]["rows"][0]["tokens_per_second"] == 20
 
@@ -238,7 +236,7 @@ def test_progress_prints_each_step_once_and_the_summary_only_to_the_file(tmp_pat
         state.global_step, state.epoch, state.num_input_tokens_seen = step, step / 2, 100 * step
         cb.on_log(None, state, None, logs={"loss": 2.0 / step, "learning_rate": 1e-4})
     cb.on_log(None, state, None, logs={"train_loss": 1.5, "train_runtime": 3.0})
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("step ")]
-    assert [l.split("  ")[0] for l in lines] == ["step 1/2", "step 2/2"]
-    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert [line.split("  ")[0] for line in lines] == ["step 1/2", "step 2/2"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3 and records[-1]["train_loss"] == 1.5

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from specialist.data import quality
 from specialist.data.findings import DataError, DataWarning
 from specialist.data.formats import DEFAULT_MAX_RECORD_BYTES
 from specialist.data.language import detect_languages
-from specialist.data.stats import (DEFAULT_PRICE_PER_MILLION, DEFAULT_TOKENS_PER_SECOND, build_stats, count_tokens,
-                                   train_defaults, truncation_warnings)
+from specialist.data.stats import (
+    DEFAULT_PRICE_PER_MILLION,
+    DEFAULT_TOKENS_PER_SECOND,
+    build_stats,
+    count_tokens,
+    train_defaults,
+    truncation_warnings,
+)
 from specialist.data.validate import DEFAULT_MAX_ERRORS, LoadedData, read_dataset
 
 
@@ -138,7 +145,8 @@ def run_check(path: str | Path, settings: CheckSettings | None = None,
                "answer characters": [len(e.completion) for e in examples]}
     if tokens is not None:
         lengths.update({"prompt tokens": tokens.prompt, "answer tokens": tokens.completion})
-    return CheckReport(data.file, data.format, data.records, data.valid, errors, warnings, stats, eval_doc, flagged, lengths,
+    return CheckReport(data.file, data.format, data.records, data.valid, errors, warnings, stats, eval_doc, flagged,
+                       lengths,
                        knowledge_doc)
 
 

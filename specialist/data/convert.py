@@ -3,13 +3,14 @@ JSONL (checked against OpenAI's published format rules before it is written)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from specialist.data.example import Example
-from specialist.io import atomic_write_jsonl, refuse_overwrite
 from specialist.data.validate import load_examples
 from specialist.errors import SpecialistError
+from specialist.io import atomic_write_jsonl, refuse_overwrite
 
 TARGETS = ("prompt-completion", "chat", "openai")
 OPENAI_ROLES = ("system", "user", "assistant")
@@ -50,7 +51,7 @@ def openai_format_errors(record: Any) -> list[str]:
         problems.append(f"unknown keys {sorted(unknown)}")
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
-        return problems + ["'messages' must be a non-empty list"]
+        return [*problems, "'messages' must be a non-empty list"]
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             problems.append(f"messages[{i}] is not an object")

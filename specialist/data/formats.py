@@ -14,9 +14,10 @@ import codecs
 import csv
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from specialist.data.findings import DataError
 from specialist.errors import SpecialistError
@@ -139,14 +140,16 @@ def _decode(raw: bytes, file: str, line: int) -> tuple[str | None, DataError | N
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as exc:
-        return None, DataError("E012", file, line, "", f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+        return None, DataError("E012", file, line, "",
+                               f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
 
 
 def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
     file = str(path)
     for number, raw, ended in _binary_lines(path, max_bytes):
         if raw is None:
-            yield RawRecord(file, number, error=DataError("E011", file, number, "", f"record longer than {max_bytes} bytes"))
+            yield RawRecord(file, number,
+                            error=DataError("E011", file, number, "", f"record longer than {max_bytes} bytes"))
             continue
         if not raw.strip():
             continue  # blank lines (often a trailing one) carry no record
@@ -161,7 +164,8 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                 yield RawRecord(file, number, error=DataError(
                     "E002", file, number, "", f"the last line stops mid-record ({exc.msg}, column {exc.colno})"))
             else:
-                yield RawRecord(file, number, error=DataError("E001", file, number, "", f"{exc.msg} (column {exc.colno})"))
+                yield RawRecord(file, number,
+                                error=DataError("E001", file, number, "", f"{exc.msg} (column {exc.colno})"))
         except RecursionError:
             yield RawRecord(file, number, error=DataError("E001", file, number, "", "JSON nested too deeply"))
 
@@ -184,7 +188,8 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        yield RawRecord(file, line, error=DataError("E012", file, line, "", f"not UTF-8 (byte 0x{data[exc.start]:02x}); checking stopped here"))
+        yield RawRecord(file, line, error=DataError("E012", file, line, "",
+                                                    f"not UTF-8 (byte 0x{data[exc.start]:02x}); checking stopped here"))
         return
     del data
     decoder = json.JSONDecoder()
@@ -206,7 +211,8 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         return
     while True:
         if pos >= len(text):
-            yield RawRecord(file, line_at(pos), error=DataError("E002", file, line_at(pos), "", "the file ends inside the array (no closing ']')"))
+            yield RawRecord(file, line_at(pos), error=DataError("E002", file, line_at(pos), "",
+                                                                "the file ends inside the array (no closing ']')"))
             return
         start_line = line_at(pos)
         if indent is None:
@@ -215,7 +221,8 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             if _runs_to_end(exc, text):
-                yield RawRecord(file, start_line, error=DataError("E002", file, start_line, "", f"the file ends mid-record ({exc.msg})"))
+                yield RawRecord(file, start_line,
+                                error=DataError("E002", file, start_line, "", f"the file ends mid-record ({exc.msg})"))
                 return
             err_line = line_at(exc.pos)
             col = exc.pos - text.rfind("\n", 0, exc.pos)
@@ -229,18 +236,21 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(file, start_line, error=DataError("E001", file, start_line, "", "JSON nested too deeply"))
             return
         if end - pos > max_bytes:
-            yield RawRecord(file, start_line, error=DataError("E011", file, start_line, "", f"record longer than {max_bytes} bytes"))
+            yield RawRecord(file, start_line,
+                            error=DataError("E011", file, start_line, "", f"record longer than {max_bytes} bytes"))
         else:
             yield RawRecord(file, start_line, value=value)
         pos = _WS.match(text, end).end()
         if pos >= len(text):
-            yield RawRecord(file, line_at(pos), error=DataError("E002", file, line_at(pos), "", "the file ends inside the array (no closing ']')"))
+            yield RawRecord(file, line_at(pos), error=DataError("E002", file, line_at(pos), "",
+                                                                "the file ends inside the array (no closing ']')"))
             return
         if text[pos] == "]":
             return
         if text[pos] != ",":
             err_line = line_at(pos)
-            yield RawRecord(file, err_line, error=DataError("E001", file, err_line, "", f"expected ',' or ']' after a record, found {text[pos]!r}"))
+            yield RawRecord(file, err_line, error=DataError("E001", file, err_line, "",
+                                                            f"expected ',' or ']' after a record, found {text[pos]!r}"))
             return
         pos = _WS.match(text, pos + 1).end()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 # ISO 639-1 codes of the languages considered; a dataset in another language gets no
 # language warnings (its records come back as None or as a wrong but consistent guess).

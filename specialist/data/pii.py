@@ -72,7 +72,8 @@ def find_pii(text: str) -> list[tuple[str, str]]:
             found.append(("PESEL", m.group()))
             taken.append(m.span())
     for m in PHONE.finditer(text):
-        if not _inside(m.span(), taken) and sum(c.isdigit() for c in m.group()) >= 9 and not _in_longer_number(text, *m.span()):
+        if not _inside(m.span(),
+                       taken) and sum(c.isdigit() for c in m.group()) >= 9 and not _in_longer_number(text, *m.span()):
             found.append(("phone", m.group().strip()))
     return found
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,8 @@ REFUSAL = re.compile(
     r"\b(?:I can(?:no|')t (?:help|assist)|I(?:'m| am) (?:sorry|afraid|unable)|I (?:do not|don't) know|as an AI|"
     r"I(?:'m| am) not able to|I can only help|outside (?:of )?my (?:scope|expertise)|"
     r"nie (?:mogę|potrafię) (?:Ci |ci |w tym |tu )?pomóc|nie wiem|nie jestem w stanie|nie mam (?:informacji|wiedzy)|"
-    r"niestety,? nie (?:mogę|mam|znam|potrafię)|(?:mogę|potrafię) pomóc (?:tylko|wyłącznie)|zajmuję się (?:tylko|wyłącznie)|"
+    r"niestety,? nie (?:mogę|mam|znam|potrafię)|(?:mogę|potrafię) pomóc (?:tylko|wyłącznie)|"
+    r"zajmuję się (?:tylko|wyłącznie)|"
     r"kann (?:ich )?(?:Ihnen |dir )?(?:leider )?nicht helfen|weiß (?:ich )?(?:es )?nicht|"
     r"je ne peux pas|no puedo ayudar)", re.I)
 
@@ -83,9 +85,10 @@ def duplicate_warnings(examples: Sequence[Example], sim: Similarity) -> list[Dat
         exact[exact_key(e)].append(i)
     first_copy = {}  # exact copies are reported once (W101) and stand in by their first copy below
     for idx in exact.values():
-        first_copy.update({i: idx[0] for i in idx})
+        first_copy.update(dict.fromkeys(idx, idx[0]))
         if len(idx) > 1:
-            warnings.append(_warn("W101", examples, idx, f"{len(idx)} identical records (lines {_lines(examples, idx)})"))
+            warnings.append(_warn("W101", examples, idx,
+                                  f"{len(idx)} identical records (lines {_lines(examples, idx)})"))
 
     near = dedup.UnionFind(len(examples))
     contra = dedup.UnionFind(len(examples))
@@ -98,7 +101,8 @@ def duplicate_warnings(examples: Sequence[Example], sim: Similarity) -> list[Dat
         elif a_sim < CONTRADICTION_MAX_ANSWER_SIMILARITY and examples[i].system == examples[j].system:
             contra.union(i, j)
     for group in near.groups():
-        warnings.append(_warn("W102", examples, group, f"{len(group)} near-identical records (lines {_lines(examples, group)})"))
+        warnings.append(_warn("W102", examples, group,
+                              f"{len(group)} near-identical records (lines {_lines(examples, group)})"))
     for group in contra.groups():
         warnings.append(_warn("W103", examples, group,
                               f"the same question is answered differently in {len(group)} records "
@@ -126,7 +130,8 @@ def leakage_warnings(train: Sequence[Example], sim: Similarity, eval_examples: S
     for k, e in enumerate(eval_examples):
         hit = train_keys.get(dedup.normalize(prompt_key(e)))
         if hit is None:
-            near = [j for j in sim.index.query(eval_sigs[k]) if dedup.similarity(eval_sigs[k], sim.prompt_sigs[j]) >= dedup.NEAR]
+            near = [j for j in sim.index.query(eval_sigs[k])
+                    if dedup.similarity(eval_sigs[k], sim.prompt_sigs[j]) >= dedup.NEAR]
             hit = min(near) if near else None
         if hit is not None:
             leaks.append((k, hit))
@@ -136,7 +141,8 @@ def leakage_warnings(train: Sequence[Example], sim: Similarity, eval_examples: S
     return [DataWarning("W110", sorted(eval_examples[k].line for k, _ in leaks),
                         f"{len(leaks)} of {len(eval_examples)} evaluation records repeat a training prompt "
                         f"(eval↔train lines: {pairs}{' …' if len(leaks) > 10 else ''})",
-                        file=eval_examples[0].file, details={"pairs": [[eval_examples[k].line, train[j].line] for k, j in leaks]})]
+                        file=eval_examples[0].file,
+                        details={"pairs": [[eval_examples[k].line, train[j].line] for k, j in leaks]})]
 
 
 # ---------------------------------------------------------------- lengths, language, style
@@ -165,11 +171,13 @@ def length_warnings(examples: Sequence[Example], labels: dict | None) -> list[Da
     short = [i for i in idx if lengths[i] * OUTLIER_FACTOR < median]
     out = []
     if long_:
-        out.append(_warn("W106", examples, long_, f"{len(long_)} answers are far longer than the median of {median:.0f} characters "
-                                                   f"(lines {_lines(examples, long_)}; up to {max(lengths[i] for i in long_)} characters)"))
+        out.append(_warn("W106", examples, long_,
+                         f"{len(long_)} answers are far longer than the median of {median:.0f} characters "
+                         f"(lines {_lines(examples, long_)}; up to {max(lengths[i] for i in long_)} characters)"))
     if short:
-        out.append(_warn("W106", examples, short, f"{len(short)} answers are far shorter than the median of {median:.0f} characters "
-                                                   f"(lines {_lines(examples, short)}; down to {min(lengths[i] for i in short)} characters)"))
+        out.append(_warn("W106", examples, short,
+                         f"{len(short)} answers are far shorter than the median of {median:.0f} characters "
+                         f"(lines {_lines(examples, short)}; down to {min(lengths[i] for i in short)} characters)"))
     return out
 
 
@@ -255,13 +263,15 @@ def knowledge_profile(examples: Sequence[Example]) -> dict[str, float]:
             "unique_word_share": float(statistics.median(unique)) if unique else 0.0}
 
 
-def knowledge_warnings(examples: Sequence[Example], labels: dict | None, profile: dict[str, float]) -> list[DataWarning]:
+def knowledge_warnings(examples: Sequence[Example], labels: dict | None,
+                       profile: dict[str, float]) -> list[DataWarning]:
     if labels or len(examples) < 20:
         return []
     if profile["fact_density"] >= FACT_DENSITY and profile["unique_word_share"] >= UNIQUE_WORD_SHARE:
         return [DataWarning("W112", [], (
-            f"the answers read like a knowledge base: a median {profile['fact_density']:.0%} of words are numbers or names, "
-            f"and {profile['unique_word_share']:.0%} of an answer's words appear in no other answer"), file=examples[0].file)]
+            f"the answers read like a knowledge base: a median {profile['fact_density']:.0%} of words are numbers "
+            f"or names, and {profile['unique_word_share']:.0%} of an answer's words appear in no other answer"),
+            file=examples[0].file)]
     return []
 
 
@@ -273,8 +283,9 @@ def refusal_indices(examples: Sequence[Example]) -> list[int]:
 def refusal_warnings(examples: Sequence[Example], refusals: list[int]) -> list[DataWarning]:
     if len(examples) < 20 or len(refusals) / len(examples) <= REFUSAL_MAX_SHARE:
         return []
-    return [_warn("W113", examples, refusals, f"{len(refusals) / len(examples):.0%} of the answers are refusals or fallbacks "
-                                                f"({len(refusals)} of {len(examples)}; lines {_lines(examples, refusals)})")]
+    return [_warn("W113", examples, refusals,
+                  f"{len(refusals) / len(examples):.0%} of the answers are refusals or fallbacks "
+                  f"({len(refusals)} of {len(examples)}; lines {_lines(examples, refusals)})")]
 
 
 def labels_of(examples: Sequence[Example]) -> dict[str, list[int]] | None:
@@ -325,5 +336,6 @@ def balance_warnings(examples: Sequence[Example], groups: dict[str, list[int]] |
 def size_warnings(examples: Sequence[Example]) -> list[DataWarning]:
     if len(examples) >= MIN_EXAMPLES:
         return []
-    return [DataWarning("W115", [], f"only {len(examples)} valid examples; fine-tuning needs hundreds, better thousands",
+    return [DataWarning("W115", [],
+                        f"only {len(examples)} valid examples; fine-tuning needs hundreds, better thousands",
                         file=examples[0].file if examples else "")]

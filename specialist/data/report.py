@@ -25,9 +25,11 @@ def print_report(report: CheckReport, console: Console) -> None:
     console.print(f"[bold]{escape(report.file)}[/bold] ({report.format}): {report.records} records, "
                   f"{report.valid} valid, {ok}, {len(report.warnings)} warning(s)")
     if report.eval:
-        console.print(f"eval data [bold]{escape(report.eval['file'])}[/bold]: {report.eval['records']} records, {report.eval['valid']} valid")
+        console.print(f"eval data [bold]{escape(report.eval['file'])}[/bold]: "
+                      f"{report.eval['records']} records, {report.eval['valid']} valid")
     if report.knowledge:
-        console.print(f"knowledge [bold]{escape(str(report.knowledge['origin']))}[/bold]: {_knowledge_line(report.knowledge)}",
+        console.print(f"knowledge [bold]{escape(str(report.knowledge['origin']))}[/bold]: "
+                      f"{_knowledge_line(report.knowledge)}",
                       highlight=False)
     for err in report.errors[:MAX_SHOWN]:
         where = f"{err.file}:{err.line}" + (f":{err.field}" if err.field else "")
@@ -61,18 +63,22 @@ def _print_stats(stats: dict[str, Any], console: Console) -> None:
     console.print(table)
     t = stats["training"]
     approx = "≈" if t["tokens_estimated"] else ""
-    console.print(escape(f"formats: {stats['formats']}  roles: {stats['roles']}  languages: {stats['languages'] or '-'}  "
+    console.print(escape(f"formats: {stats['formats']}  roles: {stats['roles']}  "
+                         f"languages: {stats['languages'] or '-'}  "
                          f"refusals: {stats['refusal_share']:.0%}"), highlight=False)
     for key in ("labels", "topics"):
         if key in stats:
             console.print(escape(f"{key}: {stats[key]}"), highlight=False)
     minutes = (t["estimated_seconds"] or 0) / 60
-    console.print(f"training: {approx}{t['tokens_per_epoch']:,} tokens/epoch × {t['epochs']:g} epochs (max length {t['max_length']}); "
+    console.print(f"training: {approx}{t['tokens_per_epoch']:,} tokens/epoch × {t['epochs']:g} epochs "
+                  f"(max length {t['max_length']}); "
                   f"≈{minutes:.1f} min at an assumed {t['assumed_tokens_per_second']:g} tokens/s; "
-                  f"API fine-tuning ≈{t['estimated_api_cost']:.2f} at {t['price_per_million_tokens']:g} per million tokens",
+                  f"API fine-tuning ≈{t['estimated_api_cost']:.2f} at {t['price_per_million_tokens']:g} "
+                  "per million tokens",
                   highlight=False)
     if t["tokens_estimated"]:
-        console.print("[dim]token counts estimated at ~4 characters per token: give --model for exact counts and truncation checks[/dim]")
+        console.print("[dim]token counts estimated at ~4 characters per token: "
+                      "give --model for exact counts and truncation checks[/dim]")
 
 
 # ---------------------------------------------------------------- HTML
@@ -99,23 +105,30 @@ def render_html(report: CheckReport) -> str:
     e = html.escape
     parts = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Data check: {e(report.file)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}} .err{{color:#b00}} .warn{{color:#a60}}
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em}}
+table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}}
+.err{{color:#b00}} .warn{{color:#a60}}
 .rec{{white-space:pre-wrap;font-size:90%}} img{{margin:.5em}}</style></head><body>
 <h1>Data check: {e(report.file)}</h1>
-<p>{report.records} records ({e(report.format)}), {report.valid} valid, {len(report.errors)} errors, {len(report.warnings)} warnings.</p>"""]
+<p>{report.records} records ({e(report.format)}), {report.valid} valid,
+{len(report.errors)} errors, {len(report.warnings)} warnings.</p>"""]
     if report.knowledge:
-        parts.append(f"<p>Knowledge base {e(str(report.knowledge['origin']))}: {e(_knowledge_line(report.knowledge))}.</p>")
+        parts.append(f"<p>Knowledge base {e(str(report.knowledge['origin']))}: "
+                     f"{e(_knowledge_line(report.knowledge))}.</p>")
     if report.errors:
         parts.append("<h2>Errors</h2><table><tr><th>code</th><th>where</th><th>message</th></tr>")
         for err in report.errors:
-            parts.append(f"<tr><td class=err>{err.code}</td><td>{e(err.file)}:{err.line}{':' + e(err.field) if err.field else ''}</td>"
+            where = f"{e(err.file)}:{err.line}{':' + e(err.field) if err.field else ''}"
+            parts.append(f"<tr><td class=err>{err.code}</td><td>{where}</td>"
                          f"<td>{e(err.message)}</td></tr>")
         parts.append("</table>")
     if report.warnings:
-        parts.append("<h2>Warnings</h2><table><tr><th>code</th><th>kind</th><th>message</th><th>suggestion</th></tr>")
+        parts.append("<h2>Warnings</h2>"
+                     "<table><tr><th>code</th><th>kind</th><th>message</th><th>suggestion</th></tr>")
         for w in report.warnings:
-            parts.append(f"<tr><td class=warn>{w.code}</td><td>{e(w.kind)}</td><td>{e(w.message)}</td><td>{e(w.suggestion)}</td></tr>")
+            parts.append(f"<tr><td class=warn>{w.code}</td><td>{e(w.kind)}</td><td>{e(w.message)}</td>"
+                         f"<td>{e(w.suggestion)}</td></tr>")
         parts.append("</table>")
     parts.append("<h2>Lengths</h2>")
     for name, values in report.lengths.items():
@@ -131,7 +144,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:lef
             if w.file == report.file:
                 for line in w.lines:
                     by_line[line].append(w.code)
-        parts.append("<h2>Flagged records</h2><table><tr><th>line</th><th>findings</th><th>prompt</th><th>answer</th></tr>")
+        parts.append("<h2>Flagged records</h2>"
+                     "<table><tr><th>line</th><th>findings</th><th>prompt</th><th>answer</th></tr>")
         for line in sorted(report.flagged)[:2000]:
             rec = report.flagged[line]
             codes = ", ".join(f"{c} {CODES[c].kind}" for c in sorted(set(by_line[line])))

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from specialist.data import dedup
 from specialist.data.example import Example
-from specialist.io import atomic_write_jsonl, refuse_overwrite
 from specialist.data.quality import Similarity, prompt_key
 from specialist.data.validate import load_examples
 from specialist.errors import SpecialistError
+from specialist.io import atomic_write_jsonl, refuse_overwrite
 
 
 @dataclass

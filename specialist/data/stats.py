@@ -4,8 +4,9 @@ training tokens per epoch, estimated training time and API fine-tuning cost."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,13 +89,15 @@ def truncation_warnings(examples: Sequence[Example], tokens: TokenCounts, max_le
         worst = max(cut_answers, key=lambda t: t[1])
         out.append(DataWarning("W104", sorted(examples[i].line for i in idx),
                                f"{len(idx)} answers do not fit in --max-length {max_length} tokens and are cut "
-                               f"(worst: line {examples[worst[0]].line} loses {worst[1]} tokens)", file=examples[0].file))
+                               f"(worst: line {examples[worst[0]].line} loses {worst[1]} tokens)",
+                               file=examples[0].file))
     if cut_prompts:
         idx = [i for i, _ in cut_prompts]
         worst = max(cut_prompts, key=lambda t: t[1])
         out.append(DataWarning("W105", sorted(examples[i].line for i in idx),
-                               f"{len(idx)} prompts take more than half of --max-length {max_length} tokens, so their start "
-                               f"(system prompt, earlier turns) is cut (longest: line {examples[worst[0]].line}, {worst[1]} tokens)",
+                               f"{len(idx)} prompts take more than half of --max-length {max_length} tokens, "
+                               f"so their start (system prompt, earlier turns) is cut "
+                               f"(longest: line {examples[worst[0]].line}, {worst[1]} tokens)",
                                file=examples[0].file))
     return out
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 MIN_RECORDS = 20
 RARE = 0.05  # a trait value this rare (in a dataset otherwise consistent about it) breaks the style
@@ -41,10 +41,14 @@ ADDRESS_NAMES = {"en": ("the reader as 'you'", "the reader in the third person (
                  "it": ("informal tu", "formal Lei")}
 
 _EMOJI = re.compile("[\U0001F300-\U0001FAFF\U00002600-\U000027BF\U0001F1E6-\U0001F1FF]")
-_FORMAL_SALUTATION = re.compile(r"^(?:dear|szanown[ayie]|sehr geehrte|madame|monsieur|estimad[oa]|gentile|egregi)\b", re.I)
-_GREETING = re.compile(r"^(?:hi|hello|hey|cześć|witaj|witam|dzień dobry|hej|hallo|guten tag|bonjour|salut|hola|ciao|buongiorno)\b", re.I)
-_SIGN_OFF = re.compile(r"(?:^|\n)\s*(?:best regards|kind regards|regards|sincerely|cheers|yours|pozdrawiam|z poważaniem|"
-                       r"serdecznie pozdrawiam|mit freundlichen grüßen|viele grüße|cordialement|saludos|cordiali saluti)\b[^\n]*\n?[^\n]*$", re.I)
+_FORMAL_SALUTATION = re.compile(
+    r"^(?:dear|szanown[ayie]|sehr geehrte|madame|monsieur|estimad[oa]|gentile|egregi)\b", re.I)
+_GREETING = re.compile(
+    r"^(?:hi|hello|hey|cześć|witaj|witam|dzień dobry|hej|hallo|guten tag|bonjour|salut|hola|ciao|buongiorno)\b", re.I)
+_SIGN_OFF = re.compile(
+    r"(?:^|\n)\s*(?:best regards|kind regards|regards|sincerely|cheers|yours|pozdrawiam|z poważaniem|"
+    r"serdecznie pozdrawiam|mit freundlichen grüßen|viele grüße|cordialement|saludos|cordiali saluti)"
+    r"\b[^\n]*\n?[^\n]*$", re.I)
 _MARKDOWN = re.compile(r"(?m)^\s*(?:[-*•]\s|\d+[.)]\s|#{1,6}\s)|\*\*[^*]+\*\*|```")
 _SHOUT = re.compile(r"\b[A-ZĄĆĘŁŃÓŚŹŻÄÖÜ]{4,}\b")
 _REPEATED_PUNCT = re.compile(r"[!?]{2,}|\.{4,}")
@@ -104,7 +108,8 @@ _BOOLEAN_TRAITS: list[tuple[str, str, str, Callable[[str], bool]]] = [
     ("line breaks", "span several lines", "are one paragraph", lambda t: "\n" in t.strip()),
     ("exclamation marks", "use exclamation marks", "use none", lambda t: "!" in t),
     ("shouting", "write words in CAPITALS", "do not shout", lambda t: len(_SHOUT.findall(t)) >= 2),
-    ("repeated punctuation", "use repeated punctuation (!!, ??, ....)", "do not", lambda t: bool(_REPEATED_PUNCT.search(t))),
+    ("repeated punctuation", "use repeated punctuation (!!, ??, ....)", "do not",
+     lambda t: bool(_REPEATED_PUNCT.search(t))),
 ]
 
 

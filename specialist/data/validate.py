@@ -6,9 +6,10 @@ only after `max_errors` errors (the file is then most likely in another format).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from specialist.data.example import Example
 from specialist.data.findings import DataError
@@ -69,7 +70,8 @@ def _text_field(rec: dict, name: str, file: str, line: int, required: bool,
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def detect_schema(rec: dict) -> str | None:
@@ -102,7 +104,8 @@ def to_example(raw: RawRecord) -> tuple[Example | None, list[DataError]]:
     errors: list[DataError] = []
     if schema is None:
         keys = ", ".join(sorted(map(str, rec))[:8]) or "none"
-        return None, [DataError("E004", file, line, "", f"no prompt/completion, messages or instruction/output fields (keys: {keys})")]
+        return None, [DataError("E004", file, line, "",
+                                f"no prompt/completion, messages or instruction/output fields (keys: {keys})")]
     if schema == "chat":
         messages, completion = _chat(rec, file, line, errors)
     else:
@@ -115,7 +118,8 @@ def to_example(raw: RawRecord) -> tuple[Example | None, list[DataError]]:
         else:
             prompt = _text_field(rec, "prompt", file, line, True, errors)
             completion = _text_field(rec, "completion", file, line, True, errors)
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt or ""}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                                   "content": prompt or ""}]
     if errors:
         return None, errors
     return Example(messages, completion, file, line, schema, _meta(rec), rec, *_eval_fields(rec)), []
@@ -133,7 +137,8 @@ def _eval_fields(rec: dict) -> tuple[tuple[str, ...], bool]:
 def _chat(rec: dict, file: str, line: int, errors: list[DataError]) -> tuple[list[Message], str]:
     messages = rec["messages"]
     if not isinstance(messages, list):
-        errors.append(DataError("E007", file, line, "messages", f"'messages' is {_type_name(messages)}, expected a list"))
+        errors.append(DataError("E007", file, line, "messages",
+                                f"'messages' is {_type_name(messages)}, expected a list"))
         return [], ""
     if not messages:
         errors.append(DataError("E005", file, line, "messages", "'messages' is an empty list"))
@@ -142,13 +147,15 @@ def _chat(rec: dict, file: str, line: int, errors: list[DataError]) -> tuple[lis
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(msg, dict):
-            errors.append(DataError("E007", file, line, where, f"{where} is {_type_name(msg)}, expected an object with role and content"))
+            errors.append(DataError("E007", file, line, where,
+                                    f"{where} is {_type_name(msg)}, expected an object with role and content"))
             continue
         role = msg.get("role")
         if "role" not in msg:
             errors.append(DataError("E004", file, line, f"{where}.role", f"missing field '{where}.role'"))
         elif not isinstance(role, str) or role not in ROLES:
-            errors.append(DataError("E008", file, line, f"{where}.role", f"unknown role {role!r} (expected system, user or assistant)"))
+            errors.append(DataError("E008", file, line, f"{where}.role",
+                                    f"unknown role {role!r} (expected system, user or assistant)"))
         elif role == "system" and i != 0:
             errors.append(DataError("E013", file, line, f"{where}.role", "a system message after the first message"))
         content = _text_field(msg, "content", file, line, True, errors, f"{where}.content")
@@ -185,7 +192,8 @@ def read_dataset(path: str | Path, format: str | None = None, max_errors: int = 
         if len(data.errors) >= max_errors:
             data.stopped_early = True
             data.errors.append(DataError("E015", str(path), raw.line, "",
-                                         f"stopped after {max_errors} errors; records after line {raw.line} were not checked"))
+                                         f"stopped after {max_errors} errors; "
+                                         f"records after line {raw.line} were not checked"))
             break
     if data.records == 0:
         data.errors.append(DataError("E010", str(path), 1, "", "the file holds no records"))

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
-from specialist.errors import SpecialistError
 from specialist.data.example import Example
+from specialist.errors import SpecialistError
 from specialist.models.template import ContextPassage, Message, build_messages
 
 ZERO_SHOT = "zero-shot"
@@ -157,7 +158,8 @@ class Endpoint:
             prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else count_tokens(messages, None)
             completion_tokens = (usage.completion_tokens if usage and usage.completion_tokens is not None
                                  else count_tokens(None, text))
-            replies.append(Reply(text, int(prompt_tokens), int(completion_tokens), choice.finish_reason or "stop", latency))
+            replies.append(Reply(text, int(prompt_tokens), int(completion_tokens), choice.finish_reason or "stop",
+                                 latency))
             if progress is not None:
                 progress(1)
         return replies

@@ -15,8 +15,9 @@ Each function takes plain lists, so the figures are testable on hand-made answer
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from specialist.knowledge.analyze import Analyzer, fold
 from specialist.knowledge.grounding import FactIndex, normalise_number, unsupported
@@ -27,7 +28,8 @@ from specialist.knowledge.grounding import FactIndex, normalise_number, unsuppor
 # the coffee references answer unknown prices with "zobaczysz na stronie produktu" / "w koszyku".
 ABSTAIN_PATTERN = (
     r"\bsprawdz|\bobslug|\bnie mam (?:\w+ ){0,2}informacj|\bnie wiem\b|\bnie znam\b|\bskontaktuj|\bkontakt"
-    r"|\bnapisz (?:\w+ )?(?:do|na)\b|\bzapytaj|\bzajrzyj|\bna (?:naszej )?stronie\b|\bw opisie\b|\bzobaczysz\b|\bpod reka\b"
+    r"|\bnapisz (?:\w+ )?(?:do|na)\b|\bzapytaj|\bzajrzyj|\bna (?:naszej )?stronie\b|\bw opisie\b|\bzobaczysz\b"
+    r"|\bpod reka\b"
     r"|\bcheck\b|\bcustomer (?:service|support|care)\b|\bdon'?t know\b|\bdo not know\b|\bnot sure\b"
     r"|\bcontact (?:us|our)\b|\bdon'?t have (?:that|this|the) information\b"
 )

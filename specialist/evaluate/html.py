@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.charts import png_data_uri, subplots
 from specialist.evaluate.facts import number_spans, shown_fact
 from specialist.evaluate.report import METRICS, fmt, metric_rows
-from specialist.knowledge.grounding import numbers
 from specialist.io import atomic_write_json, atomic_write_text
+from specialist.knowledge.grounding import numbers
 
 COLORS = ["#8c8c8c", "#4c78a8", "#e45756", "#54a24b", "#b279a2", "#f58518"]
 
@@ -62,7 +63,8 @@ def distribution_chart(doc: dict[str, Any]) -> str:
         ax.boxplot(data, showfliers=False)
         rng = np.random.default_rng(0)  # fixed jitter: the same report draws the same picture
         for i, values in enumerate(data, 1):
-            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6, color=COLORS[(i - 1) % len(COLORS)])
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, alpha=0.6,
+                       color=COLORS[(i - 1) % len(COLORS)])
         ax.set_xticks(range(1, len(names) + 1), names, fontsize=8, rotation=15)
         ax.set_title(title, fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
@@ -91,14 +93,16 @@ def _rules_table(doc: dict[str, Any]) -> str:
     for rule in doc["rules"]:
         cells = "".join(f"<td class='num'>{_e(fmt(c['metrics']['rules'].get(rule['name']), 'pct'))}</td>"
                         for c in doc["contenders"])
-        rows.append(f"<tr><th>{_e(rule['name'])} <span class='dim'>({_e(rule['check'])}: {_e(rule['value'])})</span></th>{cells}</tr>")
+        rows.append(f"<tr><th>{_e(rule['name'])} <span class='dim'>({_e(rule['check'])}: {_e(rule['value'])})</span>"
+                    f"</th>{cells}</tr>")
     return f"<table><tr><th>rule</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _comparison(doc: dict[str, Any]) -> str:
     if not doc["comparison"]:
         return ""
-    rows = "".join(f"<tr><th>{_e(r['aspect'])}</th><td>{_e(r['prompt_engineering'])}</td><td>{_e(r['fine_tuning'])}</td></tr>"
+    rows = "".join(f"<tr><th>{_e(r['aspect'])}</th><td>{_e(r['prompt_engineering'])}</td>"
+                   f"<td>{_e(r['fine_tuning'])}</td></tr>"
                    for r in doc["comparison"])
     return f"<table><tr><th></th><th>prompt engineering</th><th>fine-tuning</th></tr>{rows}</table>"
 
@@ -110,7 +114,8 @@ def _marked(answer: str, unsupported: Sequence[str] | None) -> str:
     values = {f.value for text in unsupported or () for f in numbers(text)}
     out, at = [], 0
     for start, end in number_spans(answer, values):
-        out += [_e(answer[at:start]), f"<mark title='not in the question nor the knowledge base'>{_e(answer[start:end])}</mark>"]
+        out += [_e(answer[at:start]),
+                f"<mark title='not in the question nor the knowledge base'>{_e(answer[start:end])}</mark>"]
         at = end
     return "".join(out) + _e(answer[at:])
 
@@ -155,8 +160,10 @@ def _answers(doc: dict[str, Any]) -> str:
             cells.append(f"<td>{_marked(a['answer'], a.get('unsupported_numbers'))}"
                          f"<div class='dim'>style {a['style_score']:.2f} · {a['words']} words</div>{failed}"
                          f"{_fact_notes(a, first['reference'])}</td>")
-        unanswerable = "<div class='dim'>not answerable from the knowledge</div>" if first.get("abstained") is not None else ""
-        rows.append(f"<tr><td><b>{_e(first['prompt'])}</b>{unanswerable}{_passages(retrieved[i] if retrieved else None)}</td>"
+        unanswerable = ("<div class='dim'>not answerable from the knowledge</div>"
+                        if first.get("abstained") is not None else "")
+        passages = _passages(retrieved[i] if retrieved else None)
+        rows.append(f"<tr><td><b>{_e(first['prompt'])}</b>{unanswerable}{passages}</td>"
                     f"<td>{_e(first['reference'])}</td>{''.join(cells)}</tr>")
     return f"<table class='answers'><tr><th>prompt</th><th>reference</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -165,8 +172,10 @@ def _knowledge(doc: dict[str, Any]) -> str:
     k = doc.get("knowledge")
     if not k:
         return ""
-    recall = fmt(k.get("retrieval_recall_at_k"), "pct") if k.get("retrieval_recall_at_k") is not None else "not measured (no facts)"
-    sys_prompt = f", prompt-engineering+knowledge system prompt <code>{_e(k['system_prompt'])}</code>" if k.get("system_prompt") else ""
+    recall = (fmt(k.get("retrieval_recall_at_k"), "pct") if k.get("retrieval_recall_at_k") is not None
+              else "not measured (no facts)")
+    sys_prompt = (f", prompt-engineering+knowledge system prompt <code>{_e(k['system_prompt'])}</code>"
+                  if k.get("system_prompt") else "")
     return (f"<h2>Knowledge base</h2><p><code>{_e(k['origin'])}</code>: {k['passages']} passages "
             f"(<code>{_e(k['fingerprint'][:19])}</code>), top {k['top_k']} by {_e(k['method'])}, "
             f"language {_e(k.get('language') or '?')}; retrieval recall@{k['top_k']} {_e(recall)}{sys_prompt}. "
@@ -175,8 +184,10 @@ def _knowledge(doc: dict[str, Any]) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ddd;padding:.35em .6em;vertical-align:top;text-align:left}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;
+color:#222}
+table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #ddd;padding:.35em .6em;vertical-align:top;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.best{background:#e6f4ea;font-weight:600}
 .answers td{font-size:.9em;max-width:28em}.dim{color:#777;font-size:.85em}
 .charts{display:flex;flex-wrap:wrap;gap:.5em}.charts img{border:1px solid #eee}
@@ -191,10 +202,12 @@ def render_html(doc: dict[str, Any]) -> str:
     be = doc.get("break_even")
     be_txt = f"<p><b>Break-even assumptions:</b> {_e(be['assumptions'])}</p>" if be else ""
     clf = doc["style_classifier"]
-    acc = fmt(clf["heldout_accuracy"], "pct") if clf.get("heldout_accuracy") is not None else "not measured (too few examples)"
+    acc = (fmt(clf["heldout_accuracy"], "pct") if clf.get("heldout_accuracy") is not None
+           else "not measured (too few examples)")
     notes = "".join(f"<li>{_e(n)}</li>" for n in doc["notes"])
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>specialist eval: {_e(doc['model'])}</title><style>{CSS}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>specialist eval: {_e(doc['model'])}</title>
+<style>{CSS}</style></head>
 <body>
 <h1>Fine-tuning vs prompt engineering, measured</h1>
 <p>Run <code>{_e(doc['model'])}</code> (base <code>{_e(doc['base_model'])}</code>) on <code>{_e(doc['data'])}</code>:

@@ -7,7 +7,7 @@ exact match, accuracy and macro-F1 (scikit-learn)."""
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

@@ -15,8 +15,9 @@ retrieved into their prompt)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.evaluate.contenders import FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT
 
@@ -193,7 +194,8 @@ def comparison_table(doc: dict[str, Any]) -> list[dict[str, str]]:
          "fine_tuning": f"a {run.get('method') or 'fine-tuning'} run on {run.get('examples') or '?'} examples"},
         {"aspect": "upfront cost", "prompt_engineering": "0 s of training", "fine_tuning": train_txt},
         {"aspect": "consistency", "prompt_engineering": consistency(pm), "fine_tuning": consistency(fm)},
-        {"aspect": "data needed", "prompt_engineering": f"{k} examples" + (" + a system prompt" if pe["prompt"]["system_prompt"] else ""),
+        {"aspect": "data needed",
+         "prompt_engineering": f"{k} examples" + (" + a system prompt" if pe["prompt"]["system_prompt"] else ""),
          "fine_tuning": f"{run.get('examples') or '?'} training examples"},
         {"aspect": "flexibility", "prompt_engineering": "edit the prompt: takes effect on the next request",
          "fine_tuning": f"change the data and retrain ({train_txt})"},
@@ -242,7 +244,8 @@ def facts_verdict(doc: dict[str, Any]) -> str:
     if not measured:
         return ""
     if len({c["metrics"]["fact_accuracy"] for c in measured}) == 1 and len(measured) > 1:
-        return f"Facts: no contender is right more often than another (all {_pct(measured[0]['metrics']['fact_accuracy'])})."
+        same = _pct(measured[0]["metrics"]["fact_accuracy"])
+        return f"Facts: no contender is right more often than another (all {same})."
     # ties go to the contender listed first: the simpler setup
     best = max(measured, key=lambda c: c["metrics"]["fact_accuracy"])
     others = [c for c in measured if c is not best and c["metrics"]["fact_accuracy"] is not None]

@@ -18,10 +18,11 @@ lingua)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -70,7 +71,7 @@ class Rule(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_check(self) -> "Rule":
+    def _one_check(self) -> Rule:
         given = [c for c in CHECKS if getattr(self, c) is not None]
         if len(given) != 1:
             raise ValueError(f"needs exactly one of {', '.join(CHECKS)} (got {', '.join(given) or 'none'})")
@@ -118,7 +119,8 @@ def language_of(name: str) -> Any:
             return Language.from_iso_code_639_1(IsoCode639_1.from_str(key.lower()))
         return Language.from_str(key)
     except (ValueError, AttributeError) as exc:
-        raise ValueError(f"unknown language {name!r} (use an ISO 639-1 code such as 'pl' or a name such as 'polish')") from exc
+        raise ValueError(f"unknown language {name!r} "
+                         "(use an ISO 639-1 code such as 'pl' or a name such as 'polish')") from exc
 
 
 @lru_cache(maxsize=4)

@@ -13,23 +13,35 @@ knowledge base's numbers (facts.py)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from specialist.console import err_console
 from specialist.data.example import Example
 from specialist.errors import SpecialistError
 from specialist.evaluate import metrics as sim
-from specialist.evaluate.contenders import (FINE_TUNED, PROMPT_ENGINEERING, ZERO_SHOT, Contender, Endpoint, Reply,
-                                            adapter_enabled, answer_locally, knowledge_contenders, pick_shots,
-                                            standard_contenders)
+from specialist.evaluate.answer_cache import cache_key, cached
+from specialist.evaluate.contenders import (
+    FINE_TUNED,
+    PROMPT_ENGINEERING,
+    ZERO_SHOT,
+    Contender,
+    Endpoint,
+    Reply,
+    adapter_enabled,
+    answer_locally,
+    knowledge_contenders,
+    pick_shots,
+    standard_contenders,
+)
 from specialist.evaluate.cost import break_even_by_price, break_even_by_time, usage_stats
 from specialist.evaluate.examples import load_eval_examples
 from specialist.evaluate.facts import NumberCheck, retrieval_recall, score_answers
-from specialist.evaluate.answer_cache import cache_key, cached
 from specialist.evaluate.loss import LossResult, heldout_loss
 from specialist.evaluate.rules import Rule, load_rules, score_rules
 from specialist.evaluate.style import StyleClassifier, dispersion, train_style_classifier, word_count
@@ -165,7 +177,8 @@ def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
         inputs.knowledge_system_prompt = read_text(path, "knowledge system prompt").strip()
         inputs.knowledge_system_prompt_path = path
     else:
-        inputs.knowledge_system_prompt, inputs.knowledge_system_prompt_path = inputs.system_prompt, inputs.system_prompt_path
+        inputs.knowledge_system_prompt = inputs.system_prompt
+        inputs.knowledge_system_prompt_path = inputs.system_prompt_path
 
 
 @dataclass
@@ -216,14 +229,15 @@ class ContenderResult:
 def run_eval(s: EvalSettings) -> dict[str, Any]:
     """Evaluate and return the report document (see report.build_report)."""
     from specialist.evaluate.report import build_report
-    from specialist.models.resolve import load_model, resolve
-    from specialist.models.template import encode_prompt
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.resolve import load_model, resolve
+    from specialist.models.template import encode_prompt
 
     inputs = gather_inputs(s)
     source = resolve(str(inputs.run.path))
-    err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {'adapter' if source.adapter else 'weights'}…[/cyan]")
+    what = "adapter" if source.adapter else "weights"
+    err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {what}…[/cyan]")
     tuned = load_model(source, dtype=s.dtype)
     # A LoRA run shares the base weights: one model, adapter toggled. A full fine-tune needs its base too.
     base = tuned if source.adapter is not None else load_model(inputs.run.base_model, dtype=s.dtype)
@@ -250,24 +264,23 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
 
+    def compute(c: Contender, convs: list, advance: Callable[[int], None]) -> tuple[list[Reply], LossResult]:
+        loaded = loaded_for(c)
+        with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
+            replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size, advance)
+            return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
+
     results: list[ContenderResult] = []
     from_cache: list[str] = []
     base_weights = source.weights if source.adapter is not None else resolve(inputs.run.base_model).weights
     with _progress() as step:
         for c in contenders:
-            loaded = loaded_for(c)
             convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_examples, contexts)]
             advance = step(f"{c.name}: answering", len(convs))
-
-            def compute() -> tuple[list[Reply], LossResult]:
-                with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
-                    replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size, advance)
-                    return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
-
             # the base model's answers do not depend on the run: kept for the next eval
             key = (cache_key(base_weights, c.name, convs, references, settings, s.batch_size, base.dtype)
                    if s.cache and c.kind == "base" else None)
-            replies, loss, hit = cached(key, compute, advance)
+            replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance)
             if hit:
                 from_cache.append(c.name)
             ids = [[p.id for p in ctx] for ctx in contexts] if c.knowledge else None

@@ -8,8 +8,9 @@ Style adherence = the share of answers it scores at or above 0.5."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -30,7 +30,8 @@ def ollama_template(tokenizer: Any, bos_added_by_runtime: bool) -> str:
         with_system = without
     go_sys = with_system.replace(_SYS, "{{ .System }}").replace(_USER, "{{ .Prompt }}")
     go_user = without.replace(_USER, "{{ .Prompt }}")
-    return "{{ if .System }}" + go_sys + "{{ else }}" + go_user + "{{ end }}{{ .Response }}" + completion_suffix(tokenizer)
+    return ("{{ if .System }}" + go_sys + "{{ else }}" + go_user + "{{ end }}{{ .Response }}"
+            + completion_suffix(tokenizer))
 
 
 def _quote(text: str) -> str:

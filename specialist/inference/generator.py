@@ -12,8 +12,9 @@ from __future__ import annotations
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
@@ -57,7 +58,7 @@ class Generator(ABC):
         every row is done. Sampling settings (temperature, top_p, seed) are shared by the
         batch; each row keeps its own stop strings and token budget."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: engines holding only Python objects keep it
         """Free what the engine holds outside Python's memory (nothing, by default)."""
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:

@@ -18,8 +18,9 @@ import collections
 import ctypes
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class _Log:
     """llama.cpp's log, kept (not printed) so a failure can say what llama.cpp said. The
     callback replaces llama-cpp-python's verbose=False mode, which crashes in 0.3.x."""
 
-    lines: collections.deque = collections.deque(maxlen=30)
+    lines: ClassVar[collections.deque[str]] = collections.deque(maxlen=30)
     _callback = None
 
     @classmethod
@@ -161,7 +162,8 @@ class LlamaCppGenerator(Generator):
         with self._lock:
             t0 = time.perf_counter()
             rng = np.random.default_rng(settings.seed)
-            self._lib.llama_memory_clear(self._memory, False)  # metadata only: zeroing the cache costs more than a token
+            # metadata only: zeroing the cache costs more than a token
+            self._lib.llama_memory_clear(self._memory, False)
             pos = [len(p) for p in prompts]
             pending: list[int | None] = [None] * len(prompts)
             # every prompt's tokens as one stream of (token, position, sequence, wants logits),

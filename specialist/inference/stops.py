@@ -8,7 +8,7 @@ they are final (never half a stop string, never half a UTF-8 character)."""
 from __future__ import annotations
 
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -72,10 +72,11 @@ class RowDecoder:
         elif len(self.tokens) >= self.max_new_tokens:
             self.finish("length")
         else:
-            # hold back an incomplete UTF-8 character (byte tokens) and a possible stop string's start
+            # hold back an incomplete UTF-8 character (byte tokens), a possible stop string's start
+            # and the whitespace before them (cut if the answer ends there)
             safe = len(text.rstrip("\ufffd"))
             safe -= _partial_stop_len(text[:safe], self.stops)
-            self._emit(safe)
+            self._emit(len(text[:safe].rstrip()))
 
     def finish(self, reason: str) -> None:
         """End the row ("stop" or "length"), e.g. when the engine's context is full, and hand

@@ -7,7 +7,7 @@ own token budget, cancellation) and turns its tokens into text pieces as they ar
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

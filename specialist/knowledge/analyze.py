@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 # ISO 639-1 → Snowball algorithm name (PyStemmer).
 SNOWBALL = {"pl": "polish", "en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
@@ -41,7 +41,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _stemmer(language: str):
     name = SNOWBALL.get(language)
     if name is None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
@@ -131,14 +132,16 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     if len(own_abstentions) >= MIN_OWN_ABSTENTIONS:
         answers, report.abstention_source = own_abstentions, "dataset"
     else:
-        answers, report.abstention_source = abstention_answers(retriever.language), f"template ({retriever.language or 'en'})"
+        answers = abstention_answers(retriever.language)
+        report.abstention_source = f"template ({retriever.language or 'en'})"
     n = min(len(fact_bearing), round(settings.abstain_share * len(examples)))
     # each passage's numbers once, not once per abstention example
     passage_numbers = {p.id: {f.value for f in numbers(p.text)} for p in retriever.kb.passages}
     for i in sorted(rng.sample(fact_bearing, n)):
         messages, completion, source = examples[i]
         # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
-        related = {h.passage.id for h in retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE) if h.score > 0}
+        hits = retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE)
+        related = {h.passage.id for h in hits if h.score > 0}
         stated = facts(completion, retriever.analyzer)
         figures = {f.value for f in stated if f.kind == "number"}
         pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from specialist.data import dedup
 from specialist.data.example import Example
@@ -189,8 +190,9 @@ class Conflict:
 
 def conflicts(passages: Sequence[Passage], analyzer: Analyzer, same_subject: float = SAME_SUBJECT) -> list[Conflict]:
     """Pairs of passages about the same subject (high term overlap and one's title mentioned by
-    the other, or the same title in two files) whose numbers of one unit kind disagree: each states a value the other lacks. A
-    passage that states a subset of the other's values adds detail and is not a conflict."""
+    the other, or the same title in two files) whose numbers of one unit kind disagree: each states
+    a value the other lacks. A passage that states a subset of the other's values adds detail and
+    is not a conflict."""
     units = [_by_unit(p.text) for p in passages]
     with_numbers = [i for i, u in enumerate(units) if u]
     terms = {i: _subject_terms(passage_text(passages[i]), analyzer) for i in with_numbers}
@@ -237,7 +239,8 @@ def conflict_warnings(passages: Sequence[Passage], analyzer: Analyzer) -> list[P
         said_b = ", ".join(x for _, b in c.numbers.values() for x in b)
         message = (f"{c.a.id} ({c.a.location}) says {said_a}; {c.b.id} ({c.b.location}) says {said_b} "
                    f"(same subject: {c.overlap:.0%} shared terms)")
-        details = {"overlap": c.overlap, "numbers": {unit: {c.a.id: a, c.b.id: b} for unit, (a, b) in c.numbers.items()}}
+        details = {"overlap": c.overlap,
+                   "numbers": {unit: {c.a.id: a, c.b.id: b} for unit, (a, b) in c.numbers.items()}}
         warnings.append(PassageWarning("W119", message, [c.a, c.b], details))
     return warnings
 
@@ -252,7 +255,8 @@ def size_warnings(passages: Sequence[Passage], longest: int = MAX_PASSAGE_WORDS,
                                        long_, {"words": {p.id: counts[p.id] for p in long_}}))
     short = [p for p in passages if counts[p.id] < shortest]
     if short:
-        warnings.append(PassageWarning("W121", f"{len(short)} passage(s) shorter than {shortest} words: {_listed(short)}",
+        warnings.append(PassageWarning("W121",
+                                       f"{len(short)} passage(s) shorter than {shortest} words: {_listed(short)}",
                                        short, {"words": {p.id: counts[p.id] for p in short}}))
     return warnings
 
@@ -311,7 +315,8 @@ class KnowledgeFindings:
     unsupported: dict[int, list[dict[str, str]]]  # record line → facts found nowhere
 
 
-def data_warnings(examples: Sequence[Example], context: KnowledgeContext, top_k: int = CHECK_TOP_K) -> KnowledgeFindings:
+def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
+                  top_k: int = CHECK_TOP_K) -> KnowledgeFindings:
     """W116 per record whose answer states a number a retrieved passage contradicts; one W117
     listing the records whose answers state numbers (with a unit) or names the knowledge base
     holds nowhere. Facts the record's own conversation states (the customer's "100 zł") are

@@ -11,8 +11,8 @@ unsupported-number rate)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from specialist.knowledge.analyze import Analyzer, fold, words
 
@@ -124,7 +124,8 @@ class FactIndex:
         return fact.value in self.terms or (len(fact.text) >= PREFIX and _prefix(fact.text) in self.prefixes)
 
 
-def unsupported(text: str, index: FactIndex, also: Sequence[str] = (), kinds: Sequence[str] = ("number", "name")) -> list[Fact]:
+def unsupported(text: str, index: FactIndex, also: Sequence[str] = (),
+                kinds: Sequence[str] = ("number", "name")) -> list[Fact]:
     """Facts of `text` that neither the index nor the `also` texts (e.g. the question) state."""
     extra = FactIndex(also, index.analyzer) if also else None
     return [f for f in facts(text, index.analyzer) if f.kind in kinds

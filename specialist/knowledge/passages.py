@@ -19,9 +19,10 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from specialist.errors import SpecialistError
 
@@ -187,15 +188,19 @@ def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Itera
             if name not in record:
                 errors.append(KnowledgeError("E004", file, number, name, "missing (passages need \"id\" and \"text\")"))
                 bad = True
-            elif not isinstance(value, (str, int)) or isinstance(value, bool) or (name == "text" and not isinstance(value, str)):
-                errors.append(KnowledgeError("E007", file, number, name, f"expected a string, got {type(value).__name__}"))
+            elif not isinstance(value, (str, int)) or isinstance(value,
+                                                                 bool) or (name == "text" and not isinstance(value,
+                                                                                                             str)):
+                errors.append(KnowledgeError("E007", file, number, name,
+                                             f"expected a string, got {type(value).__name__}"))
                 bad = True
             elif not str(value).strip():
                 errors.append(KnowledgeError("E005", file, number, name, "empty"))
                 bad = True
         title = record.get("title", "")
         if not isinstance(title, str):
-            errors.append(KnowledgeError("E007", file, number, "title", f"expected a string, got {type(title).__name__}"))
+            errors.append(KnowledgeError("E007", file, number, "title",
+                                         f"expected a string, got {type(title).__name__}"))
             bad = True
         if not bad:
             yield Passage(str(record["id"]).strip(), " ".join(record["text"].split()), title.strip(), file, number)
@@ -240,7 +245,8 @@ def read_knowledge(path: str | Path) -> KnowledgeBase:
     passages: list[Passage] = []
     files = knowledge_files(root)
     if root.is_dir() and not files:
-        errors.append(KnowledgeError("E010", str(root), 1, "", f"no knowledge files in the folder ({', '.join(SUFFIXES)})"))
+        errors.append(KnowledgeError("E010", str(root), 1, "",
+                                     f"no knowledge files in the folder ({', '.join(SUFFIXES)})"))
     for file in files:
         suffix = file.suffix.lower()
         if suffix not in SUFFIXES:

@@ -11,8 +11,9 @@ benchmark on examples/coffee/facts.jsonl)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def _sentence_transformer(model: str | None) -> Callable[[list[str]], np.ndarray
                               "pip install sentence-transformers") from exc
     try:
         encoder = SentenceTransformer(model, device="cpu")
-    except Exception as exc:  # noqa: BLE001 - the library raises many types for one cause
+    except Exception as exc:  # the library raises many types for one cause
         raise SpecialistError(f"{model}: cannot load the embedding model ({type(exc).__name__}: {exc})") from exc
     return lambda texts: encoder.encode(texts, normalize_embeddings=True, show_progress_bar=False)
 

@@ -9,9 +9,10 @@ on."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from specialist.knowledge.passages import KnowledgeBase, load_knowledge
 from specialist.knowledge.retrieve import Hit, Retriever

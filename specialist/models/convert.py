@@ -6,6 +6,7 @@ loaded that way; the quantizer state is dropped first so the folder is a plain c
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -28,10 +29,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
 
     if (out_dir / "config.json").exists():
         return out_dir
-    try:
-        import gguf  # noqa: F401  (transformers needs it to read GGUF)
-    except ImportError as exc:  # pragma: no cover
-        raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf") from exc
+    if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF
+        raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf")
     from transformers.utils import logging as hf_logging
 
     bars_were_on = hf_logging.is_progress_bar_enabled()

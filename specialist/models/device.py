@@ -16,7 +16,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_supports_bf16() -> bool:
     """True where the CPU computes bf16 matmuls natively (AVX-512-BF16 or AMX): there bf16 is
     several times faster than fp32. Elsewhere bf16 on a CPU is emulated and slow."""

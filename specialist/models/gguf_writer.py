@@ -23,8 +23,9 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,7 +206,7 @@ def _write_vocab_from_tokenizer(writer: Any, tokenizer: Any, tok_dir: Path, voca
         writer.add_token_types(types)
         return
     special = set(tokenizer.all_special_ids)
-    added = {i for i in tokenizer.added_tokens_decoder}
+    added = set(tokenizer.added_tokens_decoder)
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     types = [_TOKEN_CONTROL if i in special else _TOKEN_USER_DEFINED if i in added else _TOKEN_NORMAL
              for i in range(len(tokens))]

@@ -6,9 +6,9 @@ converted once into a cached Hugging Face folder (see convert.py)."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from specialist.errors import ModelNotFound
 from specialist.models.cache import gguf_dir, models_dir

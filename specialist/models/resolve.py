@@ -162,7 +162,7 @@ def load_tokenizer(ref: str | ModelSource) -> Any:
     _check_hub(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_source)
-    except Exception as exc:  # noqa: BLE001 - from_pretrained raises many types for one cause
+    except Exception as exc:
         if source.kind == "hub":
             raise _hub_error(source, exc) from exc
         raise ModelNotFound(f"{source.ref}: cannot load its tokenizer ({exc})") from exc
@@ -194,7 +194,7 @@ def load_model(
     tokenizer = load_tokenizer(source)
     try:
         model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if source.kind == "hub":
             raise _hub_error(source, exc) from exc
         raise ModelNotFound(f"{source.ref}: cannot load the model ({exc})") from exc

@@ -35,7 +35,8 @@ stop; generation stops on it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 Message = dict[str, str]
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from specialist.errors import SpecialistError
-from specialist.io import read_text
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
+from specialist.io import read_text
 from specialist.models.template import Message, attach_context, build_messages, last_user_text
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ and differ from what the specialist was trained on."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator

@@ -32,8 +32,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,7 +85,7 @@ class _Lenient(BaseModel):
 
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[dict[str, Any]], None] = None
+    content: str | list[dict[str, Any]] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -108,7 +109,7 @@ class _Sampling(_Lenient):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
-    stop: Union[str, list[str], None] = None
+    stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, lt=2**64)  # what both engines' generators accept
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -129,7 +130,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str]]
+    prompt: str | list[str]
     temperature: float = Field(1.0, ge=0.0, le=2.0)
 
 
@@ -252,7 +253,8 @@ class BatchWorker:
 
 
 # ---------------------------------------------------------------- request → job
-def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: int, limits: ServerLimits) -> GenerationSettings:
+def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: int,
+              limits: ServerLimits) -> GenerationSettings:
     if req.n != 1:
         raise APIError(400, "n > 1 is not supported", param="n")
     max_prompt = min(limits.max_prompt_tokens or context, context - 1)
@@ -456,7 +458,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                     row.cancelled.set()
             if answer.cancelled():
                 return Response(status_code=499)  # nobody reads it
-            kind, result = answer.result()
+            _kind, result = answer.result()
             if isinstance(result, BaseException):
                 raise APIError(500, f"generation failed: {type(result).__name__}", type="server_error")
             if chat:
@@ -520,7 +522,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                                 for h in hits]
         try:
             prompt = generator.prompt_ids(messages)
-        except Exception as exc:  # noqa: BLE001 - templates raise on orders they do not support
+        except Exception as exc:
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)

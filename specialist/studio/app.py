@@ -31,7 +31,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
     app.state.studio = studio
 
     @app.middleware("http")
-    async def require_key(request: Request, call_next):  # noqa: ANN202
+    async def require_key(request: Request, call_next):
         key = settings.api_key
         if key and not request.url.path.startswith("/login"):
             given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or \
@@ -58,11 +58,11 @@ def create_app(settings: StudioSettings) -> FastAPI:
         return RedirectResponse("/data", status_code=303)
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_page(request: Request, next: str = "/data") -> Response:  # noqa: A002
+    def login_page(request: Request, next: str = "/data") -> Response:
         return studio.render(request, "login.html", next=next if next.startswith("/") else "/data")
 
     @app.post("/login")
-    def login(key: str = Form(...), next: str = Form("/data")) -> Response:  # noqa: A002
+    def login(key: str = Form(...), next: str = Form("/data")) -> Response:
         if not settings.api_key or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
             return RedirectResponse(f"/login?next={quote(next)}&wrong=1", status_code=303)
         response = RedirectResponse(next if next.startswith("/") else "/data", status_code=303)
@@ -123,7 +123,8 @@ def serve(host: str, port: int, settings: StudioSettings) -> None:
 
     app = create_app(settings)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    err_console.print(f"specialist studio: open [bold]http://{shown}:{port}/[/bold]  (runs in {app.state.studio.runs_dir}; "
+    err_console.print(f"specialist studio: open [bold]http://{shown}:{port}/[/bold]  "
+                      f"(runs in {app.state.studio.runs_dir}; "
                       "Ctrl-C stops the studio, not the trainings it started)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

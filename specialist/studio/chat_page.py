@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -44,8 +45,8 @@ def chat_page(request: Request, model: str = "", model_b: str = "") -> Response:
     studio = studio_of(request)
     runs = [r for r in studio.runs() if r.loadable]
     choices = [r.name for r in runs] + list(KNOWN_MODELS)
-    return studio.render(request, "chat.html", choices=choices, model=model or (runs[0].name if runs else DEFAULT_MODEL),
-                         model_b=model_b or DEFAULT_MODEL)
+    return studio.render(request, "chat.html", choices=choices,
+                         model=model or (runs[0].name if runs else DEFAULT_MODEL), model_b=model_b or DEFAULT_MODEL)
 
 
 @router.post("/chat/stream")
@@ -93,9 +94,9 @@ async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
 def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[str, str]], list[Any] | None]:
     """The conversation as `specialist chat` builds it (ChatSession: history trimmed to fit,
     the run's knowledge base retrieved into this turn)."""
+    from specialist.inference.sampling import GenerationSettings
     from specialist.knowledge.runtime import open_knowledge
     from specialist.serve.chat import ChatSession
-    from specialist.inference.sampling import GenerationSettings
 
     knowledge = open_knowledge(None, studio.model_ref(body.model)) if body.knowledge else None
     session = ChatSession(generator, (body.system or "").strip() or None, min(4096, generator.context_length),

@@ -96,7 +96,8 @@ def split(request: Request, file: str = Form(...), eval_fraction: float = Form(0
     return studio.render(request, "_done.html", message=(
         f"{len(result.train)} training and {len(result.eval)} evaluation records "
         f"({result.clusters} near-duplicate clusters kept on one side)"),
-        links=[("open train.jsonl", f"/data?file={result.train_path}"), ("open eval.jsonl", f"/data?file={result.eval_path}")])
+        links=[("open train.jsonl", f"/data?file={result.train_path}"),
+               ("open eval.jsonl", f"/data?file={result.eval_path}")])
 
 
 @router.post("/data/convert")
@@ -138,7 +139,7 @@ def _free_name(path: Path) -> Path:
 
 def _raw_lines(path: Path) -> dict[int, str]:
     text = path.read_bytes().decode("utf-8", errors="replace")
-    return {i: line for i, line in enumerate(text.split("\n"), start=1)}
+    return dict(enumerate(text.split("\n"), start=1))
 
 
 def _findings(report: Any) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ def export_page(request: Request, run: str = "") -> Response:
 
 
 @router.post("/export")
-def start_export(request: Request, run: str = Form(...), format: str = Form(...), outtype: str = Form("f16"),  # noqa: A002
+def start_export(request: Request, run: str = Form(...), format: str = Form(...), outtype: str = Form("f16"),
                  system: str = Form("")) -> Response:
     from specialist.export.build import FORMATS
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
@@ -92,7 +93,7 @@ def run_page(request: Request, name: str) -> Response:
     config = (run.path / "config.yaml").read_text(encoding="utf-8") if (run.path / "config.yaml").exists() else ""
     return studio.render(request, "run.html", run=run, job=job, config=config, progress=progress(records),
                          tail=log_tail(studio.jobs.log(job), 8) if job else [], fmt_seconds=fmt_seconds,
-                         can_resume=not run.status == "running" and (run.path / "checkpoints").is_dir()
+                         can_resume=run.status != "running" and (run.path / "checkpoints").is_dir()
                          and run.status != "completed")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from specialist.config import TrainConfig, load_train_config
 from specialist.errors import ConfigError
@@ -59,7 +60,10 @@ def show_summary(run_dir: Path) -> None:
     if process_rank()[0] != 0:  # under torchrun every process returns here; one reports
         return
     info = read_summary(run_dir)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+
+    def fmt(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
     err_console.print(
         f"[green]done[/green] {info.steps} steps in {info.train_seconds} s, "
         f"{info.tokens_per_second} tokens/s, train_loss {fmt(info.train_loss)}, "

@@ -8,9 +8,10 @@ where pad = eos still trains the stop token."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from specialist.data.example import Example
 from specialist.errors import SpecialistError

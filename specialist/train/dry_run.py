@@ -59,9 +59,8 @@ def dry_run(config: TrainConfig, index: int = 0) -> DryRun:
 
 def render_dry_run(result: DryRun) -> str:
     """Rich markup; masked and trained tokens listed apart (readable without colours too)."""
-    from rich.markup import escape
-
     import yaml
+    from rich.markup import escape
 
     lines = ["[bold]settings[/bold]", escape(yaml.safe_dump(result.config.to_yaml_dict(), sort_keys=False,
                                                              allow_unicode=True).rstrip())]

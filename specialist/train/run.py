@@ -191,7 +191,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
             "train_loss": float(result.training_loss),
             "final_loss": losses[-1] if losses else None,
             "eval_loss": min(evals) if evals else None,
-            "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+            "best_checkpoint": (Path(trainer.state.best_model_checkpoint).name
+                                if trainer.state.best_model_checkpoint else None),
         })
         if adaptive is not None and adaptive.steps_at:
             summary.threads_per_process = adaptive.steps_at.most_common(1)[0][0]
@@ -206,8 +207,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
 def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: list) -> tuple[dict[str, Any], list, list]:
     """Retrieved passages into every prompt; the knowledge base is snapshotted into the run."""
     from specialist.console import err_console
-    from specialist.knowledge.runtime import KnowledgeContext
     from specialist.knowledge.passages import load_knowledge
+    from specialist.knowledge.runtime import KnowledgeContext
     from specialist.knowledge.snapshot import RetrievalSettings
 
     context = KnowledgeContext(load_knowledge(config.knowledge),

@@ -1,8 +1,9 @@
 """The model, adapter and TrainingArguments a run trains with, decided in one place per device.
 
 CPU with native bf16 (AMX/AVX-512-BF16): frozen base weights in bf16, LoRA weights in fp32,
-bf16 autocast. Full fine-tuning keeps fp32 master weights and autocasts to bf16. CUDA: bf16 (or fp16) mixed precision, sdpa or
-flash-attention, optional gradient checkpointing, QLoRA through bitsandbytes."""
+bf16 autocast. Full fine-tuning keeps fp32 master weights and autocasts to bf16. CUDA: bf16 (or
+fp16) mixed precision, sdpa or flash-attention, optional gradient checkpointing, QLoRA through
+bitsandbytes."""
 
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ def choose_precision(config: TrainConfig, device: torch.device) -> Precision:
 def attention_implementation(config: TrainConfig, device: torch.device) -> str:
     if config.attn_implementation != "auto":
         if config.attn_implementation == "flash_attention_2" and not has_package("flash_attn"):
-            raise SpecialistError("attn_implementation flash_attention_2 needs the flash-attn package (pip install flash-attn)")
+            raise SpecialistError("attn_implementation flash_attention_2 needs the flash-attn package "
+                                  "(pip install flash-attn)")
         return config.attn_implementation
     if device.type == "cuda" and has_package("flash_attn"):
         return "flash_attention_2"
@@ -214,7 +216,9 @@ def training_arguments(config: TrainConfig, plan: ModelPlan, output_dir: Path, h
 
 def training_arguments_kwargs(config: TrainConfig, plan: ModelPlan, output_dir: Path, has_eval: bool) -> dict[str, Any]:
     """The Trainer settings of a run; the only place they are decided."""
-    steps_or_epoch = lambda n: ("steps", n) if n else ("epoch", None)  # noqa: E731
+    def steps_or_epoch(n: int | None) -> tuple[str, int | None]:
+        return ("steps", n) if n else ("epoch", None)
+
     save_strategy, save_steps = steps_or_epoch(config.save_steps)
     eval_strategy, eval_steps = steps_or_epoch(config.eval_steps) if has_eval else ("no", None)
     if has_eval:  # keeping the best checkpoint needs a checkpoint at every evaluation
