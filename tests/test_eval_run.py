@@ -354,4 +354,5 @@ def test_eval_accepts_a_merged_export(run_dir, coffee, tmp_path):
     assert answers[0] == answers[1] and any(answers[0])
     assert exported["contenders"][1]["metrics"]["chrf"] == original["contenders"][1]["metrics"]["chrf"]
     # prompt engineering runs on the base model, not on the merged weights
-    assert [a["answer"] for a in exported["contenders"][0]["answers"]] == [a["answer"] for a in original["contenders"][0]["answers"]]
+    answers = [[a["answer"] for a in doc["contenders"][0]["answers"]] for doc in (exported, original)]
+    assert answers[0] == answers[1]

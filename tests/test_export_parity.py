@@ -11,25 +11,37 @@ from pathlib import Path
 import pytest
 import torch
 
-from specialist.export.parity import (LLAMA_CPP_TOLERANCE, NO_LLAMA_CPP, SAME, CheckSettings, Tolerance, check_export, compare_answers,
-                                      ollama_prompt)
+from specialist.export.parity import (
+    LLAMA_CPP_TOLERANCE,
+    NO_LLAMA_CPP,
+    SAME,
+    CheckSettings,
+    Tolerance,
+    check_export,
+    compare_answers,
+    ollama_prompt,
+)
 from specialist.inference.generator import Answer
 from specialist.run_folder import read_summary
-from tests.conftest import write_run_files
-from tests.test_export import make_run, run_cli
-from tests.test_serve import lively_chat_model  # noqa: F401 - fixture
+from tests.helpers import make_adapter_run, write_run_files
 
 QUICK = CheckSettings(limit=3, max_new_tokens=8)
-EVAL = [("Jak długo trwa wysyłka?", "Dwa dni robocze."), ("Poleć kawę do espresso.", "Brazylia Santos."),
-        ("What is the capital of France?", "Paris."), ("Czy macie kawę bezkofeinową?", "Tak, Kolumbię decaf.")]
+EVAL = [
+    ("Jak długo trwa wysyłka?", "Dwa dni robocze."),
+    ("Poleć kawę do espresso.", "Brazylia Santos."),
+    ("What is the capital of France?", "Paris."),
+    ("Czy macie kawę bezkofeinową?", "Tak, Kolumbię decaf."),
+]
 
 
 @pytest.fixture(scope="module")
 def run(lively_chat_model, tmp_path_factory) -> Path:
     """A LoRA run whose run.json records its eval data (relative to the run folder)."""
-    out = make_run(lively_chat_model, tmp_path_factory.mktemp("run-parity"))
-    (out / "eval.jsonl").write_text("".join(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n"
-                                            for p, c in EVAL), encoding="utf-8")
+    out = make_adapter_run(lively_chat_model, tmp_path_factory.mktemp("run-parity"))
+    (out / "eval.jsonl").write_text(
+        "".join(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n" for p, c in EVAL),
+        encoding="utf-8",
+    )
     write_run_files(out, base_model=str(lively_chat_model), eval_data="eval.jsonl")
     return out
 
@@ -38,11 +50,22 @@ def by_name(parity) -> dict[tuple[str, str], object]:
     return {(c.artefact, c.name): c for c in parity.checks}
 
 
-def test_merged_export_proves_itself_and_writes_parity_json(run, tmp_path):
+def test_merged_export_proves_itself_and_writes_parity_json(run, tmp_path, run_cli):
     out = tmp_path / "merged"
-    proc = run_cli("export", "--model", str(run), "--format", "merged", "--out", str(out),
-                   "--check-limit", "3", "--check-max-new-tokens", "8")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        "export",
+        "--model",
+        str(run),
+        "--format",
+        "merged",
+        "--out",
+        str(out),
+        "--check-limit",
+        "3",
+        "--check-max-new-tokens",
+        "8",
+    )
+    assert proc.exit_code == 0, proc.stderr
     assert f"parity: {SAME} (see {out / 'parity.json'})\n" in proc.stdout  # one line
     doc = json.loads((out / "parity.json").read_text(encoding="utf-8"))
     assert doc["ok"] and doc["verdict"] == SAME and doc["prompts"] == 3 and doc["data"].endswith("eval.jsonl")
@@ -54,21 +77,32 @@ def test_merged_export_proves_itself_and_writes_parity_json(run, tmp_path):
     assert checks[("merged", "template")]["figures"]["conversations"] == 3 + 2  # eval prompts + probes
 
 
-def test_no_check_writes_no_parity_and_a_missing_check_data_is_usage(run, tmp_path):
+def test_no_check_writes_no_parity_and_a_missing_check_data_is_usage(run, tmp_path, run_cli):
     proc = run_cli("export", "--model", str(run), "--format", "merged", "--out", str(tmp_path / "m"), "--no-check")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert not (tmp_path / "m" / "parity.json").exists() and "parity:" not in proc.stdout
-    proc = run_cli("export", "--model", str(run), "--format", "merged", "--out", str(tmp_path / "x"),
-                   "--check-data", str(tmp_path / "nope.jsonl"))
-    assert proc.returncode == 2 and "nope.jsonl" in proc.stderr and not (tmp_path / "x").exists()
+    proc = run_cli(
+        "export",
+        "--model",
+        str(run),
+        "--format",
+        "merged",
+        "--out",
+        str(tmp_path / "x"),
+        "--check-data",
+        str(tmp_path / "nope.jsonl"),
+    )
+    assert proc.exit_code == 2 and "nope.jsonl" in proc.stderr and not (tmp_path / "x").exists()
     # a run trained elsewhere: its eval data is not here, so the answers are not compared (and it is said)
     moved = tmp_path / "moved-run"
     shutil.copytree(run, moved)
     write_run_files(moved, base_model=read_summary(run).base_model, eval_data="/elsewhere/eval.jsonl")
     parity = check_export(str(moved), "merged", tmp_path / "m", QUICK)
     assert [(c.name, c.status) for c in parity.checks] == [("template", "pass"), ("answers", "skipped")]
-    assert parity.verdict == (f"{SAME} (not checked: merged answers: the run's eval_data /elsewhere/eval.jsonl "
-                              "is not here (give --check-data FILE))")
+    assert parity.verdict == (
+        f"{SAME} (not checked: merged answers: the run's eval_data /elsewhere/eval.jsonl "
+        "is not here (give --check-data FILE))"
+    )
 
 
 def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch):
@@ -84,10 +118,25 @@ def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch):
         with torch.no_grad():
             loaded.model.model.layers[0].mlp.down_proj.weight.mul_(-3.0)
         real(loaded, folder)
+
     monkeypatch.setattr(build, "save_merged", altered)
     out = tmp_path / "merged"
-    result = CliRunner().invoke(app, ["export", "--model", str(run), "--format", "merged", "--out", str(out),
-                                      "--check-limit", "3", "--check-max-new-tokens", "8"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--model",
+            str(run),
+            "--format",
+            "merged",
+            "--out",
+            str(out),
+            "--check-limit",
+            "3",
+            "--check-max-new-tokens",
+            "8",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "\nparity: differs: merged answers: " in result.output
     doc = json.loads((out / "parity.json").read_text(encoding="utf-8"))
@@ -114,7 +163,10 @@ def test_a_template_without_its_end_of_turn_token_is_refused(run, tmp_path):
     assert template.status == "fail" and "differs from training's on 5 of 5" in template.detail
     assert "<|im_end|>" in template.detail  # where: the first differing characters
     assert parity.verdict.startswith("differs: merged template:")
-    assert by_name(parity)[("merged", "prompt tokens")].detail == "the prompt tokens differ from the run's on 3 of 3 prompts"
+    assert (
+        by_name(parity)[("merged", "prompt tokens")].detail
+        == "the prompt tokens differ from the run's on 3 of 3 prompts"
+    )
     assert not json.loads((out / "parity.json").read_text(encoding="utf-8"))["ok"]
 
 
@@ -127,7 +179,9 @@ def test_ollama_template_matches_training_and_a_broken_modelfile_is_refused(run,
     assert checks[("ollama", "template")].status == "pass"  # the GGUF's template and EOS
     assert [c.status for c in result.parity.checks if c.name == "template"] == ["pass", "pass"]
     assert "parity.json" in result.files
-    assert result.parity.tolerance == LLAMA_CPP_TOLERANCE  # llama.cpp's answers drift word by word: closeness, not identity
+    assert (
+        result.parity.tolerance == LLAMA_CPP_TOLERANCE
+    )  # llama.cpp's answers drift word by word: closeness, not identity
     if importlib.util.find_spec("llama_cpp") is None:
         answers = checks[("ollama", "answers")]
         assert answers.status == "skipped" and answers.detail == NO_LLAMA_CPP
@@ -138,7 +192,10 @@ def test_ollama_template_matches_training_and_a_broken_modelfile_is_refused(run,
     assert "{{ .Response }}<|im_end|>" in good
     modelfile.write_text(good.replace("{{ .Response }}<|im_end|>", "{{ .Response }}"), encoding="utf-8")
     (failed,) = check_export(str(run), "ollama", out, QUICK).failed
-    assert (failed.artefact, failed.name) == ("ollama", "template") and "differs from training's on 3 of 5" in failed.detail
+    assert (failed.artefact, failed.name) == (
+        "ollama",
+        "template",
+    ) and "differs from training's on 3 of 5" in failed.detail
     # no stop on the end-of-turn token: a model that never ends
     modelfile.write_text(good.replace('PARAMETER stop "<|im_end|>"\n', ""), encoding="utf-8")
     (failed,) = check_export(str(run), "ollama", out, QUICK).failed
@@ -149,10 +206,16 @@ def test_ollama_template_matches_training_and_a_broken_modelfile_is_refused(run,
 def test_ollama_prompt_follows_ollamas_rule_for_legacy_templates():
     template = "{{ if .System }}S[{{ .System }}]U[{{ .Prompt }}]{{ else }}U[{{ .Prompt }}]{{ end }}{{ .Response }}<E>"
     assert ollama_prompt(template, [{"role": "user", "content": "q"}]) == "U[q]"
-    assert ollama_prompt(template, [{"role": "system", "content": "s"}, {"role": "user", "content": "{{ .Prompt }}"}]) \
-        == "S[s]U[{{ .Prompt }}]"  # one pass: a message is never read as template
-    turns = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-             {"role": "user", "content": "c"}]
+    assert (
+        ollama_prompt(template, [{"role": "system", "content": "s"}, {"role": "user", "content": "{{ .Prompt }}"}])
+        == "S[s]U[{{ .Prompt }}]"
+    )  # one pass: a message is never read as template
+    turns = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     assert ollama_prompt(template, turns) == "S[s]U[a]b<E>U[c]"  # earlier exchanges in full, the system once
     with pytest.raises(ValueError):
         ollama_prompt("{{ .Prompt }}", turns)
@@ -171,7 +234,9 @@ def test_compare_answers_stops_identity_and_task_metrics():
     assert [c.status for c in same] == ["pass", "pass"]
     assert "runs out of tokens on 1" in same[0].detail  # the run's own cut answer is said, not blamed
     # the export never ends the second answer by itself, and says something else
-    drift = answers(("Dwa dni robocze.", "stop"), ("Brazylia Santos. Brazylia Santos. Brazylia", "length"), ("Paris", "length"))
+    drift = answers(
+        ("Dwa dni robocze.", "stop"), ("Brazylia Santos. Brazylia Santos. Brazylia", "length"), ("Paris", "length")
+    )
     ends, ans = compare_answers("gguf", run, drift, ids, ids, refs, tol)
     assert ends.status == "fail" and ends.figures["lost_stop"] == 1
     assert ans.status == "fail" and "67% of answers identical" in ans.detail and "task chrf" in ans.detail

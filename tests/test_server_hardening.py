@@ -14,7 +14,6 @@ import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -95,13 +94,42 @@ BAD_REQUESTS = [
     ("missing-model", "POST", CHAT, {"messages": [{"role": "user", "content": "hi"}]}, 400, None, "model", None),
     ("missing-messages", "POST", CHAT, {"model": MODEL_ID}, 400, None, "messages", None),
     ("empty-messages", "POST", CHAT, chat() | {"messages": []}, 400, None, "messages", None),
-    ("bad-role", "POST", CHAT, chat() | {"messages": [{"role": "wizard", "content": "x"}]}, 400, None,
-     "messages.0.role", None),
-    ("image-part", "POST", CHAT, chat() | {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}, 400, None, "messages", None),
+    (
+        "bad-role",
+        "POST",
+        CHAT,
+        chat() | {"messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        None,
+        "messages.0.role",
+        None,
+    ),
+    (
+        "image-part",
+        "POST",
+        CHAT,
+        chat()
+        | {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}
+            ]
+        },
+        400,
+        None,
+        "messages",
+        None,
+    ),
     ("temperature-range", "POST", CHAT, chat(temperature=2.5), 400, None, "temperature", None),
-    ("temperature-nan", "POST", CHAT, b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], '
-                                      b'"temperature": NaN}', 400, None, "temperature", None),
+    (
+        "temperature-nan",
+        "POST",
+        CHAT,
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        400,
+        None,
+        "temperature",
+        None,
+    ),
     ("top-p-zero", "POST", CHAT, chat(top_p=0), 400, None, "top_p", None),
     ("max-tokens-zero", "POST", CHAT, chat(max_tokens=0), 400, None, "max_tokens", None),
     ("max-tokens-too-large", "POST", CHAT, chat(max_tokens=65), 400, None, "max_tokens", "max_tokens_too_large"),
@@ -111,17 +139,49 @@ BAD_REQUESTS = [
     ("seed-too-big", "POST", CHAT, chat(seed=2**64), 400, None, "seed", None),
     ("five-stops", "POST", CHAT, chat(stop=list("abcde")), 400, None, "stop", None),
     ("prompt-too-long", "POST", CHAT, chat("word " * 400), 400, None, "messages", "context_length_exceeded"),
-    ("lone-surrogate-chat", "POST", CHAT, b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800"}]}',
-     400, None, "messages.0.content", "invalid_unicode"),
-    ("lone-surrogate-model", "POST", CHAT, b'{"model": "\\udfff", "messages": [{"role": "user", "content": "a"}]}',
-     400, None, "model", "invalid_unicode"),
-    ("lone-surrogate-completion", "POST", "/v1/completions", b'{"model": "tiny", "prompt": "x\\ud800y"}',
-     400, None, "prompt", "invalid_unicode"),
+    (
+        "lone-surrogate-chat",
+        "POST",
+        CHAT,
+        b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800"}]}',
+        400,
+        None,
+        "messages.0.content",
+        "invalid_unicode",
+    ),
+    (
+        "lone-surrogate-model",
+        "POST",
+        CHAT,
+        b'{"model": "\\udfff", "messages": [{"role": "user", "content": "a"}]}',
+        400,
+        None,
+        "model",
+        "invalid_unicode",
+    ),
+    (
+        "lone-surrogate-completion",
+        "POST",
+        "/v1/completions",
+        b'{"model": "tiny", "prompt": "x\\ud800y"}',
+        400,
+        None,
+        "prompt",
+        "invalid_unicode",
+    ),
     ("two-prompts", "POST", "/v1/completions", {"model": MODEL_ID, "prompt": ["a", "b"]}, 400, None, "prompt", None),
     ("empty-prompt", "POST", "/v1/completions", {"model": MODEL_ID, "prompt": ""}, 400, None, "prompt", None),
     ("unknown-model", "POST", CHAT, chat(model="gpt-4"), 404, "invalid_request_error", "model", "model_not_found"),
-    ("unknown-model-completion", "POST", "/v1/completions", {"model": "nope", "prompt": "x"}, 404, None, "model",
-     "model_not_found"),
+    (
+        "unknown-model-completion",
+        "POST",
+        "/v1/completions",
+        {"model": "nope", "prompt": "x"},
+        404,
+        None,
+        "model",
+        "model_not_found",
+    ),
     ("unknown-model-card", "GET", "/v1/models/nope", None, 404, None, "model", "model_not_found"),
     ("unknown-route", "GET", "/v1/nothing-here", None, 404, "not_found_error", None, None),
     ("wrong-method", "GET", CHAT, None, 405, "invalid_request_error", None, None),
@@ -146,6 +206,7 @@ def test_chunked_oversize_body_is_cut_off(server):
     def chunks():
         for _ in range(30):
             yield b"x" * 1000
+
     r = httpx.post(server[0] + CHAT, content=chunks(), headers=RAW, timeout=60)
     assert_openai_error(r, 413, "invalid_request_error", code="request_too_large")
 
@@ -179,15 +240,14 @@ class _Gate:
 def test_full_queue_answers_429_in_openai_shape(generator):
     gate = _Gate(generator)
     app = create_app(gate, MODEL_ID, limits=ServerLimits(max_batch=1, max_queue=1))
-    with running(app) as (url, _):
-        with httpx.Client(timeout=60) as c, contextlib.ExitStack() as stack:
-            # one request runs (held by the gate), one waits: the queue is full
-            for _ in range(2):
-                stack.enter_context(c.stream("POST", url + CHAT, json=chat(seed=1, stream=True)))
-                time.sleep(0.3)
-            r = httpx.post(url + CHAT, json=chat(seed=1), timeout=60)
-            assert_openai_error(r, 429, "rate_limit_error", None, "queue_full")
-            gate.release.set()
+    with running(app) as (url, _), httpx.Client(timeout=60) as c, contextlib.ExitStack() as stack:
+        # one request runs (held by the gate), one waits: the queue is full
+        for _ in range(2):
+            stack.enter_context(c.stream("POST", url + CHAT, json=chat(seed=1, stream=True)))
+            time.sleep(0.3)
+        r = httpx.post(url + CHAT, json=chat(seed=1), timeout=60)
+        assert_openai_error(r, 429, "rate_limit_error", None, "queue_full")
+        gate.release.set()
 
 
 def test_a_failing_model_answers_500_in_openai_shape(generator):
@@ -200,16 +260,27 @@ def test_a_failing_model_answers_500_in_openai_shape(generator):
 # ---------------------------------------------------------------- the key and /health
 def test_key_guards_every_route_but_a_minimal_health(generator, monkeypatch):
     app = create_app(generator, MODEL_ID, api_key=KEY)
-    routes = sorted({(m, r.path.replace("{name:path}", MODEL_ID)) for r in app.routes for m in getattr(r, "methods", ())
-                     if m != "HEAD"})
+    routes = sorted(
+        {
+            (m, r.path.replace("{name:path}", MODEL_ID))
+            for r in app.routes
+            for m in getattr(r, "methods", ())
+            if m != "HEAD"
+        }
+    )
     assert ("POST", CHAT) in routes and ("GET", "/openapi.json") in routes
     compared: list[bytes] = []
     real = server_module.hmac.compare_digest
     monkeypatch.setattr(server_module.hmac, "compare_digest", lambda a, b: compared.append(a) or real(a, b))
     with running(app) as (url, _):
-        for method, path in routes + [("GET", "/v1/nothing-here"), ("GET", "/docs")]:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {KEY[:-1]}"},
-                            {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}):
+        for method, path in [*routes, ("GET", "/v1/nothing-here"), ("GET", "/docs")]:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": f"Bearer {KEY[:-1]}"},
+                {"Authorization": KEY},
+                {"Authorization": f"Basic {KEY}"},
+            ):
                 r = httpx.request(method, url + path, headers=headers, json=chat() if method == "POST" else None)
                 if path == "/health":
                     assert r.status_code == 200 and r.json() == {"status": "ok"}, (headers, r.text)
@@ -232,8 +303,14 @@ def test_health_without_a_key_configured_reports_the_load(server):
 
 
 # ---------------------------------------------------------------- no file paths
-PATHS = ["../../etc/passwd", "/etc/passwd", "file:///etc/passwd", "~/.ssh/id_rsa", "..\\..\\windows\\win.ini",
-         "/tmp/specialist-should-not-exist"]
+PATHS = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "~/.ssh/id_rsa",
+    "..\\..\\windows\\win.ini",
+    "/tmp/specialist-should-not-exist",
+]
 
 
 def test_no_request_field_touches_the_file_system(server, generator):
@@ -249,14 +326,21 @@ def test_no_request_field_touches_the_file_system(server, generator):
     watching.set()
     try:
         for path in PATHS:
-            for r in (httpx.post(url + CHAT, json=chat(model=path), timeout=60),
-                      httpx.post(url + "/v1/completions", json={"model": path, "prompt": "x"}, timeout=60),
-                      httpx.get(url + "/v1/models/" + path.lstrip("/"), timeout=60)):
+            for r in (
+                httpx.post(url + CHAT, json=chat(model=path), timeout=60),
+                httpx.post(url + "/v1/completions", json={"model": path, "prompt": "x"}, timeout=60),
+                httpx.get(url + "/v1/models/" + path.lstrip("/"), timeout=60),
+            ):
                 err = assert_openai_error(r, 404)  # no such model (or, for "..", no such route)
                 assert err["code"] in ("model_not_found", None)
             # every other string field carrying a path is just text
-            r = httpx.post(url + CHAT, timeout=60, json=chat(path, stop=[path], user=path, knowledge=True,
-                                                             tools=[{"path": path}], response_format={"file": path}))
+            r = httpx.post(
+                url + CHAT,
+                timeout=60,
+                json=chat(
+                    path, stop=[path], user=path, knowledge=True, tools=[{"path": path}], response_format={"file": path}
+                ),
+            )
             assert r.status_code == 200
             r = httpx.post(url + CHAT, timeout=60, json=chat() | {"knowledge": path})
             assert_openai_error(r, 400, param="knowledge")
@@ -341,15 +425,24 @@ def trickle(port: int, head: bytes, pieces, out: dict) -> None:
 
 def slowloris(port: int, out: dict) -> None:
     """A request head sent a header line at a time, for ever."""
-    trickle(port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n",
-            (b"x-trickle-%d: y\r\n" % i for i in range(100)), out)
+    trickle(
+        port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n",
+        (b"x-trickle-%d: y\r\n" % i for i in range(100)),
+        out,
+    )
 
 
 def slow_body(port: int, out: dict) -> None:
     """A declared body sent a byte at a time."""
     body = json.dumps(chat()).encode()
-    trickle(port, b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                  b"content-length: %d\r\n\r\n" % len(body), (bytes([b]) for b in body), out)
+    trickle(
+        port,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body),
+        (bytes([b]) for b in body),
+        out,
+    )
 
 
 def test_slow_senders_get_408_and_others_are_served_meanwhile(server):
@@ -361,14 +454,18 @@ def test_slow_senders_get_408_and_others_are_served_meanwhile(server):
         assert httpx.post(url + CHAT, json=normal, timeout=60).status_code == 200
         baseline.append(time.perf_counter() - t0)
     outs = [{} for _ in range(4)]
-    threads = [threading.Thread(target=f, args=(port, o)) for f, o in zip((slowloris, slowloris, slow_body, slow_body), outs)]
+    threads = [
+        threading.Thread(target=f, args=(port, o)) for f, o in zip((slowloris, slowloris, slow_body, slow_body), outs)
+    ]
     for t in threads:
         t.start()
     # a stalled reader too: it asks for an answer and never reads it
     stalled = socket.create_connection(("127.0.0.1", port))
     body = json.dumps(normal | {"stream": True}).encode()
-    stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n" % len(body) + body)
+    stalled.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
+    )
     wait_idle(app.state.worker, within=30)
     time.sleep(0.3)
     under_attack = []
@@ -423,8 +520,10 @@ def test_a_reader_that_stops_reading_is_dropped(generator):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", port))
         body = json.dumps(chat(stream=True)).encode()
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                  b"content-length: %d\r\n\r\n" % len(body) + body)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body
+        )
         deadline = time.time() + 20
         while fire.cancelled_at is None:  # the server gives up on the reader and cancels its row
             assert time.time() < deadline, "the stalled reader was never dropped"

@@ -35,14 +35,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from specialist.errors import SpecialistError
 from specialist.io import atomic_write_json
-from specialist.models.template import (Message, build_messages, completion_suffix, encode_prompt,
-                                        render_completion, render_prompt, stop_token_ids)
+from specialist.models.template import (
+    Message,
+    build_messages,
+    completion_suffix,
+    encode_prompt,
+    render_completion,
+    render_prompt,
+    stop_token_ids,
+)
 
 PARITY_FILE = "parity.json"
 SAME = "same behaviour"
@@ -114,8 +122,14 @@ class Parity:
         return SAME + (f" (not checked: {'; '.join(dict.fromkeys(skipped))})" if skipped else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "ok": not self.failed, "data": self.data, "prompts": self.prompts,
-                "tolerance": asdict(self.tolerance), "checks": [asdict(c) for c in self.checks]}
+        return {
+            "verdict": self.verdict,
+            "ok": not self.failed,
+            "data": self.data,
+            "prompts": self.prompts,
+            "tolerance": asdict(self.tolerance),
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 # ------------------------------------------------------------------ the prompts
@@ -199,15 +213,19 @@ def gguf_fields(path: Path) -> dict[str, Any]:
     import gguf
 
     reader = gguf.GGUFReader(str(path))
-    wanted = ("tokenizer.chat_template", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-              "tokenizer.ggml.add_bos_token")
+    wanted = (
+        "tokenizer.chat_template",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.add_bos_token",
+    )
     return {k: f.contents() for k, f in reader.fields.items() if k in wanted}
 
 
 # ------------------------------------------------------------------ template checks
 def _first_difference(a: str, b: str) -> str:
     i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"at character {i}: {a[max(0, i - 20):i + 20]!r} vs {b[max(0, i - 20):i + 20]!r}"
+    return f"at character {i}: {a[max(0, i - 20) : i + 20]!r} vs {b[max(0, i - 20) : i + 20]!r}"
 
 
 def merged_template(tokenizer: Any, folder: Path, conversations: Sequence[Sequence[Message]]) -> Check:
@@ -217,16 +235,28 @@ def merged_template(tokenizer: Any, folder: Path, conversations: Sequence[Sequen
     eot, eot_export = completion_suffix(tokenizer), completion_suffix(exported)
     figures = {"conversations": len(conversations), "end_of_turn": eot, "end_of_turn_exported": eot_export}
     if eot != eot_export:
-        return Check("merged", "template", "fail", f"an answer ends with {eot_export!r}, not {eot!r} as in training", figures)
+        return Check(
+            "merged", "template", "fail", f"an answer ends with {eot_export!r}, not {eot!r} as in training", figures
+        )
     if stop_token_ids(exported) != stop_token_ids(tokenizer):
         return Check("merged", "template", "fail", "the stop tokens differ from training's", figures)
-    differ = [i for i, c in enumerate(conversations) if render_prompt(exported, c) != render_prompt(tokenizer, c)
-              or encode_prompt(exported, c) != encode_prompt(tokenizer, c)]
+    differ = [
+        i
+        for i, c in enumerate(conversations)
+        if render_prompt(exported, c) != render_prompt(tokenizer, c)
+        or encode_prompt(exported, c) != encode_prompt(tokenizer, c)
+    ]
     figures["differing"] = len(differ)
     if differ:
         c = conversations[differ[0]]
-        return Check("merged", "template", "fail", f"the prompt differs from training's on {len(differ)} of "
-                     f"{len(conversations)} conversations, {_first_difference(render_prompt(exported, c), render_prompt(tokenizer, c))}", figures)
+        return Check(
+            "merged",
+            "template",
+            "fail",
+            f"the prompt differs from training's on {len(differ)} of {len(conversations)} conversations, "
+            f"{_first_difference(render_prompt(exported, c), render_prompt(tokenizer, c))}",
+            figures,
+        )
     return Check("merged", "template", "pass", "", figures)
 
 
@@ -236,14 +266,23 @@ def gguf_template(tokenizer: Any, gguf_path: Path, artefact: str = "gguf") -> Ch
     ends = [fields.get(k) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")]
     figures = {"eos_token_id": ends[0], "eot_token_id": ends[1], "stop_token_ids": stops}
     if fields.get("tokenizer.chat_template") != tokenizer.chat_template:
-        return Check(artefact, "template", "fail", "the GGUF's chat template is not the one the run trained with", figures)
+        return Check(
+            artefact, "template", "fail", "the GGUF's chat template is not the one the run trained with", figures
+        )
     if not any(e in stops for e in ends if e is not None):
-        return Check(artefact, "template", "fail", f"the GGUF ends a turn on {ends[0]}, not on the run's stop tokens {stops}", figures)
+        return Check(
+            artefact,
+            "template",
+            "fail",
+            f"the GGUF ends a turn on {ends[0]}, not on the run's stop tokens {stops}",
+            figures,
+        )
     return Check(artefact, "template", "pass", "", figures)
 
 
-def modelfile_template(tokenizer: Any, folder: Path, conversations: Sequence[Sequence[Message]],
-                       completions: Sequence[str | None]) -> Check:
+def modelfile_template(
+    tokenizer: Any, folder: Path, conversations: Sequence[Sequence[Message]], completions: Sequence[str | None]
+) -> Check:
     """Each conversation's training prompt vs the Modelfile TEMPLATE rendered by Ollama's rule
     (plus the BOS llama.cpp adds), and an answer rendered by it vs the trained answer."""
     template, stops = read_modelfile(folder / "Modelfile")
@@ -252,7 +291,9 @@ def modelfile_template(tokenizer: Any, folder: Path, conversations: Sequence[Seq
     eot_text = tokenizer.convert_ids_to_tokens(stop_token_ids(tokenizer)[-1])
     figures: dict[str, Any] = {"conversations": len(conversations), "stops": stops, "end_of_turn": eot_text}
     if eot_text not in stops:
-        return Check("ollama", "template", "fail", f"the Modelfile does not stop on the end-of-turn token {eot_text!r}", figures)
+        return Check(
+            "ollama", "template", "fail", f"the Modelfile does not stop on the end-of-turn token {eot_text!r}", figures
+        )
     differ: list[tuple[str, str]] = []
     for messages, completion in zip(conversations, completions):
         try:
@@ -267,8 +308,14 @@ def modelfile_template(tokenizer: Any, folder: Path, conversations: Sequence[Seq
             differ.append((shown, expected))
     figures["differing"] = len(differ)
     if differ:
-        return Check("ollama", "template", "fail", f"the Modelfile's prompt differs from training's on {len(differ)} of "
-                     f"{len(conversations)} conversations, {_first_difference(*differ[0])}", figures)
+        return Check(
+            "ollama",
+            "template",
+            "fail",
+            f"the Modelfile's prompt differs from training's on {len(differ)} of "
+            f"{len(conversations)} conversations, {_first_difference(*differ[0])}",
+            figures,
+        )
     return Check("ollama", "template", "pass", "", figures)
 
 
@@ -280,9 +327,15 @@ def ollama_answer_end(template: str) -> str:
 
 
 # ------------------------------------------------------------------ answers
-def compare_answers(artefact: str, original: Sequence[Any], exported: Sequence[Any],
-                    original_prompt_ids: Sequence[Sequence[int]], exported_prompt_ids: Sequence[Sequence[int]],
-                    references: Sequence[str], tolerance: Tolerance) -> list[Check]:
+def compare_answers(
+    artefact: str,
+    original: Sequence[Any],
+    exported: Sequence[Any],
+    original_prompt_ids: Sequence[Sequence[int]],
+    exported_prompt_ids: Sequence[Sequence[int]],
+    references: Sequence[str],
+    tolerance: Tolerance,
+) -> list[Check]:
     """The ends and answers checks (and prompt tokens, when the artefact tokenizes itself) of
     one artefact's Answers against the run's, prompt by prompt."""
     from specialist.evaluate.metrics import chrf, classification_scores, is_classification
@@ -291,15 +344,29 @@ def compare_answers(artefact: str, original: Sequence[Any], exported: Sequence[A
     n = len(original)
     same_ids = sum(list(a) == list(b) for a, b in zip(original_prompt_ids, exported_prompt_ids))
     if same_ids < n:
-        checks.append(Check(artefact, "prompt tokens", "fail",
-                            f"the prompt tokens differ from the run's on {n - same_ids} of {n} prompts", {"identical": same_ids}))
+        checks.append(
+            Check(
+                artefact,
+                "prompt tokens",
+                "fail",
+                f"the prompt tokens differ from the run's on {n - same_ids} of {n} prompts",
+                {"identical": same_ids},
+            )
+        )
     run_stops = [a.finish_reason == "stop" for a in original]
     export_stops = [a.finish_reason == "stop" for a in exported]
     lost = sum(r and not e for r, e in zip(run_stops, export_stops))
     figures = {"prompts": n, "run_stops": sum(run_stops), "export_stops": sum(export_stops), "lost_stop": lost}
     note = f" (the run itself runs out of tokens on {n - sum(run_stops)})" if sum(run_stops) < n else ""
-    checks.append(Check(artefact, "ends", "fail" if lost else "pass",
-                        f"{lost} answers the run ends by itself run out of tokens{note}" if lost else note.strip(" ()"), figures))
+    checks.append(
+        Check(
+            artefact,
+            "ends",
+            "fail" if lost else "pass",
+            f"{lost} answers the run ends by itself run out of tokens{note}" if lost else note.strip(" ()"),
+            figures,
+        )
+    )
 
     run_text, export_text = [a.text for a in original], [a.text for a in exported]
     identical = sum(a == b for a, b in zip(run_text, export_text)) / max(n, 1)
@@ -313,16 +380,26 @@ def compare_answers(artefact: str, original: Sequence[Any], exported: Sequence[A
     if references:
         task = {"chrf": (chrf(run_text, references), chrf(export_text, references))}
         if is_classification(references):
-            task["accuracy"] = tuple(100 * classification_scores(t, references)["accuracy"] for t in (run_text, export_text))
+            task["accuracy"] = tuple(
+                100 * classification_scores(t, references)["accuracy"] for t in (run_text, export_text)
+            )
         for metric, (run_score, export_score) in task.items():
-            figures[f"task_{metric}_run"], figures[f"task_{metric}_export"] = round(run_score, 2), round(export_score, 2)
+            figures[f"task_{metric}_run"], figures[f"task_{metric}_export"] = (
+                round(run_score, 2),
+                round(export_score, 2),
+            )
             if run_score - export_score > tolerance.max_task_drop:
-                problems.append(f"task {metric} {export_score:.1f} vs the run's {run_score:.1f} (drop > {tolerance.max_task_drop:g})")
+                problems.append(
+                    f"task {metric} {export_score:.1f} vs the run's {run_score:.1f} "
+                    f"(drop > {tolerance.max_task_drop:g})"
+                )
     checks.append(Check(artefact, "answers", "fail" if problems else "pass", "; ".join(problems), figures))
     return checks
 
 
-def _answer(generator: Any, conversations: Sequence[Sequence[Message]], max_new_tokens: int) -> tuple[list[Any], list[list[int]]]:
+def _answer(
+    generator: Any, conversations: Sequence[Sequence[Message]], max_new_tokens: int
+) -> tuple[list[Any], list[list[int]]]:
     from specialist.inference.sampling import GenerationSettings
 
     answers = generator.generate(conversations, GenerationSettings(max_new_tokens=max_new_tokens), batch_size=1)
