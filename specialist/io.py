@@ -1,5 +1,6 @@
 """Atomic writes: a temporary file (or folder) in the same folder, then a rename, so a crash
-never leaves a half-written dataset, report, adapter or converted model."""
+never leaves a half-written dataset, report, adapter or converted model. And the one way small
+text inputs (settings, rules, prompt files) are read: UTF-8 or a located error."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from specialist.errors import SpecialistError
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a small UTF-8 file (a BOM is dropped), or SpecialistError (exit 2) naming the
+    file, and the line of the first byte that is not UTF-8."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecialistError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecialistError(f"{path}:{line}: E012 not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+                              "re-save the file as UTF-8") from exc
 
 
 def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:

@@ -316,14 +316,25 @@ def _read_parquet(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         pf = pq.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SpecialistError(f"{path}: not a readable Parquet file ({exc})") from exc
+    batches = (batch.to_pylist() for batch in pf.iter_batches(batch_size=2048))
+    yield from _rows(path, batches, "Parquet data")
+
+
+def _rows(path: Path, batches: Iterator[list[Any]], what: str) -> Iterator[RawRecord]:
+    """Records of a columnar file, numbered from 1. Decoding a corrupt file fails in whatever
+    way the decoder happens to (UnicodeDecodeError, SystemError, ArrowInvalid …): any of them
+    is an unreadable file at that row, not a crash."""
     row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=2048):
-            for value in batch.to_pylist():
-                row += 1
-                yield RawRecord(str(path), row, value=value)
-    except (pyarrow.ArrowException, OSError) as exc:
-        raise SpecialistError(f"{path}: row {row + 1}: unreadable Parquet data ({exc})") from exc
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise SpecialistError(f"{path}: row {row + 1}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
+        if batch is None:
+            return
+        for value in batch:
+            row += 1
+            yield RawRecord(str(path), row, value=value)
 
 
 def _read_hf(path: Path, max_bytes: int) -> Iterator[RawRecord]:
@@ -340,5 +351,4 @@ def _read_hf(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             ds = next(iter(ds.values()))
         else:
             raise SpecialistError(f"{path}: a dataset with splits {', '.join(ds)}; save the split to check on its own")
-    for row, value in enumerate(ds, start=1):
-        yield RawRecord(str(path), row, value=value)
+    yield from _rows(path, ([value] for value in ds), "saved dataset")

@@ -131,18 +131,16 @@ def _detector(target: Any) -> Any:
 # ------------------------------------------------------------------ loading
 def load_rules(path: str | Path) -> list[Rule]:
     """Read the `rules:` list of an eval config; errors name file:line and the field."""
-    import yaml
+    from specialist.config import parse_yaml
+    from specialist.errors import SpecialistError
+    from specialist.io import read_utf8
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-        doc = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+        text = read_utf8(path)
+    except SpecialistError as exc:
+        raise ConfigError(str(exc)) from exc
+    doc = parse_yaml(path, text, "not valid YAML")
     if not isinstance(doc, dict) or "rules" not in doc:
         raise ConfigError(f"{path}: expected a top-level `rules:` list")
     try:

@@ -178,6 +178,9 @@ def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Itera
         except json.JSONDecodeError as exc:
             errors.append(KnowledgeError("E001", file, number, "", f"invalid JSON: {exc.msg} (column {exc.colno})"))
             continue
+        except RecursionError:
+            errors.append(KnowledgeError("E001", file, number, "", "invalid JSON: nested too deeply"))
+            continue
         if not isinstance(record, dict):
             errors.append(KnowledgeError("E003", file, number, "", "expected an object {\"id\": …, \"text\": …}"))
             continue

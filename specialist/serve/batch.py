@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
+from specialist.io import read_utf8
 from specialist.models.template import Message, attach_context, build_messages
 
 if TYPE_CHECKING:
@@ -85,10 +86,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc})") from exc
+    lines = read_utf8(path).splitlines()
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -103,6 +101,9 @@ def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRe
             messages, source = _record_messages(obj, where)
         except json.JSONDecodeError as exc:
             errors.append(f"{where}: invalid JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            errors.append(f"{where}: invalid JSON (nested too deeply)")
             continue
         except ValueError as exc:
             errors.append(str(exc))
@@ -119,7 +120,7 @@ def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRe
     if errors:
         shown = errors[:MAX_REPORTED_ERRORS]
         more = f"\n… and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        raise SpecialistError(f"{len(errors)} bad input line(s):\n" + "\n".join(shown) + more, exit_code=1)
+        raise SpecialistError(f"{path}: {len(errors)} bad input line(s):\n" + "\n".join(shown) + more, exit_code=1)
     if not records:
         raise SpecialistError(f"{path}: no prompts", exit_code=1)
     return records
