@@ -155,7 +155,9 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(file, number, error=err)
             continue
         try:
-            yield RawRecord(file, number, value=json.loads(text))
+            value = json.loads(text)
+            err = _surrogate_error(value, text, file, number)
+            yield RawRecord(file, number, value=value) if err is None else RawRecord(file, number, error=err)
         except json.JSONDecodeError as exc:
             if not ended and _runs_to_end(exc, text):
                 yield RawRecord(file, number, error=DataError(
@@ -164,6 +166,41 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                 yield RawRecord(file, number, error=DataError("E001", file, number, "", f"{exc.msg} (column {exc.colno})"))
         except RecursionError:
             yield RawRecord(file, number, error=DataError("E001", file, number, "", "JSON nested too deeply"))
+
+
+def lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The field (`prompt`, `messages[1].content`, or "" for the record itself) of the first
+    string holding a lone surrogate — what a JSON escape such as \\ud800 decodes to. Such a
+    string is not text: it cannot be written as UTF-8 or tokenized."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), k, v) for k, v in value.items())
+        for name, key, v in items:
+            if lone_surrogate_field(key, name) is not None:
+                return name
+            found = lone_surrogate_field(v, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = lone_surrogate_field(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _surrogate_error(value: Any, text: str, file: str, line: int) -> DataError | None:
+    if "\\u" not in text:  # only an escape can produce one (the bytes themselves are valid UTF-8)
+        return None
+    where = lone_surrogate_field(value)
+    if where is None:
+        return None
+    return DataError("E012", file, line, where, "a lone surrogate escape (\\ud800–\\udfff without its pair): not text")
 
 
 def _runs_to_end(exc: json.JSONDecodeError, text: str) -> bool:
@@ -230,6 +267,8 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             return
         if end - pos > max_bytes:
             yield RawRecord(file, start_line, error=DataError("E011", file, start_line, "", f"record longer than {max_bytes} bytes"))
+        elif err := _surrogate_error(value, text[pos:end], file, start_line):
+            yield RawRecord(file, start_line, error=err)
         else:
             yield RawRecord(file, start_line, value=value)
         pos = _WS.match(text, end).end()

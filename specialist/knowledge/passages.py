@@ -170,6 +170,8 @@ def _text_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
 
 
 def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Iterator[Passage]:
+    from specialist.data.formats import lone_surrogate_field
+
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -183,6 +185,11 @@ def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Itera
             continue
         if not isinstance(record, dict):
             errors.append(KnowledgeError("E003", file, number, "", "expected an object {\"id\": …, \"text\": …}"))
+            continue
+        surrogate = lone_surrogate_field(record) if "\\u" in line else None
+        if surrogate is not None:
+            errors.append(KnowledgeError("E012", file, number, surrogate, "a lone surrogate escape (\\ud800–\\udfff "
+                                         "without its pair): not text"))
             continue
         bad = False
         for name in ("id", "text"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from specialist.data.formats import lone_surrogate_field
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
@@ -98,6 +99,9 @@ def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRe
             obj = json.loads(raw)
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object")
+            surrogate = lone_surrogate_field(obj) if "\\u" in raw else None
+            if surrogate is not None:
+                raise ValueError(f"{where}:{surrogate}: a lone surrogate escape (\\ud800–\\udfff without its pair): not text")
             messages, source = _record_messages(obj, where)
         except json.JSONDecodeError as exc:
             errors.append(f"{where}: invalid JSON ({exc.msg})")
