@@ -61,8 +61,10 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cpu_flag": flags, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def bench(quick: bool = False, only: list[str] | None = None, **options: Any) -> dict[str, Any]:
-    """Every section (or `only` these): their rows together, one summary entry per section."""
+def bench(quick: bool = False, only: list[str] | None = None,
+          options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every section (or `only` these): their rows together, one summary entry per section.
+    `options` holds keyword arguments for a section's run(), by section name."""
     found = sections()
     unknown = [n for n in only or [] if n not in found]
     if unknown:
@@ -70,7 +72,7 @@ def bench(quick: bool = False, only: list[str] | None = None, **options: Any) ->
     rows, summary, failures, ok = [], {}, {}, True
     for name in only or list(found):
         started = time.perf_counter()
-        doc = found[name].run(quick=quick, **options)
+        doc = found[name].run(quick=quick, **(options or {}).get(name, {}))
         rows.extend(doc["rows"])
         summary[name] = {**doc["summary"], "ok": doc["ok"], "goal": found[name].GOAL,
                          "seconds": round(time.perf_counter() - started, 1)}
@@ -92,6 +94,16 @@ def _table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _progress(i: int, outcome: Any) -> None:
+    """Failures as they happen and a count every 500 files, on stderr."""
+    if outcome.failed:
+        problem = (outcome.traceback or outcome.unlocated or "modified input or bad exit code").strip()
+        print(f"FAIL {outcome.target} [{outcome.case}] {outcome.command}: {problem.splitlines()[-1][:200]}",
+              file=sys.stderr)
+    if (i + 1) % 500 == 0:
+        print(f"{i + 1} files", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced run (the fuzz section: 300 files)")
@@ -100,27 +112,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="fuzz: random seed")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
-    options: dict[str, Any] = {}
-    if args.files or args.seed:
-        if args.section and args.section != ["fuzz"]:
-            parser.error("--files and --seed belong to the fuzz section")
-        args.section = ["fuzz"]
-        options = {"files": args.files, "seed": args.seed}
-    progress = None
-    if not args.json or sys.stderr.isatty():
-        def progress(i: int, outcome: Any) -> None:
-            if outcome.failed:
-                print(f"FAIL {outcome.target} [{outcome.case}] {outcome.command}: "
-                      f"{(outcome.traceback or outcome.unlocated or 'modified/bad exit').strip().splitlines()[-1][:200]}",
-                      file=sys.stderr)
-            if (i + 1) % 500 == 0:
-                print(f"{i + 1} files", file=sys.stderr)
-        if args.section in (None, ["fuzz"]):
-            options["progress"] = progress
-    doc = bench(args.quick, args.section, **options)
+    if (args.files or args.seed) and args.section not in (None, ["fuzz"]):
+        parser.error("--files and --seed belong to the fuzz section")
+    fuzz = {"files": args.files, "seed": args.seed, "progress": _progress}
+    doc = bench(args.quick, args.section, {"fuzz": fuzz})
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
-        return
+        sys.exit(0 if doc["ok"] else 1)
     print(_table(doc))
     for name, s in doc["summary"].items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
