@@ -437,7 +437,7 @@ class Target:
 class Fuzzer:
     def __init__(self, work: Path, seed: int = 0) -> None:
         self.work = work
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.seeds = seed_files()
         self.support = work / "support"
         self.support.mkdir(parents=True, exist_ok=True)
@@ -643,7 +643,8 @@ class Fuzzer:
         out.mkdir()
         started = time.perf_counter()
         try:
-            path, case = target.make(case_dir / "input", self.rng)
+            # one generator per case: any case can be made again on its own from (seed, target, i)
+            path, case = target.make(case_dir / "input", random.Random(f"{self.seed}:{target.name}:{i}"))
         except Exception:  # noqa: BLE001 - a bug of the fuzzer, reported as such
             return Outcome(target.name, "make", "make", None, traceback="fuzzer: " + traceback.format_exc())
         before = digest(path)
@@ -658,13 +659,57 @@ class Fuzzer:
             shutil.rmtree(case_dir, ignore_errors=True)  # failing cases stay for the report
         return outcome
 
-    def run(self, files: int, progress: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
-        outcomes = []
-        for i in range(files):
-            outcome = self.case(self.targets[i % len(self.targets)], i // len(self.targets))
-            outcomes.append(outcome)
-            if progress:
-                progress(i, outcome)
+    def run(self, files: int, progress: Callable[[int, Outcome], None] | None = None,
+            chunk: int = 250) -> list[Outcome]:
+        """Every case, in forked workers of `chunk` cases each: a loader that kills the process
+        (a signal such as SIGBUS or SIGSEGV from native code) is recorded as that case's crash
+        and the run goes on with the next case."""
+        import warnings
+
+        from specialist import cli  # noqa: F401 - imported once, before forking
+
+        cases = [(self.targets[k % len(self.targets)], k // len(self.targets)) for k in range(files)]
+        outcomes: list[Outcome] = []
+        k = 0
+        while k < files:
+            log = self.work / f"worker-{k}.jsonl"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the worker only runs loaders
+                pid = os.fork() if hasattr(os, "fork") else 0
+            if pid == 0 and hasattr(os, "fork"):
+                code = 0
+                try:
+                    with open(log, "w", encoding="utf-8") as f:
+                        for target, i in cases[k:k + chunk]:
+                            f.write(json.dumps({"start": [target.name, i]}) + "\n")
+                            f.flush()
+                            f.write(json.dumps({"outcome": self.case(target, i).__dict__}) + "\n")
+                            f.flush()
+                except BaseException:  # noqa: BLE001
+                    code = 3
+                os._exit(code)
+            status = os.waitpid(pid, 0)[1] if pid else 0
+            done, started = [], None
+            for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+                entry = json.loads(line)
+                if "start" in entry:
+                    started = entry["start"]
+                else:
+                    done.append(Outcome(**entry["outcome"]))
+                    started = None
+            if started is not None:  # the worker died inside this case
+                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                name = signal.Signals(sig).name if sig else f"exit status {os.WEXITSTATUS(status)}"
+                done.append(Outcome(started[0], "see its kept folder", "(worker)", None,
+                                    traceback=f"the process died: {name} (case {started[0]}-{started[1]})"))
+            elif not done:
+                raise RuntimeError(f"fuzz worker for cases {k}… produced nothing (status {status})")
+            for outcome in done:
+                if progress:
+                    progress(len(outcomes), outcome)
+                outcomes.append(outcome)
+            k += len(done)
+            log.unlink(missing_ok=True)
         return outcomes
 
 

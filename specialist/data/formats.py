@@ -179,9 +179,10 @@ def lone_surrogate_field(value: Any, where: str = "") -> str | None:
             return where
         return None
     if isinstance(value, dict):
-        items = ((f"{where}.{k}" if where else str(k), k, v) for k, v in value.items())
-        for name, key, v in items:
-            if lone_surrogate_field(key, name) is not None:
+        for key, v in value.items():
+            printable = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the name is shown
+            name = f"{where}.{printable}" if where else printable
+            if printable != key:
                 return name
             found = lone_surrogate_field(v, name)
             if found is not None:
