@@ -356,8 +356,13 @@ def _read_parquet(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         pf = pq.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SpecialistError(f"{path}: not a readable Parquet file ({exc})") from exc
-    batches = (batch.to_pylist() for batch in pf.iter_batches(batch_size=2048))
+    batches = (_valid(batch).to_pylist() for batch in pf.iter_batches(batch_size=2048))
     yield from _rows(path, batches, "Parquet data")
+
+
+def _valid(batch: Any) -> Any:
+    batch.validate(full=True)  # offsets and UTF-8 checked before any row is read
+    return batch
 
 
 def _rows(path: Path, batches: Iterator[list[Any]], what: str) -> Iterator[RawRecord]:
@@ -391,4 +396,10 @@ def _read_hf(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             ds = next(iter(ds.values()))
         else:
             raise SpecialistError(f"{path}: a dataset with splits {', '.join(ds)}; save the split to check on its own")
+    try:
+        # Arrow files are memory-mapped and read without checks: corrupt offsets would make
+        # reading a row jump outside the file (a segmentation fault), so validate them first.
+        ds.data.table.validate(full=True)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid and friends
+        raise SpecialistError(f"{path}: corrupt Arrow data ({type(exc).__name__}: {exc})") from exc
     yield from _rows(path, ([value] for value in ds), "saved dataset")
