@@ -69,18 +69,21 @@ def bench(quick: bool = False, only: list[str] | None = None,
     unknown = [n for n in only or [] if n not in found]
     if unknown:
         raise SystemExit(f"unknown section {', '.join(unknown)}; known: {', '.join(found)}")
-    rows, summary, failures, ok = [], {}, {}, True
+    rows, per_section, failures, ok = [], {}, {}, True
     for name in only or list(found):
         started = time.perf_counter()
         doc = found[name].run(quick=quick, **(options or {}).get(name, {}))
         rows.extend(doc["rows"])
-        summary[name] = {**doc["summary"], "ok": doc["ok"], "goal": found[name].GOAL,
-                         "seconds": round(time.perf_counter() - started, 1)}
+        per_section[name] = {**doc["summary"], "ok": doc["ok"], "goal": found[name].GOAL,
+                             "seconds": round(time.perf_counter() - started, 1)}
         if doc.get("failures"):
             failures[name] = doc["failures"]
         ok = ok and doc["ok"]
-    return {"rows": rows, "summary": summary, "failures": failures, "ok": ok, "machine": machine(),
-            "quick": quick}
+    # `specialist bench` shows a flat summary: the headline figures of every section
+    summary = {f"{name} {key}": value for name, figures in per_section.items() for key, value in figures.items()
+               if isinstance(value, (int, float)) and key != "seconds"}
+    return {"rows": rows, "summary": summary, "sections": per_section, "failures": failures, "ok": ok,
+            "machine": machine(), "quick": quick}
 
 
 def _table(doc: dict[str, Any]) -> str:
@@ -120,7 +123,7 @@ def main() -> None:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         sys.exit(0 if doc["ok"] else 1)
     print(_table(doc))
-    for name, s in doc["summary"].items():
+    for name, s in doc["sections"].items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     for name, fails in doc["failures"].items():
         for f in fails:
