@@ -33,6 +33,16 @@ def read_utf8(path: Path) -> str:
                               "re-save the file as UTF-8") from exc
 
 
+def text_lines(text: str) -> list[str]:
+    """Lines as JSONL and editors count them: cut at "\n" only (a CR before it dropped).
+    str.splitlines() also cuts at U+2028, U+0085, form feeds …, which JSON strings may hold raw,
+    so it splits valid records and shifts line numbers."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:

@@ -277,3 +277,28 @@ def test_a_saved_dataset_with_corrupt_arrow_offsets_is_an_error_not_a_segfault(t
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-500:]
     assert f"error: {path}: corrupt Arrow data" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_line_separators_inside_json_strings_do_not_split_records(tmp_path):
+    """U+2028, U+2029 and U+0085 are valid raw inside JSON strings (json.dumps with
+    ensure_ascii=False writes them so). str.splitlines() cut knowledge JSONL, prompt files and
+    generate's own output (resume) there; found by the fuzzer through a `data split` output."""
+    from specialist.serve.batch import read_answered
+
+    text = "Latte\u2028kosztuje\u0085 16 zł.\u2029"
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(json.dumps({"id": "a", "text": text}, ensure_ascii=False) + "\n"
+                  + json.dumps({"id": "b", "text": "Herbata."}) + "\n", encoding="utf-8")
+    loaded = read_knowledge(kb)
+    assert loaded.errors == [] and [(p.id, p.line) for p in loaded.passages] == [("a", 1), ("b", 2)]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": 1, "prompt": text}, ensure_ascii=False) + "\n"
+                       + json.dumps({"id": 2, "prompt": "ok"}) + "\n", encoding="utf-8")
+    records = read_prompts(prompts)
+    assert [r.line for r in records] == [1, 2] and records[0].messages[-1]["content"] == text
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"id": 1, "prompt": text, "answer": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert len(read_answered(answers, records)) == 1
+    md = tmp_path / "kb.md"
+    md.write_text("# Cennik\u2028ceny\n\nLatte\u0085 16 zł.\n\n## Herbata\n\nHerbata 12 zł.\n", encoding="utf-8")
+    assert [(p.title, p.line) for p in read_knowledge(md).passages] == [("Cennik\u2028ceny", 3), ("Herbata", 7)]

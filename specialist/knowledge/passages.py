@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from specialist.errors import SpecialistError
+from specialist.io import text_lines
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt")
 SUFFIXES = (*TEXT_SUFFIXES, ".jsonl")
@@ -147,7 +148,7 @@ def _markdown_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
                 pid = para_id if piece_no == 1 else f"{para_id}~{piece_no}"
                 yield Passage(_unique(pid, seen), piece, heading, file, line)
 
-    lines = text.splitlines()
+    lines = text_lines(text)
     in_fence = False
     for number, line in enumerate(lines, 1):
         if line.lstrip().startswith("```"):
@@ -163,7 +164,7 @@ def _markdown_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
 
 def _text_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
     seen: set[str] = set()
-    for line, paragraph in _paragraphs(text.splitlines(), 1):
+    for line, paragraph in _paragraphs(text_lines(text), 1):
         for piece in _chunks(paragraph):
             base = f"{prefix}#{slug(' '.join(piece.split()[:6]))}"
             yield Passage(_unique(base, seen), piece, "", file, line)
@@ -172,7 +173,7 @@ def _text_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
 def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Iterator[Passage]:
     from specialist.data.formats import lone_surrogate_field
 
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:

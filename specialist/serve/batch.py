@@ -27,7 +27,7 @@ from specialist.data.formats import lone_surrogate_field
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
-from specialist.io import read_utf8
+from specialist.io import read_utf8, text_lines
 from specialist.models.template import Message, attach_context, build_messages
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    lines = read_utf8(path).splitlines()
+    lines = text_lines(read_utf8(path))
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -154,7 +154,7 @@ def read_answered(output: Path, records: list[PromptRecord], with_knowledge: boo
         data = data[:end]
     by_key = {r.key: r for r in records}
     done: set[str] = set()
-    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for n, raw in enumerate(text_lines(data.decode("utf-8", errors="replace")), start=1):
         if not raw.strip():
             continue
         try:
