@@ -493,7 +493,8 @@ class Fuzzer:
 
         if self._hf_template is None:
             self._hf_template = self.support / "hf-template"
-            datasets.Dataset.from_list(_coffee(12)).save_to_disk(str(self._hf_template))
+            if not (self._hf_template / "dataset_info.json").exists():  # made by an earlier worker
+                datasets.Dataset.from_list(_coffee(12)).save_to_disk(str(self._hf_template))
         path = dest.with_suffix("")
         shutil.copytree(self._hf_template, path)
         files = sorted(p for p in path.rglob("*") if p.is_file())
@@ -660,35 +661,24 @@ class Fuzzer:
         return outcome
 
     def run(self, files: int, progress: Callable[[int, Outcome], None] | None = None,
-            chunk: int = 250) -> list[Outcome]:
-        """Every case, in forked workers of `chunk` cases each: a loader that kills the process
-        (a signal such as SIGBUS or SIGSEGV from native code) is recorded as that case's crash
-        and the run goes on with the next case."""
-        import warnings
+            chunk: int = 500) -> list[Outcome]:
+        """Every case, in worker processes of `chunk` cases each: a loader that kills the
+        process (a signal such as SIGBUS or SIGSEGV from native code) is recorded as that
+        case's crash and the run goes on with the next case. Workers are fresh interpreters,
+        not forks: forking a process with threads (torch, tokenizers) can deadlock the child."""
+        import subprocess
 
-        from specialist import cli  # noqa: F401 - imported once, before forking
-
-        cases = [(self.targets[k % len(self.targets)], k // len(self.targets)) for k in range(files)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
         outcomes: list[Outcome] = []
         k = 0
         while k < files:
-            log = self.work / f"worker-{k}.jsonl"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the worker only runs loaders
-                pid = os.fork() if hasattr(os, "fork") else 0
-            if pid == 0 and hasattr(os, "fork"):
-                code = 0
-                try:
-                    with open(log, "w", encoding="utf-8") as f:
-                        for target, i in cases[k:k + chunk]:
-                            f.write(json.dumps({"start": [target.name, i]}) + "\n")
-                            f.flush()
-                            f.write(json.dumps({"outcome": self.case(target, i).__dict__}) + "\n")
-                            f.flush()
-                except BaseException:  # noqa: BLE001
-                    code = 3
-                os._exit(code)
-            status = os.waitpid(pid, 0)[1] if pid else 0
+            log, err = self.work / f"worker-{k}.jsonl", self.work / f"worker-{k}.err"
+            stop = min(files, k + chunk)
+            with open(err, "wb") as stderr:
+                status = subprocess.run([sys.executable, __file__, "--worker", str(self.work), str(self.seed),
+                                         str(k), str(stop), str(log)], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=stderr).returncode
             done, started = [], None
             for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
                 entry = json.loads(line)
@@ -698,19 +688,35 @@ class Fuzzer:
                     done.append(Outcome(**entry["outcome"]))
                     started = None
             if started is not None:  # the worker died inside this case
-                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-                name = signal.Signals(sig).name if sig else f"exit status {os.WEXITSTATUS(status)}"
+                name = signal.Signals(-status).name if status < 0 else f"exit status {status}"
                 done.append(Outcome(started[0], "see its kept folder", "(worker)", None,
                                     traceback=f"the process died: {name} (case {started[0]}-{started[1]})"))
             elif not done:
-                raise RuntimeError(f"fuzz worker for cases {k}… produced nothing (status {status})")
+                raise RuntimeError(f"fuzz worker for cases {k}…{stop} produced nothing (status {status}): "
+                                   f"{err.read_text(errors='replace')[-2000:]}")
             for outcome in done:
                 if progress:
                     progress(len(outcomes), outcome)
                 outcomes.append(outcome)
             k += len(done)
             log.unlink(missing_ok=True)
+            err.unlink(missing_ok=True)
         return outcomes
+
+    def work_on(self, start: int, stop: int, log: Path) -> None:
+        """A worker's part: cases start…stop-1, each announced before it runs. The environment
+        variable SPECIALIST_FUZZ_FAULT=kind:number kills the worker at that case (a self-test of
+        the crash accounting)."""
+        fault = os.environ.get("SPECIALIST_FUZZ_FAULT")
+        with open(log, "w", encoding="utf-8") as f:
+            for k in range(start, stop):
+                target, i = self.targets[k % len(self.targets)], k // len(self.targets)
+                f.write(json.dumps({"start": [target.name, i]}) + "\n")
+                f.flush()
+                if fault == f"{target.name}:{i}":
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                f.write(json.dumps({"outcome": self.case(target, i).__dict__}) + "\n")
+                f.flush()
 
 
 def _jsonl_unreadable(path: Path) -> str | None:
@@ -780,3 +786,8 @@ def run(quick: bool = False, work: Path | None = None, files: int | None = None,
     elif own:
         shutil.rmtree(work, ignore_errors=True)
     return doc
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    _work, _seed, _start, _stop, _log = sys.argv[2:7]
+    Fuzzer(Path(_work), int(_seed)).work_on(int(_start), int(_stop), Path(_log))
