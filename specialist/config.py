@@ -143,10 +143,10 @@ def parse_yaml(path: Path, text: str, invalid: str = "invalid YAML") -> Any:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     from specialist.errors import SpecialistError
-    from specialist.io import read_utf8
+    from specialist.io import read_text
 
     try:
-        text = read_utf8(Path(path))
+        text = read_text(Path(path))
     except SpecialistError as exc:
         raise ConfigError(str(exc)) from exc
     doc = parse_yaml(path, text)

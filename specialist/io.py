@@ -16,14 +16,15 @@ from typing import Any, Iterable, Iterator
 from specialist.errors import SpecialistError
 
 
-def read_utf8(path: Path) -> str:
-    """The text of a small UTF-8 file (a BOM is dropped), or SpecialistError (exit 2) naming the
-    file, and the line of the first byte that is not UTF-8."""
+def read_text(path: Path, what: str | None = None) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped), or SpecialistError (exit 2) naming the
+    file, what it was read as ("the system prompt") when given, and the line of the first byte
+    that is not UTF-8."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SpecialistError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise SpecialistError(f"{path}: cannot read{f' the {what}' if what else ''} ({exc.strerror or exc})") from exc
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

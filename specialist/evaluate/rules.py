@@ -133,11 +133,11 @@ def load_rules(path: str | Path) -> list[Rule]:
     """Read the `rules:` list of an eval config; errors name file:line and the field."""
     from specialist.config import parse_yaml
     from specialist.errors import SpecialistError
-    from specialist.io import read_utf8
+    from specialist.io import read_text
 
     path = Path(path)
     try:
-        text = read_utf8(path)
+        text = read_text(path)
     except SpecialistError as exc:
         raise ConfigError(str(exc)) from exc
     doc = parse_yaml(path, text, "not valid YAML")

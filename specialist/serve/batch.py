@@ -27,7 +27,7 @@ from specialist.data.formats import lone_surrogate_field
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
-from specialist.io import read_utf8, text_lines
+from specialist.io import read_text, text_lines
 from specialist.models.template import Message, attach_context, build_messages
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    lines = text_lines(read_utf8(path))
+    lines = text_lines(read_text(path))
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
