@@ -689,8 +689,9 @@ class Fuzzer:
                     started = None
             if started is not None:  # the worker died inside this case
                 name = signal.Signals(-status).name if status < 0 else f"exit status {status}"
+                tail = err.read_text(encoding="utf-8", errors="replace")[-3000:] if err.exists() else ""
                 done.append(Outcome(started[0], "see its kept folder", "(worker)", None,
-                                    traceback=f"the process died: {name} (case {started[0]}-{started[1]})"))
+                                    traceback=f"{tail}\nthe process died: {name} (case {started[0]}-{started[1]})"))
             elif not done:
                 raise RuntimeError(f"fuzz worker for cases {k}…{stop} produced nothing (status {status}): "
                                    f"{err.read_text(errors='replace')[-2000:]}")
