@@ -126,20 +126,36 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return line
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def parse_yaml(path: Path, text: str, invalid: str = "invalid YAML") -> Any:
+    """yaml.safe_load (plain data only: a `!!python/object` tag is refused, never run), with the
+    error located at the file's line."""
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from exc
-    try:
-        doc = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem})") from exc
+        position = getattr(exc, "position", None)  # a ReaderError (a character YAML does not allow)
+        if mark is not None:
+            line = mark.line + 1
+        else:
+            line = text.count("\n", 0, position) + 1 if position is not None else None
+        where = f"{path}:{line}" if line is not None else str(path)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: {invalid} ({problem})") from exc
+    except RecursionError as exc:  # the composer recurses once per nesting level
+        raise ConfigError(f"{path}: {invalid} (nested too deeply)") from exc
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    from specialist.errors import SpecialistError
+    from specialist.io import read_text
+
+    try:
+        text = read_text(Path(path))
+    except SpecialistError as exc:
+        raise ConfigError(str(exc)) from exc
+    doc = parse_yaml(path, text)
     if doc is None:
         return {}
     if not isinstance(doc, dict):

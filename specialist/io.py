@@ -1,6 +1,6 @@
-"""Reading a user's text file with a located error, and atomic writes: a temporary file (or
-folder) in the same folder, then a rename, so a crash never leaves a half-written dataset,
-report, adapter or converted model."""
+"""Atomic writes: a temporary file (or folder) in the same folder, then a rename, so a crash
+never leaves a half-written dataset, report, adapter or converted model. And the one way small
+text inputs (settings, rules, prompt files) are read: UTF-8 or a located error."""
 
 from __future__ import annotations
 
@@ -19,12 +19,30 @@ from specialist.errors import SpecialistError
 
 def read_text(path: Path, what: str | None = None) -> str:
     """A UTF-8 text file (a byte-order mark is dropped), or SpecialistError (exit 2) naming the
-    file and, when given, what it was read as ("the system prompt")."""
+    file, what it was read as ("the system prompt") when given, and the line of the first byte
+    that is not UTF-8."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: cannot read{f' the {what}' if what else ''} ({exc})") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecialistError(f"{path}: cannot read{f' the {what}' if what else ''} ({exc.strerror or exc})") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecialistError(f"{path}:{line}: E012 not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+                              "re-save the file as UTF-8") from exc
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines as JSONL and editors count them: cut at "\n" only (a CR before it dropped).
+    str.splitlines() also cuts at U+2028, U+0085, form feeds …, which JSON strings may hold raw,
+    so it splits valid records and shifts line numbers."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:

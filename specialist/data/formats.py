@@ -158,7 +158,9 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             yield RawRecord(file, number, error=err)
             continue
         try:
-            yield RawRecord(file, number, value=json.loads(text))
+            value = json.loads(text)
+            err = _surrogate_error(value, text, file, number)
+            yield RawRecord(file, number, value=value) if err is None else RawRecord(file, number, error=err)
         except json.JSONDecodeError as exc:
             if not ended and _runs_to_end(exc, text):
                 yield RawRecord(file, number, error=DataError(
@@ -168,6 +170,42 @@ def _read_jsonl(path: Path, max_bytes: int) -> Iterator[RawRecord]:
                                 error=DataError("E001", file, number, "", f"{exc.msg} (column {exc.colno})"))
         except RecursionError:
             yield RawRecord(file, number, error=DataError("E001", file, number, "", "JSON nested too deeply"))
+
+
+def lone_surrogate_field(value: Any, where: str = "") -> str | None:
+    """The field (`prompt`, `messages[1].content`, or "" for the record itself) of the first
+    string holding a lone surrogate — what a JSON escape such as \\ud800 decodes to. Such a
+    string is not text: it cannot be written as UTF-8 or tokenized."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        for key, v in value.items():
+            printable = key.encode("utf-8", "backslashreplace").decode("utf-8")  # the name is shown
+            name = f"{where}.{printable}" if where else printable
+            if printable != key:
+                return name
+            found = lone_surrogate_field(v, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = lone_surrogate_field(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _surrogate_error(value: Any, text: str, file: str, line: int) -> DataError | None:
+    if "\\u" not in text:  # only an escape can produce one (the bytes themselves are valid UTF-8)
+        return None
+    where = lone_surrogate_field(value)
+    if where is None:
+        return None
+    return DataError("E012", file, line, where, "a lone surrogate escape (\\ud800–\\udfff without its pair): not text")
 
 
 def _runs_to_end(exc: json.JSONDecodeError, text: str) -> bool:
@@ -238,6 +276,8 @@ def _read_json_array(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         if end - pos > max_bytes:
             yield RawRecord(file, start_line,
                             error=DataError("E011", file, start_line, "", f"record longer than {max_bytes} bytes"))
+        elif err := _surrogate_error(value, text[pos:end], file, start_line):
+            yield RawRecord(file, start_line, error=err)
         else:
             yield RawRecord(file, start_line, value=value)
         pos = _WS.match(text, end).end()
@@ -326,14 +366,30 @@ def _read_parquet(path: Path, max_bytes: int) -> Iterator[RawRecord]:
         pf = pq.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise SpecialistError(f"{path}: not a readable Parquet file ({exc})") from exc
+    batches = (_valid(batch).to_pylist() for batch in pf.iter_batches(batch_size=2048))
+    yield from _rows(path, batches, "Parquet data")
+
+
+def _valid(batch: Any) -> Any:
+    batch.validate(full=True)  # offsets and UTF-8 checked before any row is read
+    return batch
+
+
+def _rows(path: Path, batches: Iterator[list[Any]], what: str) -> Iterator[RawRecord]:
+    """Records of a columnar file, numbered from 1. Decoding a corrupt file fails in whatever
+    way the decoder happens to (UnicodeDecodeError, SystemError, ArrowInvalid …): any of them
+    is an unreadable file at that row, not a crash."""
     row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=2048):
-            for value in batch.to_pylist():
-                row += 1
-                yield RawRecord(str(path), row, value=value)
-    except (pyarrow.ArrowException, OSError) as exc:
-        raise SpecialistError(f"{path}: row {row + 1}: unreadable Parquet data ({exc})") from exc
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:
+            raise SpecialistError(f"{path}: row {row + 1}: unreadable {what} ({type(exc).__name__}: {exc})") from exc
+        if batch is None:
+            return
+        for value in batch:
+            row += 1
+            yield RawRecord(str(path), row, value=value)
 
 
 def _read_hf(path: Path, max_bytes: int) -> Iterator[RawRecord]:
@@ -350,5 +406,10 @@ def _read_hf(path: Path, max_bytes: int) -> Iterator[RawRecord]:
             ds = next(iter(ds.values()))
         else:
             raise SpecialistError(f"{path}: a dataset with splits {', '.join(ds)}; save the split to check on its own")
-    for row, value in enumerate(ds, start=1):
-        yield RawRecord(str(path), row, value=value)
+    try:
+        # Arrow files are memory-mapped and read without checks: corrupt offsets would make
+        # reading a row jump outside the file (a segmentation fault), so validate them first.
+        ds.data.table.validate(full=True)
+    except Exception as exc:
+        raise SpecialistError(f"{path}: corrupt Arrow data ({type(exc).__name__}: {exc})") from exc
+    yield from _rows(path, ([value] for value in ds), "saved dataset")

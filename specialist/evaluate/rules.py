@@ -134,16 +134,15 @@ def _detector(target: Any) -> Any:
 # ------------------------------------------------------------------ loading
 def load_rules(path: str | Path) -> list[Rule]:
     """Read the `rules:` list of an eval config; errors name file:line and the field."""
-    import yaml
+    from specialist.config import parse_yaml
+    from specialist.errors import SpecialistError
 
     path = Path(path)
-    text = read_text(path)
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+        text = read_text(path)
+    except SpecialistError as exc:
+        raise ConfigError(str(exc)) from exc
+    doc = parse_yaml(path, text, "not valid YAML")
     if not isinstance(doc, dict) or "rules" not in doc:
         raise ConfigError(f"{path}: expected a top-level `rules:` list")
     try:

@@ -245,15 +245,16 @@ def gguf_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     from specialist.errors import ModelNotFound
-    from specialist.models.convert import gguf_cache_path
+    from specialist.models.convert import READ_GGUF_ERRORS, check_gguf_header, gguf_cache_path
     from specialist.models.resolve import load_tokenizer
     from specialist.models.template import ensure_chat_template
 
     if gguf_cache_path(path).exists():
         return load_tokenizer(str(path))
+    check_gguf_header(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+    except READ_GGUF_ERRORS as exc:
         raise ModelNotFound(f"{path}: cannot read its tokenizer ({exc})") from exc
     ensure_chat_template(tokenizer)
     return tokenizer

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from specialist.errors import SpecialistError
+from specialist.io import text_lines
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt")
 SUFFIXES = (*TEXT_SUFFIXES, ".jsonl")
@@ -148,7 +149,7 @@ def _markdown_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
                 pid = para_id if piece_no == 1 else f"{para_id}~{piece_no}"
                 yield Passage(_unique(pid, seen), piece, heading, file, line)
 
-    lines = text.splitlines()
+    lines = text_lines(text)
     in_fence = False
     for number, line in enumerate(lines, 1):
         if line.lstrip().startswith("```"):
@@ -164,14 +165,16 @@ def _markdown_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
 
 def _text_passages(text: str, file: str, prefix: str) -> Iterator[Passage]:
     seen: set[str] = set()
-    for line, paragraph in _paragraphs(text.splitlines(), 1):
+    for line, paragraph in _paragraphs(text_lines(text), 1):
         for piece in _chunks(paragraph):
             base = f"{prefix}#{slug(' '.join(piece.split()[:6]))}"
             yield Passage(_unique(base, seen), piece, "", file, line)
 
 
 def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Iterator[Passage]:
-    for number, line in enumerate(text.splitlines(), 1):
+    from specialist.data.formats import lone_surrogate_field
+
+    for number, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:
@@ -179,8 +182,16 @@ def _jsonl_passages(text: str, file: str, errors: list[KnowledgeError]) -> Itera
         except json.JSONDecodeError as exc:
             errors.append(KnowledgeError("E001", file, number, "", f"invalid JSON: {exc.msg} (column {exc.colno})"))
             continue
+        except RecursionError:
+            errors.append(KnowledgeError("E001", file, number, "", "invalid JSON: nested too deeply"))
+            continue
         if not isinstance(record, dict):
             errors.append(KnowledgeError("E003", file, number, "", "expected an object {\"id\": …, \"text\": …}"))
+            continue
+        surrogate = lone_surrogate_field(record) if "\\u" in line else None
+        if surrogate is not None:
+            errors.append(KnowledgeError("E012", file, number, surrogate, "a lone surrogate escape (\\ud800–\\udfff "
+                                         "without its pair): not text"))
             continue
         bad = False
         for name in ("id", "text"):

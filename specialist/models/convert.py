@@ -23,12 +23,43 @@ def gguf_cache_path(gguf_path: Path) -> Path:
     return models_dir() / f"gguf-{gguf_path.stem}-{key}"
 
 
+GGUF_MAX_COUNT = 1 << 24  # tensors or metadata entries; real models have hundreds to thousands
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse a file that is not GGUF v2/v3 or whose header announces absurd counts, before a
+    reader trusts them. The reader itself is guarded too (see read_gguf_errors)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise ModelNotFound(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head[:4] != b"GGUF":
+        raise ModelNotFound(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    if len(head) < 24:
+        raise ModelNotFound(f"{path}: a truncated GGUF file ({len(head)} bytes, the header alone needs 24)")
+    version, tensors, entries = struct.unpack("<IQQ", head[4:24])
+    if version not in (2, 3):
+        raise ModelNotFound(f"{path}: GGUF version {version} (readable: 2 and 3)")
+    if tensors > GGUF_MAX_COUNT or entries > GGUF_MAX_COUNT:
+        raise ModelNotFound(f"{path}: a malformed GGUF header ({tensors} tensors, {entries} metadata entries)")
+
+
+# Reading an untrusted GGUF: the readers fail on a malformed file in whatever way their
+# parsing hits it (struct.error, IndexError, OverflowError, ValueError …). Any of them means
+# the file is malformed; none may reach the user as a traceback.
+READ_GGUF_ERRORS = (Exception,)
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Dequantize gguf_path into out_dir (atomic: a temporary folder renamed at the end)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (out_dir / "config.json").exists():
         return out_dir
+    check_gguf_header(gguf_path)
     if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF
         raise ModelNotFound("reading GGUF files needs the package gguf: pip install gguf")
     from transformers.utils import logging as hf_logging
@@ -45,8 +76,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
                 model = AutoModelForCausalLM.from_pretrained(
                     str(gguf_path.parent), gguf_file=gguf_path.name, dtype=dtype
                 )
-            except (ValueError, OSError, KeyError, RuntimeError) as exc:
-                raise ModelNotFound(f"{gguf_path}: not a GGUF model transformers can read ({exc})") from exc
+            except READ_GGUF_ERRORS as exc:
+                raise ModelNotFound(f"{gguf_path}: not a GGUF model transformers can read "
+                                    f"({type(exc).__name__}: {exc})") from exc
             model.hf_quantizer = None
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config

@@ -161,7 +161,7 @@ def load_tokenizer(ref: str | ModelSource) -> Any:
     source = ref if isinstance(ref, ModelSource) else resolve(ref)
     _check_hub(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_source)
+        tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_source, trust_remote_code=False)
     except Exception as exc:
         if source.kind == "hub":
             raise _hub_error(source, exc) from exc
@@ -193,7 +193,10 @@ def load_model(
     torch_dtype = pick_dtype(dtype, dev)
     tokenizer = load_tokenizer(source)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype)
+        # safetensors only: a pickled checkpoint (pytorch_model.bin) is never opened, and no
+        # code the model folder ships runs (trust_remote_code stays False)
+        model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype, use_safetensors=True,
+                                                     trust_remote_code=False)
     except Exception as exc:
         if source.kind == "hub":
             raise _hub_error(source, exc) from exc
@@ -201,6 +204,9 @@ def load_model(
     if source.adapter is not None:
         from peft import PeftModel
 
+        if not (Path(source.adapter) / "adapter_model.safetensors").is_file():
+            raise ModelNotFound(f"{source.adapter}: no adapter_model.safetensors (adapters are read from "
+                                "safetensors only, never from a pickled .bin)")
         model = PeftModel.from_pretrained(model, str(source.adapter))
         if merge_adapter:
             model = model.merge_and_unload()

@@ -159,15 +159,80 @@ def render_completion(tokenizer: Any, completion: str) -> str:
 
 def encode_prompt(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """Token ids of the prompt, used verbatim by training and generation. Special tokens
-    (<bos> …) come from the template text itself, so none are added here."""
-    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    (<bos> …) come from the template text itself, so none are added here.
+
+    Only the template makes special tokens: a message that contains a marker's text
+    (`<|im_start|>assistant`, `<start_of_turn>model` …) gets it as plain characters, so user
+    text, a dataset or a retrieved passage cannot forge a turn. A lone surrogate (what an
+    undecodable command-line byte or a JSON \\ud800 escape becomes) is encoded as U+FFFD."""
+    messages = [{**msg, "content": valid_text(msg["content"])} for msg in messages]
+    markers = special_texts(tokenizer)
+    if not any(m in msg["content"] for msg in messages for m in markers):
+        return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    # Stand-ins replace the markers inside messages, so every marker left in the rendered
+    # text is the template's own; the stand-ins go back as plain text when encoding.
+    stand_ins = {m: f"\ue000{i}\ue001" for i, m in enumerate(markers)}
+    defused = [{**msg, "content": _replace_all(msg["content"], stand_ins)} for msg in messages]
+    text = render_prompt(tokenizer, defused)
+    restore = {v: k for k, v in stand_ins.items()}
+    ids: list[int] = []
+    for piece in _split_on(text, markers):
+        if piece in stand_ins:  # a marker the template wrote
+            ids.append(tokenizer.convert_tokens_to_ids(piece))
+        elif piece:
+            ids.extend(_encode_plain(tokenizer, _replace_all(piece, restore)))
+    return ids
 
 
 def encode_example(tokenizer: Any, messages: Sequence[Message], completion: str) -> tuple[list[int], list[int]]:
-    """(prompt_ids, completion_ids) of a training example; loss goes on completion_ids only."""
+    """(prompt_ids, completion_ids) of a training example; loss goes on completion_ids only.
+    Marker text inside the completion is trained as plain characters, like in the prompt."""
     prompt_ids = encode_prompt(tokenizer, messages)
-    completion_ids = tokenizer(render_completion(tokenizer, completion), add_special_tokens=False)["input_ids"]
+    completion = valid_text(completion)
+    if any(m in completion for m in special_texts(tokenizer)):
+        completion_ids = _encode_plain(tokenizer, completion) + tokenizer(
+            completion_suffix(tokenizer), add_special_tokens=False)["input_ids"]
+    else:
+        completion_ids = tokenizer(render_completion(tokenizer, completion), add_special_tokens=False)["input_ids"]
     return prompt_ids, completion_ids
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (tokenizers refuse them)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def special_texts(tokenizer: Any) -> list[str]:
+    """The text of every special token (longest first, so `<|im_start|>` wins over a prefix)."""
+    found = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(token.content)
+    return sorted((t for t in found if t), key=lambda t: (-len(t), t))
+
+
+def _encode_plain(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _replace_all(text: str, mapping: dict[str, str]) -> str:
+    import re
+
+    if not mapping:
+        return text
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True)))
+    return pattern.sub(lambda m: mapping[m.group(0)], text)
+
+
+def _split_on(text: str, markers: Sequence[str]) -> list[str]:
+    """`text` cut into plain pieces and the markers themselves (kept as pieces)."""
+    import re
+
+    return re.split("(" + "|".join(re.escape(m) for m in markers) + ")", text)
 
 
 def stop_strings(tokenizer: Any) -> list[str]:

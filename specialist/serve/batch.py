@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specialist.data.formats import lone_surrogate_field
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
-from specialist.io import read_text
+from specialist.io import read_text, text_lines
 from specialist.models.template import Message, attach_context, build_messages, last_user_text
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _record_messages(obj: dict, where: str) -> tuple[list[Message], dict]:
 
 def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRecord]:
     """Read and validate the whole input first: a bad line stops the run before any work."""
-    lines = read_text(path).splitlines()
+    lines = text_lines(read_text(path))
     records: list[PromptRecord] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
@@ -102,9 +103,16 @@ def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRe
             obj = json.loads(raw)
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object")
+            surrogate = lone_surrogate_field(obj) if "\\u" in raw else None
+            if surrogate is not None:
+                raise ValueError(f"{where}:{surrogate}: a lone surrogate escape "
+                                 "(\\ud800–\\udfff without its pair): not text")
             messages, source = _record_messages(obj, where)
         except json.JSONDecodeError as exc:
             errors.append(f"{where}: invalid JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            errors.append(f"{where}: invalid JSON (nested too deeply)")
             continue
         except ValueError as exc:
             errors.append(str(exc))
@@ -121,7 +129,7 @@ def read_prompts(path: Path, default_system: str | None = None) -> list[PromptRe
     if errors:
         shown = errors[:MAX_REPORTED_ERRORS]
         more = f"\n… and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        raise SpecialistError(f"{len(errors)} bad input line(s):\n" + "\n".join(shown) + more, exit_code=1)
+        raise SpecialistError(f"{path}: {len(errors)} bad input line(s):\n" + "\n".join(shown) + more, exit_code=1)
     if not records:
         raise SpecialistError(f"{path}: no prompts", exit_code=1)
     return records
@@ -151,7 +159,7 @@ def read_answered(output: Path, records: list[PromptRecord], with_knowledge: boo
         data = data[:end]
     by_key = {r.key: r for r in records}
     done: set[str] = set()
-    for n, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for n, raw in enumerate(text_lines(data.decode("utf-8", errors="replace")), start=1):
         if not raw.strip():
             continue
         try:

@@ -181,7 +181,8 @@ def load_model_for_training(weights: str, plan: ModelPlan, config: TrainConfig) 
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(weights, **plan.load_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(weights, use_safetensors=True, trust_remote_code=False,
+                                                     **plan.load_kwargs)
     except (OSError, ValueError) as exc:
         raise SpecialistError(f"{config.model}: cannot load the model for training ({exc})") from exc
     model.config.use_cache = False
