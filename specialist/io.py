@@ -3,6 +3,7 @@ never leaves a half-written dataset, report, adapter or converted model."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -19,6 +20,35 @@ def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
         raise SpecialistError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace", exit_code=2)
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+_TORCH_WRITER_FAILED = ("inline_container", "pytorchstreamwriter")
+
+
+def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
+    """Whether `exc` is a write that failed for lack of space. safetensors and torch.save wrap
+    the OSError in their own types (torch's message names no cause at all: then the free space
+    left where it wrote, `where`, decides), so the chain, the message and the disk are read."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
+            return True
+        if any(t in str(seen).lower() for t in _NO_SPACE_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if where is not None and any(t in str(exc).lower() for t in _TORCH_WRITER_FAILED):
+        try:
+            return shutil.disk_usage(where).free < 1 << 20
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_error(path: Path) -> OSError:
+    """The error the CLI reports as one line: `error: PATH: no space left on device` (exit 2)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def _umask() -> int:
@@ -43,8 +73,10 @@ def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> Non
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
         raise
 
 
@@ -71,8 +103,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
         yield tmp
         _move_into_place(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        full = is_disk_full(exc, tmp)  # before the partial files go and free the space again
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise disk_full_error(final) from exc
         raise
 
 
