@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -655,10 +656,28 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (or Terminated) behind an exit: Typer turns one into a silent
+    `Exit(130)`, which would hide SIGTERM's code and what was kept."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+    return None
+
+
 def main() -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         app()
+    except SystemExit as exc:
+        cause = _interrupt_behind(exc)
+        if cause is None:
+            raise
+        err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(interrupt_exit_code(cause))
     except Interrupted as exc:
         err_console.print(str(exc), style="yellow", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
@@ -678,6 +697,9 @@ def main() -> None:
         err_console.print(f"[red]error:[/red] {escape(where + what[:1].lower() + what[1:])}",
                           highlight=False, soft_wrap=True)
         sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
