@@ -73,6 +73,13 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.save_pretrained(root / "tok")
     fx["model"] = build_tiny_model(root / "model", root / "tok", "llama")
+    return {**fx, **write_data(root)}
+
+
+def write_data(root: Path, big: int = 20000, prompts: int = 24) -> dict[str, Path]:
+    """The data files: training and eval pairs, a system prompt, a big file for split/convert
+    (so a kill can land inside their work) and a prompt file for generate."""
+    fx = {"root": root}
     rows = [{"prompt": f"Pytanie {i}: ile kosztuje kawa numer {i}?", "completion": f"Kawa {i} kosztuje {10 + i} zł."}
             for i in range(8)]
     fx["train"] = _jsonl(root / "train.jsonl", rows)
@@ -81,8 +88,8 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     (root / "system_prompt.txt").write_text("Odpowiadaj krótko po polsku.\n", encoding="utf-8")
     fx["big"] = _jsonl(root / "big.jsonl", [
         {"prompt": f"Pytanie {i} o kawę numer {i * 7919 % 100003}?", "completion": f"Odpowiedź {i}: kawa {i % 97} z Etiopii."}
-        for i in range(20000)])
-    fx["prompts"] = _jsonl(root / "prompts.jsonl", [{"id": i, "prompt": f"Powiedz coś o kawie {i}."} for i in range(24)])
+        for i in range(big)])
+    fx["prompts"] = _jsonl(root / "prompts.jsonl", [{"id": i, "prompt": f"Powiedz coś o kawie {i}."} for i in range(prompts)])
     return fx
 
 
