@@ -7,6 +7,7 @@ import errno
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,21 +25,25 @@ def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NO_SPACE_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
-_TORCH_WRITER_FAILED = ("inline_container", "pytorchstreamwriter")
+# numpy's tofile (the GGUF writer's tensors) reports a short write, errno unset: to a file, only
+# a full disk or quota makes one. torch.save's writer says even less.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+_TORCH_WRITER_FAILED = re.compile(r"inline_container|pytorchstreamwriter")
 
 
 def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
     """Whether `exc` is a write that failed for lack of space. safetensors and torch.save wrap
-    the OSError in their own types (torch's message names no cause at all: then the free space
-    left where it wrote, `where`, decides), so the chain, the message and the disk are read."""
+    the OSError in their own types, numpy reports a bare short write and torch's message names
+    no cause at all (then the free space left where it wrote, `where`, decides): the chain, the
+    message and the disk are read."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
             return True
-        if any(t in str(seen).lower() for t in _NO_SPACE_TEXT):
+        if any(t in str(seen).lower() for t in _NO_SPACE_TEXT) or _SHORT_WRITE.search(str(seen)):
             return True
         seen = seen.__cause__ or seen.__context__
-    if where is not None and any(t in str(exc).lower() for t in _TORCH_WRITER_FAILED):
+    if where is not None and _TORCH_WRITER_FAILED.search(str(exc).lower()):
         try:
             return shutil.disk_usage(where).free < 1 << 20
         except OSError:

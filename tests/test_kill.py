@@ -47,12 +47,16 @@ def fx(tiny_chat_model, tmp_path_factory) -> dict:
     return fx
 
 
-# (command, SIGKILL trials): the quick ones get more
-TRIALS = [("data split", 2), ("data convert", 2), ("generate", 1), ("eval", 1), ("export", 1),
-          ("models prepare", 1), ("train", 1)]
+# (command, SIGKILL trials). eval, export and models prepare take half a minute or more per
+# trial: the fast suite leaves them (and train's Ctrl-C twin of the SIGTERM test) to the
+# benchmark's 20 trials and `make test-slow`.
+SLOW = pytest.mark.slow
+TRIALS = [("data split", 2), ("data convert", 2), ("generate", 1), ("train", 1),
+          pytest.param("eval", 1, marks=SLOW), pytest.param("export", 1, marks=SLOW),
+          pytest.param("models prepare", 1, marks=SLOW)]
 
 
-@pytest.mark.parametrize("command,trials", TRIALS, ids=[c for c, _ in TRIALS])
+@pytest.mark.parametrize("command,trials", TRIALS)
 def test_sigkill_leaves_whole_outputs_and_untouched_inputs(command, trials, fx, tmp_path):
     sc = kill.scenarios()[command]
     kill.prepare_reference(fx, sc, tmp_path)
@@ -64,7 +68,8 @@ def test_sigkill_leaves_whole_outputs_and_untouched_inputs(command, trials, fx, 
         assert figures["resumed"] == figures["resume_equal"] == trials, figures
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGINT"])
 def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
     """Sent once the first checkpoint exists: the run is marked interrupted, the checkpoint kept."""
     import subprocess
