@@ -61,8 +61,8 @@ def cpu_name() -> str:
 
 # ---------------------------------------------------------------- fixtures
 def build_fixtures(root: Path) -> dict[str, Path]:
-    """A tiny random Llama with SmolLM2's real tokenizer, data files, a prompt file, a trained
-    tiny run and a GGUF of the tiny model: everything the seven commands need, in seconds."""
+    """A tiny random Llama with SmolLM2's real tokenizer and the data files (run() adds a tiny
+    trained run and a GGUF of the tiny model, made by the tool itself)."""
     sys.path.insert(0, str(ROOT))
     from tests.conftest import build_tiny_model, smollm2_gguf  # the suite's own tiny models
     from transformers import AutoTokenizer
