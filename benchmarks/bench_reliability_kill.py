@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,16 +189,22 @@ def old_or_new(path: Path, old: dict[str, str], new: dict[str, str]) -> str | No
 
 
 # ---------------------------------------------------------------- scenarios
-@dataclass
 class Scenario:
-    name: str
-    argv: Callable[[dict, Path], list[str]]  # (fixtures, trial folder) -> CLI arguments
-    inputs: Callable[[dict], list[Path]]
-    outputs: Callable[[Path], list[Path]]  # in the trial folder
-    setup: Callable[[dict, Path], None] = lambda fx, work: None  # the old outputs, before a trial
-    check: Callable[[dict, Path, dict], list[str]] | None = None  # problems after a kill
-    resume: Callable[[dict, Path, dict], dict] | None = None  # continue, compare with the reference
-    reference: dict = field(default_factory=dict)
+    """One command under trial (a plain class: `specialist bench` imports benchmark files
+    without registering them as modules, which dataclasses need)."""
+
+    def __init__(self, name: str, argv: Callable[[dict, Path], list[str]], inputs: Callable[[dict], list[Path]],
+                 outputs: Callable[[Path], list[Path]], setup: Callable[[dict, Path], None] | None = None,
+                 check: Callable[[dict, Path, dict], list[str]] | None = None,
+                 resume: Callable[[dict, Path, dict], dict] | None = None) -> None:
+        self.name = name
+        self.argv = argv  # (fixtures, trial folder) -> CLI arguments
+        self.inputs = inputs
+        self.outputs = outputs  # in the trial folder
+        self.setup = setup or (lambda fx, work: None)  # the old outputs, before a trial
+        self.check = check  # problems after a kill
+        self.resume = resume  # continue, compare with the reference
+        self.reference: dict = {}
 
 
 def scenarios() -> dict[str, Scenario]:
