@@ -5,15 +5,18 @@ unreadable input. --json prints one JSON document on stdout; progress goes to st
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
 
 from specialist.console import console, err_console
-from specialist.errors import SpecialistError
+from specialist.errors import Interrupted, SpecialistError, Terminated, interrupt_exit_code
 from specialist.io import read_text
 from specialist.models.registry import DEFAULT_MODEL
 
@@ -188,6 +191,8 @@ def chat(
     while True:
         try:
             line = input("you> ")
+        except Terminated:
+            raise
         except (EOFError, KeyboardInterrupt):
             print()
             return
@@ -209,6 +214,8 @@ def chat(
             session.ask(text, lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
         except PromptTooLong as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        except Terminated:
+            raise
         except KeyboardInterrupt:
             err_console.print("[dim](answer interrupted, not kept in the history)[/dim]")
         sys.stdout.write("\n")
@@ -721,15 +728,62 @@ def demo(
 
 
 # ---------------------------------------------------------------- entry point
+# Failures to write that the user fixes on their side (space, quota, permissions): one line,
+# exit 2 like unreadable input, never a traceback. Outputs are written atomically, so what was
+# there before is intact and no temporary file is left behind.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+_NOTHING_HALF_WRITTEN = ("interrupted: no output was half-written (each file is replaced only once "
+                         "complete); run the command again")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (or Terminated) behind an exit: Typer turns one into a silent
+    `Exit(130)`, which would hide SIGTERM's code and what was kept."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+    return None
+
+
 def main() -> None:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         app()
+    except SystemExit as exc:
+        cause = _interrupt_behind(exc)
+        if cause is None:
+            raise
+        err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(interrupt_exit_code(cause))
+    except Interrupted as exc:
+        err_console.print(str(exc), style="yellow", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except SpecialistError as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(interrupt_exit_code(exc))
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        from rich.markup import escape
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = exc.strerror or str(exc)
+        err_console.print(f"[red]error:[/red] {escape(where + what[:1].lower() + what[1:])}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,21 @@ class ModelNotFound(SpecialistError):
 
 class ConfigError(SpecialistError):
     """Invalid settings (YAML file or command-line overrides)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread wherever Ctrl-C raises KeyboardInterrupt, so both
+    stop the work the same way (temporary files removed, run.json marked interrupted); only
+    the exit code differs: 143 instead of 130, as a shell reports a signal 15."""
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+class Interrupted(SpecialistError):
+    """Work stopped by Ctrl-C or SIGTERM. The message starts with "interrupted" and says what
+    was kept; the exit code is 130 (Ctrl-C) or 143 (SIGTERM)."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message, exit_code=interrupt_exit_code(cause))

@@ -4,9 +4,11 @@ text inputs (settings, rules, prompt files) are read: UTF-8 or a located error."
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -51,6 +53,39 @@ def refuse_overwrite(paths: Iterable[Path], overwrite: bool) -> None:
         raise SpecialistError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace", exit_code=2)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122")
+# numpy's tofile (the GGUF writer's tensors) reports a short write, errno unset: to a file, only
+# a full disk or quota makes one. torch.save's writer says even less.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+_TORCH_WRITER_FAILED = re.compile(r"inline_container|pytorchstreamwriter")
+
+
+def is_disk_full(exc: BaseException, where: Path | None = None) -> bool:
+    """Whether `exc` is a write that failed for lack of space. safetensors and torch.save wrap
+    the OSError in their own types, numpy reports a bare short write and torch's message names
+    no cause at all (then the free space left where it wrote, `where`, decides): the chain, the
+    message and the disk are read."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
+            return True
+        if any(t in str(seen).lower() for t in _NO_SPACE_TEXT) or _SHORT_WRITE.search(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if where is not None and _TORCH_WRITER_FAILED.search(str(exc).lower()):
+        try:
+            return shutil.disk_usage(where).free < 1 << 20
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_error(path: Path) -> OSError:
+    """The error the CLI reports as one line: `error: PATH: no space left on device` (exit 2)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -73,8 +108,10 @@ def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> Non
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
         raise
 
 
@@ -101,8 +138,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
         yield tmp
         _move_into_place(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        full = is_disk_full(exc, tmp)  # before the partial files go and free the space again
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise disk_full_error(final) from exc
         raise
 
 

@@ -218,18 +218,37 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ what training does with it
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint. A checkpoint cut short by a kill lacks trainer_state.json
-    (the Trainer writes it last), so it is skipped in favour of the one before."""
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoint-N folders, newest first."""
     root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
-        return None
+        return []
     found = sorted(((int(m.group(1)), p) for p in root.iterdir()
                     if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True)
-    for _, path in found:
-        if (path / "trainer_state.json").exists():
-            return path
-    return None
+    return [p for _, p in found]
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """The Trainer writes trainer_state.json last, in place: a checkpoint cut short (a kill, a
+    full disk) lacks it or holds a truncated one."""
+    try:
+        return isinstance(json.loads((path / "trainer_state.json").read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint; one cut short is skipped in favour of the one before."""
+    return next((p for p in _checkpoints(run_dir) if is_complete_checkpoint(p)), None)
+
+
+def remove_incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete the checkpoints a kill or a full disk cut short (they cannot be resumed from and
+    hold space); returns them."""
+    removed = [p for p in _checkpoints(run_dir) if not is_complete_checkpoint(p)]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def is_used(run_dir: Path) -> bool:
@@ -258,15 +277,18 @@ def trim_metrics(path: Path, up_to_step: int) -> None:
     """On resume, drop records logged after the checkpoint: the Trainer logs those steps again."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= up_to_step]
+    kept = [json.dumps(m) for m in read_metrics(path) if m.get("step", 0) <= up_to_step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's records. It is appended to as training goes, so a kill or a full disk can
+    cut its last line short: a last line without its newline is not a record yet."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    complete = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def plot_loss(metrics: list[dict[str, Any]], out: Path, title: str) -> None:

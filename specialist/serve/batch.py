@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specialist.data.formats import lone_surrogate_field
-from specialist.errors import SpecialistError
+from specialist.errors import Interrupted, SpecialistError
 from specialist.inference.generator import Generator
 from specialist.inference.sampling import GenerationSettings
 from specialist.io import read_text, text_lines
@@ -143,20 +143,27 @@ def _output_key(obj: dict) -> str | None:
     return None
 
 
+def _cut_torn_tail(output: Path) -> bytes:
+    """The output's bytes up to its last complete line; a partial line after it (a write cut
+    short) is cut off the file too."""
+    data = output.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(output, "r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+        data = data[:end]
+    return data
+
+
 def read_answered(output: Path, records: list[PromptRecord], with_knowledge: bool | None = None) -> set[str]:
     """Keys already answered in `output`. Cuts a torn last line off the file (an interrupted
     write), and refuses an output whose answers belong to another input, or (when
     `with_knowledge` is given) were answered with(out) a knowledge base unlike this run."""
     if not output.exists():
         return set()
-    data = output.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):  # the last write was cut short: drop the partial line
-        with open(output, "r+b") as fh:
-            fh.truncate(end)
-            fh.flush()
-            os.fsync(fh.fileno())
-        data = data[:end]
+    data = _cut_torn_tail(output)
     by_key = {r.key: r for r in records}
     done: set[str] = set()
     for n, raw in enumerate(text_lines(data.decode("utf-8", errors="replace")), start=1):
@@ -209,19 +216,27 @@ def answer_file(generator: Generator, input_path: Path, output_path: Path, setti
     output_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tokens = 0
-    with open(output_path, "a", encoding="utf-8") as fh:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            prepared = [with_context(r.messages, knowledge) for r in chunk]
-            answers = generator.generate([m for m, _ in prepared], settings, batch_size=batch_size)
-            rows = []
-            for r, (_, hits), a in zip(chunk, prepared, answers):
-                key_fields = {"id": r.id} if r.id is not None else {"line": r.line}
-                passages = {"passages": [h.passage.id for h in hits]} if knowledge is not None else {}
-                rows.append({**key_fields, **r.source, "answer": a.text, "finish_reason": a.finish_reason,
-                             "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, **passages})
-                tokens += a.completion_tokens
-            _append(fh, rows)
-            if on_progress:
-                on_progress(len(chunk), sum(a.completion_tokens for a in answers))
+    kept = len(records) - len(todo)
+    try:
+        with open(output_path, "a", encoding="utf-8") as fh:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                prepared = [with_context(r.messages, knowledge) for r in chunk]
+                answers = generator.generate([m for m, _ in prepared], settings, batch_size=batch_size)
+                rows = []
+                for r, (_, hits), a in zip(chunk, prepared, answers):
+                    key_fields = {"id": r.id} if r.id is not None else {"line": r.line}
+                    passages = {"passages": [h.passage.id for h in hits]} if knowledge is not None else {}
+                    rows.append({**key_fields, **r.source, "answer": a.text, "finish_reason": a.finish_reason,
+                                 "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
+                                 **passages})
+                    tokens += a.completion_tokens
+                _append(fh, rows)
+                kept += len(rows)
+                if on_progress:
+                    on_progress(len(chunk), sum(a.completion_tokens for a in answers))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
+        _cut_torn_tail(output_path)  # the signal may have landed inside a write
+        raise Interrupted(f"interrupted: {kept} of {len(records)} answers kept in {output_path}; "
+                          "run the same command again to answer the rest", exc) from None
     return BatchSummary(len(records), len(records) - len(todo), len(todo), tokens, time.perf_counter() - t0)

@@ -255,8 +255,8 @@ def error_line(text: str) -> str | None:
         if lines[i].startswith("Traceback"):
             tail = [ln for ln in lines[i:] if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)]
             return tail[-1] if tail else None
-    if lines and lines[-1].strip() == "interrupted":
-        return "interrupted"
+    if lines and lines[-1].strip().startswith("interrupted"):  # Ctrl-C/SIGTERM: what was kept
+        return lines[-1].strip()
     return None
 
 

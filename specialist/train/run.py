@@ -10,14 +10,15 @@ folder (the Trainer itself syncs the processes and saves checkpoints from rank 0
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from specialist.config import TrainConfig
-from specialist.errors import SpecialistError
-from specialist.io import atomic_dir
+from specialist.errors import Interrupted
+from specialist.io import atomic_dir, is_disk_full
 from specialist.run_folder import (
     RunFolder,
     RunSummary,
@@ -25,6 +26,7 @@ from specialist.run_folder import (
     plot_loss,
     prepare_run_dir,
     read_metrics,
+    remove_incomplete_checkpoints,
     trim_metrics,
     write_config,
     write_summary,
@@ -54,6 +56,11 @@ def set_threads(config: TrainConfig, local_processes: int) -> int:
     threads = config.threads or default_threads(local_processes)
     torch.set_num_threads(threads)
     return threads
+
+
+def _kept(run_dir: Path) -> str:
+    kept = last_checkpoint(run_dir)
+    return f"kept checkpoints/{kept.name}" if kept else "no checkpoint yet"
 
 
 def _now() -> str:
@@ -134,6 +141,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
                                               knowledge["summary"])
         write_config(run_dir, config.to_yaml_dict())
         if resume:
+            remove_incomplete_checkpoints(run_dir)  # a kill mid-save leaves one behind
             trim_metrics(metrics_path, int(checkpoint.name.split("-")[1]) if checkpoint else 0)
             summary.resumed_from = checkpoint.name if checkpoint else None
         write_summary(run_dir, summary)
@@ -161,21 +169,41 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         )
         trainer.remove_callback(PrinterCallback)  # our MetricsCallback prints the progress line
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
         step = trainer.state.global_step if trainer is not None else 0
         if is_main:
+            remove_incomplete_checkpoints(run_dir)  # the signal may have come mid-save
             write_summary(run_dir, summary.model_copy(update={"status": "interrupted", "steps": step}))
-        raise SpecialistError(f"interrupted at step {step}; continue with: "
-                              f"specialist train --out {run_dir} --resume", exit_code=130) from None
+        raise Interrupted(f"interrupted at step {step} ({_kept(run_dir)}); continue with: "
+                          f"specialist train --out {run_dir} --resume", exc) from None
     except BaseException as exc:
+        full = is_disk_full(exc, run.checkpoints if run.checkpoints.is_dir() else run_dir)
+        step = trainer.state.global_step if trainer is not None else 0
         if is_main:
-            write_summary(run_dir, summary.model_copy(update={
-                "status": "failed", "error": str(exc)[:500],
-                "steps": trainer.state.global_step if trainer is not None else 0}))
+            # a checkpoint cut short is useless and holds the space run.json needs now
+            cut = remove_incomplete_checkpoints(run_dir)
+            try:
+                write_summary(run_dir, summary.model_copy(update={
+                    "status": "failed", "error": str(exc)[:500], "steps": step}))
+            except OSError:
+                pass  # still no room: the error below matters more than the status
+            if full:
+                saving = f" while saving checkpoints/{cut[0].name}" if cut else ""
+                raise OSError(errno.ENOSPC, f"no space left on device{saving} at step {step} ({_kept(run_dir)}); "
+                              f"free some space and continue with: specialist train --out {run_dir} --resume",
+                              str(run_dir)) from exc
         raise
 
     if trainer.is_world_process_zero():
-        _save_final(trainer, tokenizer, run_dir, full=config.method == "full")
+        try:
+            _save_final(trainer, tokenizer, run_dir, full=config.method == "full")
+        except BaseException as exc:
+            try:
+                write_summary(run_dir, summary.model_copy(update={
+                    "status": "failed", "error": str(exc)[:500], "steps": trainer.state.global_step}))
+            except OSError:
+                pass
+            raise
         metrics = read_metrics(metrics_path)
         losses = [m["loss"] for m in metrics if "loss" in m]
         evals = [m["eval_loss"] for m in metrics if "eval_loss" in m]

@@ -1,0 +1,210 @@
+"""Killed at any moment, in reduced form (benchmarks/bench_reliability_kill.py runs 20 trials of
+each): SIGKILL at seeded random points of the seven writing commands leaves no half-written
+output and no changed input, train --resume reaches the uninterrupted run's weights and losses,
+generate --output finishes on a rerun; Ctrl-C and SIGTERM exit 130/143 with a line saying what
+was kept."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from specialist.errors import Interrupted, Terminated
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_reliability_kill.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_reliability_kill_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kill = _bench()
+
+
+@pytest.fixture(scope="module")
+def fx(tiny_chat_model, tmp_path_factory) -> dict:
+    """The benchmark's inputs on the suite's tiny model; the run and the GGUF made in-process."""
+    from specialist.config import load_train_config
+    from specialist.export.build import export
+    from specialist.train import train
+
+    root = tmp_path_factory.mktemp("kill")
+    fx = kill.write_data(root, big=6000, prompts=8)
+    fx["model"] = tiny_chat_model
+    fx["run"] = train(
+        load_train_config(
+            overrides=dict(data=fx["train"], model=str(tiny_chat_model), out=root / "run", max_steps=2, batch_size=2)
+        ),
+        show_progress=False,
+    )
+    fx["gguf"] = next(p for p in export(str(tiny_chat_model), "gguf", root / "gguf").out.glob("*.gguf"))
+    return fx
+
+
+# (command, SIGKILL trials). eval, export and models prepare take half a minute or more per
+# trial: the fast suite leaves them (and train's Ctrl-C twin of the SIGTERM test) to the
+# benchmark's 20 trials and `make test-slow`.
+SLOW = pytest.mark.slow
+TRIALS = [
+    ("data split", 2),
+    ("data convert", 2),
+    ("generate", 1),
+    ("train", 1),
+    pytest.param("eval", 1, marks=SLOW),
+    pytest.param("export", 1, marks=SLOW),
+    pytest.param("models prepare", 1, marks=SLOW),
+]
+
+
+@pytest.mark.parametrize(("command", "trials"), TRIALS)
+def test_sigkill_leaves_whole_outputs_and_untouched_inputs(command, trials, fx, tmp_path):
+    sc = kill.scenarios()[command]
+    kill.prepare_reference(fx, sc, tmp_path)
+    figures = kill.run_trials(fx, sc, tmp_path, trials, random.Random(sum(map(ord, command))), signal.SIGKILL)
+    assert figures["signalled"] >= 1 or trials == 0
+    assert figures["corrupted"] == 0, figures["problems"]
+    assert figures["inputs_modified"] == 0
+    if sc.resume is not None:
+        assert figures["resumed"] == figures["resume_equal"] == trials, figures
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"),
+    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
+    """Sent once the first checkpoint exists: the run is marked interrupted, the checkpoint kept."""
+    import subprocess
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "specialist",
+            "train",
+            "--data",
+            str(fx["train"]),
+            "--model",
+            str(fx["model"]),
+            "--out",
+            str(run),
+            "--max-steps",
+            "400",
+            "--batch-size",
+            "2",
+            "--set",
+            "save_steps=2",
+            "--set",
+            "logging_steps=1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kill._env(tmp_path),
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended or hung before the signal"
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted at step") and "kept checkpoints/checkpoint-" in last and "--resume" in last
+    assert "Traceback" not in err
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    from specialist.run_folder import is_complete_checkpoint
+
+    assert all(is_complete_checkpoint(p) for p in (run / "checkpoints").iterdir())  # none cut short
+
+
+def test_generate_sigterm_keeps_the_answers_written(fx, tmp_path):
+    import subprocess
+    import time
+
+    out = tmp_path / "answers.jsonl"
+    argv = kill.scenarios()["generate"].argv(fx, tmp_path)
+    argv[argv.index("--batch-size") + 1] = "1"  # one answer per write: the signal lands between or inside them
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specialist", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kill._env(tmp_path),
+    )
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text(encoding="utf-8").count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    kept = len(out.read_text(encoding="utf-8").splitlines())
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: {kept} of 8 answers kept in {out}; run the same command again to answer the rest"
+    )
+    assert out.read_bytes().endswith(b"\n") and all(json.loads(line) for line in out.read_text().splitlines())
+
+
+def test_other_commands_end_with_the_exit_code_of_their_signal(monkeypatch, tmp_path, capsys):
+    """Typer turns a KeyboardInterrupt into a silent exit 130; the CLI names what was kept and
+    gives SIGTERM its own 143."""
+    import specialist.data.split as split
+    from specialist import cli
+
+    data = kill.write_data(tmp_path, big=10, prompts=1)["big"]
+    for exc, code in ((KeyboardInterrupt(), 130), (Terminated(), 143)):
+
+        def stop(*args, _exc=exc, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(split, "split_dataset", stop)
+        monkeypatch.setattr(
+            "sys.argv",
+            ["specialist", "data", "split", str(data), "--eval-fraction", "0.5", "--out", str(tmp_path / "out")],
+        )
+        with pytest.raises(SystemExit) as info:
+            cli.main()
+        assert info.value.code == code
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("interrupted: no output was half-written") and len(err.splitlines()) == 1
+    assert signal.getsignal(signal.SIGTERM) is not cli._on_sigterm  # main() gives the handler back
+
+
+def test_interrupted_maps_its_cause_to_the_exit_code():
+    assert Interrupted("interrupted", KeyboardInterrupt()).exit_code == 130
+    assert Interrupted("interrupted", Terminated()).exit_code == 143
+    assert isinstance(Terminated(), KeyboardInterrupt)  # every Ctrl-C path also handles SIGTERM
+
+
+def test_a_checkpoint_cut_short_is_skipped_and_removed(tmp_path):
+    """A kill or a full disk inside trainer_state.json (written last, in place) leaves a torn one."""
+    from specialist.run_folder import last_checkpoint, read_metrics, remove_incomplete_checkpoints, trim_metrics
+
+    run = tmp_path / "run"
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_st'), (6, None)):
+        folder = run / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_checkpoint(run).name == "checkpoint-2"
+    assert sorted(p.name for p in remove_incomplete_checkpoints(run)) == ["checkpoint-4", "checkpoint-6"]
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["checkpoint-2"]
+    # metrics.jsonl is appended to: a torn last line is not a record, and resuming drops it
+    metrics = run / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert [m["step"] for m in read_metrics(metrics)] == [1, 2]
+    trim_metrics(metrics, 2)
+    assert metrics.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
