@@ -78,7 +78,7 @@ def build_fixtures(root: Path) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT))
     from transformers import AutoTokenizer
 
-    from tests.conftest import build_tiny_model, smollm2_gguf  # the suite's own tiny models
+    from tests.helpers import build_tiny_model, smollm2_gguf  # the suite's own tiny models
 
     root.mkdir(parents=True, exist_ok=True)
     fx = {"root": root}

@@ -216,7 +216,7 @@ def test_a_model_folder_s_own_code_never_runs(tiny_chat_model, tmp_path):
 
 def test_a_run_s_pickled_adapter_is_refused(tiny_chat_model, tmp_path):
     from specialist.models.resolve import load_model
-    from tests.conftest import write_run_files
+    from tests.helpers import write_run_files
 
     run = tmp_path / "run"
     write_run_files(run, base_model=str(tiny_chat_model))

@@ -9,8 +9,8 @@ import pytest
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
 from specialist.serve.server import ServerLimits, create_app
+from tests.helpers import build_lively_model
 from tests.test_benchmarks import load
-from tests.test_serve import build_lively_model
 from tests.test_server_hardening import running
 
 pytest.importorskip("schemathesis")

@@ -24,7 +24,7 @@ from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
 from specialist.serve import server as server_module
 from specialist.serve.server import ServerLimits, create_app, uvicorn_config
-from tests.test_serve import build_lively_model, free_port
+from tests.helpers import build_lively_model, free_port
 
 MODEL_ID = "tiny"
 KEY = "sk-hardening-42"
