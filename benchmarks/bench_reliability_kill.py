@@ -167,7 +167,7 @@ def safetensors_problem(path: Path) -> str | None:
 
     try:
         with safe_open(str(path), "pt") as f:
-            for key in f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not iterable in every safetensors version
                 f.get_tensor(key)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the finding
         return f"{path.name}: safetensors does not load ({str(exc)[:80]})"

@@ -237,6 +237,8 @@ def answer_file(generator: Generator, input_path: Path, output_path: Path, setti
                     on_progress(len(chunk), sum(a.completion_tokens for a in answers))
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
         _cut_torn_tail(output_path)  # the signal may have landed inside a write
+        # or between a write and the count: the file says what was kept
+        kept = sum(1 for line in output_path.read_bytes().split(b"\n") if line.strip())
         raise Interrupted(f"interrupted: {kept} of {len(records)} answers kept in {output_path}; "
                           "run the same command again to answer the rest", exc) from None
     return BatchSummary(len(records), len(records) - len(todo), len(todo), tokens, time.perf_counter() - t0)
