@@ -46,25 +46,20 @@ def run(lively_chat_model, tmp_path_factory) -> Path:
     return out
 
 
+QUICK_ARGS = ("--check-limit", "3", "--check-max-new-tokens", "8")
+
+
+def export_merged(run: Path, out: Path, *options: str | Path) -> tuple[str | Path, ...]:
+    return ("export", "--model", run, "--format", "merged", "--out", out, *options)
+
+
 def by_name(parity) -> dict[tuple[str, str], object]:
     return {(c.artefact, c.name): c for c in parity.checks}
 
 
 def test_merged_export_proves_itself_and_writes_parity_json(run, tmp_path, run_cli):
     out = tmp_path / "merged"
-    proc = run_cli(
-        "export",
-        "--model",
-        str(run),
-        "--format",
-        "merged",
-        "--out",
-        str(out),
-        "--check-limit",
-        "3",
-        "--check-max-new-tokens",
-        "8",
-    )
+    proc = run_cli(*export_merged(run, out, *QUICK_ARGS))
     assert proc.exit_code == 0, proc.stderr
     assert f"parity: {SAME} (see {out / 'parity.json'})\n" in proc.stdout  # one line
     doc = json.loads((out / "parity.json").read_text(encoding="utf-8"))
@@ -78,20 +73,10 @@ def test_merged_export_proves_itself_and_writes_parity_json(run, tmp_path, run_c
 
 
 def test_no_check_writes_no_parity_and_a_missing_check_data_is_usage(run, tmp_path, run_cli):
-    proc = run_cli("export", "--model", str(run), "--format", "merged", "--out", str(tmp_path / "m"), "--no-check")
+    proc = run_cli(*export_merged(run, tmp_path / "m", "--no-check"))
     assert proc.exit_code == 0, proc.stderr
     assert not (tmp_path / "m" / "parity.json").exists() and "parity:" not in proc.stdout
-    proc = run_cli(
-        "export",
-        "--model",
-        str(run),
-        "--format",
-        "merged",
-        "--out",
-        str(tmp_path / "x"),
-        "--check-data",
-        str(tmp_path / "nope.jsonl"),
-    )
+    proc = run_cli(*export_merged(run, tmp_path / "x", "--check-data", tmp_path / "nope.jsonl"))
     assert proc.exit_code == 2 and "nope.jsonl" in proc.stderr and not (tmp_path / "x").exists()
     # a run trained elsewhere: its eval data is not here, so the answers are not compared (and it is said)
     moved = tmp_path / "moved-run"
@@ -105,12 +90,9 @@ def test_no_check_writes_no_parity_and_a_missing_check_data_is_usage(run, tmp_pa
     )
 
 
-def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch):
+def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch, run_cli):
     """In process, so the merge can be sabotaged: the CLI names what differs and exits 1."""
-    from typer.testing import CliRunner
-
     import specialist.export.build as build
-    from specialist.cli import app
 
     real = build.save_merged
 
@@ -121,24 +103,9 @@ def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(build, "save_merged", altered)
     out = tmp_path / "merged"
-    result = CliRunner().invoke(
-        app,
-        [
-            "export",
-            "--model",
-            str(run),
-            "--format",
-            "merged",
-            "--out",
-            str(out),
-            "--check-limit",
-            "3",
-            "--check-max-new-tokens",
-            "8",
-        ],
-    )
-    assert result.exit_code == 1, result.output
-    assert "\nparity: differs: merged answers: " in result.output
+    proc = run_cli(*export_merged(run, out, *QUICK_ARGS))
+    assert proc.exit_code == 1, proc.stdout
+    assert "\nparity: differs: merged answers: " in proc.stdout
     doc = json.loads((out / "parity.json").read_text(encoding="utf-8"))
     answers = next(c for c in doc["checks"] if c["name"] == "answers")
     assert not doc["ok"] and answers["status"] == "fail" and answers["figures"]["identical"] < 0.75
