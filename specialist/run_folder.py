@@ -12,10 +12,8 @@ everything else reads it through `read_summary`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from specialist.errors import SpecialistError
-from specialist.io import atomic_write_json, atomic_write_text
+from specialist.io import atomic_file, atomic_write_json, atomic_write_text
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -309,11 +307,8 @@ def plot_loss(metrics: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

@@ -399,3 +399,17 @@ def test_dense_retrieval_with_a_real_sentence_transformer(tmp_path):
     hits = Retriever(read_knowledge(tmp_path / "kb.md"), "dense", language="en", embedding_model=str(model)) \
         .search("When will my parcel arrive?", 1)
     assert hits[0].passage.title == "Delivery"
+
+
+def test_without_pystemmer_retrieval_still_works_and_says_why_it_is_weaker(monkeypatch, capsys):
+    from specialist.knowledge import analyze
+
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # what a broken install looks like to `import`
+    analyze._stemmer.cache_clear()
+    try:
+        terms = Analyzer("pl").terms("Wysyłka kosztuje 14,99 zł")
+    finally:
+        analyze._stemmer.cache_clear()
+    assert "14,99" in terms and "wysylka" in terms  # folded, unstemmed
+    err = capsys.readouterr().err
+    assert "PyStemmer is not installed" in err and "polish" in err

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from specialist.errors import SpecialistError
 from specialist.io import atomic_dir, atomic_write_json
-from specialist.run_folder import RunFolder, RunSummary, is_run_dir, read_config, read_summary, write_summary
+from specialist.run_folder import (
+    RunFolder,
+    RunSummary,
+    is_run_dir,
+    plot_loss,
+    read_config,
+    read_summary,
+    write_summary,
+)
 from tests.helpers import write_run_files
 
 # A completed run with a knowledge base, byte for byte as `specialist train` wrote it before
@@ -219,7 +227,7 @@ def test_the_encoding_failure_happens_after_part_of_the_file_was_written(tmp_pat
     import specialist.io as io
 
     seen: list[str] = []
-    real = io.os.fdopen
+    real = open
 
     def spy(*args, **kwargs):
         handle = real(*args, **kwargs)
@@ -227,7 +235,7 @@ def test_the_encoding_failure_happens_after_part_of_the_file_was_written(tmp_pat
         handle.write = lambda s: (seen.append(s), write(s))[1]
         return handle
 
-    monkeypatch.setattr(io.os, "fdopen", spy)
+    monkeypatch.setattr(io, "open", spy, raising=False)  # the module's name for the builtin
     with pytest.raises(TypeError):
         atomic_write_json(tmp_path / "x.json", _fail_encoding_midway(monkeypatch))
     assert len("".join(seen)) > 1000 and list(tmp_path.iterdir()) == []
@@ -276,3 +284,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_loss_plot_is_written_whole_with_the_usual_file_mode(tmp_path):
+    """loss.png used to keep mkstemp's 0600, unlike every other file in the run folder."""
+    old = os.umask(0o022)
+    try:
+        plot_loss([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5, "eval_loss": 1.7}], tmp_path / "loss.png", "run")
+        atomic_write_json(tmp_path / "run.json", {"a": 1})
+    finally:
+        os.umask(old)
+    png = tmp_path / "loss.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert (png.stat().st_mode & 0o777) == (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "run.json"]  # no temporary left
+
+
+def test_a_failed_plot_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    png = tmp_path / "loss.png"
+    png.write_bytes(b"old")
+
+    def broken(self, *args, **kwargs):
+        raise OSError("no space")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        plot_loss([{"step": 1, "loss": 2.0}], png, "run")
+    assert png.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["loss.png"]

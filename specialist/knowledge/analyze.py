@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
+from specialist.console import err_console
+
 # ISO 639-1 → Snowball algorithm name (PyStemmer).
 SNOWBALL = {"pl": "polish", "en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
             "pt": "portuguese", "nl": "dutch", "cs": "czech", "sv": "swedish", "ru": "russian", "da": "danish",
@@ -48,7 +50,9 @@ def _stemmer(language: str):
         return None
     try:
         import Stemmer
-    except ImportError:  # declared as a dependency; a broken install still retrieves, unstemmed
+    except ImportError:  # declared as a dependency; a broken install still retrieves, unstemmed, and says so
+        err_console.print(f"[yellow]warning: PyStemmer is not installed, so {name} words are matched unstemmed "
+                          "and retrieval finds fewer passages; `pip install PyStemmer` fixes it[/yellow]")
         return None
     return Stemmer.Stemmer(name)
 
