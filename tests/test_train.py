@@ -248,9 +248,10 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path, run_cli):
 
 
 def test_ddp_two_gloo_processes_train_and_save_once(tiny_chat_model, data_file, tmp_path):
+    # --standalone: a free rendezvous port, so suites sharing the machine do not collide on a fixed one
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "specialist", "train", "--data", str(data_file), "--model", str(tiny_chat_model),
          "--out", str(out), "--max-steps", "4", "--batch-size", "2", "--set", "logging_steps=1",
          "--set", "save_steps=2"],
