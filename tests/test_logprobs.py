@@ -112,3 +112,22 @@ def test_property_token_bytes_spell_the_text(generator, text):
         return
     assert b"".join(bytes(token_bytes(tok, i)) for i in ids) == text.encode("utf-8")
     assert all(isinstance(token_text(tok, i), str) for i in ids)
+
+
+def test_logprobs_are_read_before_the_model_configs_own_processors(generator):
+    """A model whose generation config penalizes repetition still reports the raw distribution."""
+    config = generator.model.generation_config
+    saved = config.repetition_penalty
+    config.repetition_penalty = 5.0
+    try:
+        ids = prompts_of(generator, ["the the the the the"])[0]
+        settings = GenerationSettings(max_new_tokens=5)
+        answer = generator.run_batch([ids], [generator.row_decoder(len(ids), settings, chat=False, logprobs=1)],
+                                     settings)[0]
+    finally:
+        config.repetition_penalty = saved
+    tokens = [s.token for s in answer.logprobs]
+    ref = direct(generator, ids + tokens)
+    for k, s in enumerate(answer.logprobs):
+        assert s.logprob == pytest.approx(ref[len(ids) - 1 + k, s.token].item(), abs=ATOL)
+        assert s.top[0][1] == pytest.approx(ref[len(ids) - 1 + k].max().item(), abs=ATOL)

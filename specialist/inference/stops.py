@@ -113,23 +113,24 @@ def wants_logprobs(rows: Sequence[RowDecoder]) -> bool:
 
 
 class StepLogits:
-    """A transformers logits processor that keeps the logits of the step being decoded and
-    changes nothing. transformers runs the processors a caller passes before temperature and
-    top-p, so these are the model's logits as they came out (see inference/logprobs.py)."""
+    """A forward hook on the model that keeps the last position's logits of its latest forward
+    pass: during `generate`, the step being decoded, as the model gave them, before anything
+    transformers' logits processors do (penalties from the model's generation config,
+    temperature, top-p). See inference/logprobs.py."""
 
     def __init__(self) -> None:
         self.logits: torch.Tensor | None = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.logits = scores.clone()  # a later processor may change its input in place
-        return scores
+    def __call__(self, module, args, output) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        self.logits = logits[:, -1, :].detach().clone()
 
 
 class FollowRows:
     """A transformers stopping criterion: after every decoding step it feeds each row's new
-    token to that row's RowDecoder and reports which rows are finished. With `step` (the
-    StepLogits of the same generate call), rows that asked for log-probabilities get their
-    token scored from the logits it was picked from."""
+    token to that row's RowDecoder and reports which rows are finished. With `step` (a
+    StepLogits hooked on the model), rows that asked for log-probabilities get their token
+    scored from the logits of the step that picked it."""
 
     def __init__(self, rows: Sequence[RowDecoder], step: StepLogits | None = None) -> None:
         self.rows = rows

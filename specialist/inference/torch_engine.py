@@ -5,7 +5,7 @@ stopping criterion that follows every row on its own (end-of-turn token, stop st
 own token budget, cancellation) and turns its tokens into text pieces as they arrive.
 
 Log-probabilities (inference/logprobs.py): a row's completion tokens are scored from the
-logits of the very step that picked them; a row's prompt tokens are scored by one forward
+logits of the very step that picked them (a forward hook keeps them); a row's prompt tokens are scored by one forward
 pass over the batch's prompts before decoding (left-padded like generate's, with the position
 ids generate uses, so a row scores the same alone or in any batch)."""
 
@@ -85,10 +85,14 @@ class TorchGenerator(Generator):
                                          for lp in lps]
         if not all(row.done for row in rows):
             step = StepLogits() if wants_logprobs(rows) else None
-            batch = self.batch_inputs(prompts)
-            self.model.generate(
-                **batch, max_new_tokens=max(r.max_new_tokens for r in rows), eos_token_id=self.eos_ids,
-                pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows, step)],
-                logits_processor=[step] if step is not None else None, **settings.generate_kwargs(),
-            )
+            hook = self.model.register_forward_hook(step) if step is not None else None
+            try:
+                self.model.generate(
+                    **self.batch_inputs(prompts), max_new_tokens=max(r.max_new_tokens for r in rows),
+                    eos_token_id=self.eos_ids, pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows, step)],
+                    **settings.generate_kwargs(),
+                )
+            finally:
+                if hook is not None:
+                    hook.remove()
         return finish_rows(rows, time.perf_counter() - t0)
