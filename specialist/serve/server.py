@@ -14,6 +14,12 @@ constant time, guards every route but /health, which tells a probe without it on
 {"status": "ok"}; the request and send deadlines against slow clients are in serve/http.py.
 No request field names a file: the model field is only compared with the served model's name.
 
+Request bodies are closed sets: a field the server does not know, or an OpenAI field it does
+not implement set to anything but its "off" value, is refused with a 400 naming it (the list is
+in docs/api.md). Log-probabilities (`logprobs`, `echo`, `top_logprobs`) are computed by the
+engine (inference/logprobs.py: log-softmax of the raw logits); this module only shapes them
+into OpenAI's JSON.
+
 A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
 server: /v1/chat/completions searches the knowledge base with the last user message and puts
 the passages found into that message (models.template.attach_context, the layout the
