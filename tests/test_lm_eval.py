@@ -41,15 +41,19 @@ def write_tasks(folder: Path) -> None:
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = "dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {}\ntest_split: test\n"
     (folder / "mc.yaml").write_text(
-        "task: specialist_mc\n" + data.format(folder / "mc.jsonl")
+        "task: specialist_mc\n"
+        + data.format(folder / "mc.jsonl")
         + 'output_type: multiple_choice\ndoc_to_text: "{{question}}"\ndoc_to_choice: choices\n'
-          "doc_to_target: answer\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+        "doc_to_target: answer\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
     (folder / "gen.yaml").write_text(
-        "task: specialist_gen\n" + data.format(folder / "gen.jsonl")
+        "task: specialist_gen\n"
+        + data.format(folder / "gen.jsonl")
         + 'output_type: generate_until\ndoc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_target: answer\n'
-          'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
-          "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-          "    ignore_case: true\n    ignore_punctuation: true\n")
+        'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 12\n  do_sample: false\n'
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "    ignore_case: true\n    ignore_punctuation: true\n"
+    )
 
 
 def test_lm_evaluation_harness_scores_tasks_against_the_server(tmp_path, monkeypatch):
@@ -63,8 +67,13 @@ def test_lm_evaluation_harness_scores_tasks_against_the_server(tmp_path, monkeyp
     env = {k: v for k, v in os.environ.items() if k != "SPECIALIST_HOME"}
     env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "specialist", "serve", "--model", MODEL, "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "specialist", "serve", "--model", MODEL, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 600
         while True:
@@ -76,16 +85,41 @@ def test_lm_evaluation_harness_scores_tasks_against_the_server(tmp_path, monkeyp
                 pass
             assert time.time() < deadline, "the server did not start"
             time.sleep(1)
-        model_args = ",".join([
-            f"model={MODEL}", f"base_url=http://127.0.0.1:{port}/v1/completions", f"tokenizer={tokenizer_dir}",
-            "tokenizer_backend=huggingface", "tokenized_requests=True", "add_bos_token=True", "max_length=1024",
-            "num_concurrent=1", "max_retries=1",
-        ])
+        model_args = ",".join(
+            [
+                f"model={MODEL}",
+                f"base_url=http://127.0.0.1:{port}/v1/completions",
+                f"tokenizer={tokenizer_dir}",
+                "tokenizer_backend=huggingface",
+                "tokenized_requests=True",
+                "add_bos_token=True",
+                "max_length=1024",
+                "num_concurrent=1",
+                "max_retries=1",
+            ]
+        )
         run = subprocess.run(
-            [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", model_args,
-             "--tasks", "specialist_mc,specialist_gen", "--include_path", str(tmp_path / "tasks"),
-             "--output_path", str(tmp_path / "out"), "--log_samples"],
-            env=env, capture_output=True, text=True, timeout=1800)
+            [
+                sys.executable,
+                "-m",
+                "lm_eval",
+                "--model",
+                "local-completions",
+                "--model_args",
+                model_args,
+                "--tasks",
+                "specialist_mc,specialist_gen",
+                "--include_path",
+                str(tmp_path / "tasks"),
+                "--output_path",
+                str(tmp_path / "out"),
+                "--log_samples",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -110,7 +144,7 @@ def test_lm_evaluation_harness_scores_tasks_against_the_server(tmp_path, monkeyp
             context, continuation = args["arg_0"], args["arg_1"]
             ctx = tok(context)["input_ids"]
             whole = tok(context + continuation)["input_ids"]
-            scored = generator.prompt_logprobs([whole], top=1)[0][len(ctx):]
+            scored = generator.prompt_logprobs([whole], top=1)[0][len(ctx) :]
             assert float(logged) == pytest.approx(sum(s.logprob for s in scored), abs=0.05)
             near_tie = any(s.top[0][0] != s.token and s.top[0][1] - s.logprob < 0.05 for s in scored)
             if not near_tie:  # bf16 here and there may rank a near-tie differently

@@ -74,20 +74,25 @@ def test_completion_logprobs_are_the_raw_distribution_the_tokens_came_from(gener
 def test_only_rows_that_ask_are_scored_and_zero_tokens_scores_the_prompt_only(generator):
     prompts = prompts_of(generator, ["Score me please", "Answer me"])
     settings = GenerationSettings(max_new_tokens=3)
-    rows = [generator.row_decoder(len(prompts[0]), GenerationSettings(max_new_tokens=0), chat=False,
-                                  logprobs=0, prompt_logprobs=0),
-            generator.row_decoder(len(prompts[1]), settings, chat=False)]
+    rows = [
+        generator.row_decoder(
+            len(prompts[0]), GenerationSettings(max_new_tokens=0), chat=False, logprobs=0, prompt_logprobs=0
+        ),
+        generator.row_decoder(len(prompts[1]), settings, chat=False),
+    ]
     scored, plain = generator.run_batch(prompts, rows, settings)
     assert scored.completion_tokens == 0 and scored.text == "" and scored.logprobs == []
     assert scored.finish_reason == "length"
     ref = direct(generator, prompts[0])
     assert [s.logprob for s in scored.prompt_logprobs[1:]] == pytest.approx(
-        [ref[i, t].item() for i, t in enumerate(prompts[0][1:])], abs=ATOL)
+        [ref[i, t].item() for i, t in enumerate(prompts[0][1:])], abs=ATOL
+    )
     assert all(s.top == () for s in scored.prompt_logprobs[1:])
     assert plain.logprobs is None and plain.prompt_logprobs is None and plain.completion_tokens > 0
     # the same prompt answered without scoring: scoring changes no answer
-    alone = generator.run_batch([prompts[1]], [generator.row_decoder(len(prompts[1]), settings, chat=False)],
-                                settings)[0]
+    alone = generator.run_batch([prompts[1]], [generator.row_decoder(len(prompts[1]), settings, chat=False)], settings)[
+        0
+    ]
     assert alone.text == plain.text
 
 
@@ -122,8 +127,9 @@ def test_logprobs_are_read_before_the_model_configs_own_processors(generator):
     try:
         ids = prompts_of(generator, ["the the the the the"])[0]
         settings = GenerationSettings(max_new_tokens=5)
-        answer = generator.run_batch([ids], [generator.row_decoder(len(ids), settings, chat=False, logprobs=1)],
-                                     settings)[0]
+        answer = generator.run_batch(
+            [ids], [generator.row_decoder(len(ids), settings, chat=False, logprobs=1)], settings
+        )[0]
     finally:
         config.repetition_penalty = saved
     tokens = [s.token for s in answer.logprobs]

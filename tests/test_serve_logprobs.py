@@ -84,10 +84,10 @@ def test_lm_eval_loglikelihood_request_with_token_ids(url, generator):
     assert len(lp["token_logprobs"]) == len(ids) + 1  # the prompt, then the one answer token
     ref = direct(generator, ids)
     expected = sum(ref[i - 1, ids[i]].item() for i in range(len(context), len(ids)))
-    assert sum(lp["token_logprobs"][len(context):-1]) == pytest.approx(expected, abs=ATOL)
+    assert sum(lp["token_logprobs"][len(context) : -1]) == pytest.approx(expected, abs=ATOL)
     greedy = all(ref[i - 1].argmax().item() == ids[i] for i in range(len(context), len(ids)))
-    tops = lp["top_logprobs"][len(context):-1]
-    assert greedy == all(t == max(top.values()) for t, top in zip(lp["token_logprobs"][len(context):-1], tops))
+    tops = lp["top_logprobs"][len(context) : -1]
+    assert greedy == all(t == max(top.values()) for t, top in zip(lp["token_logprobs"][len(context) : -1], tops))
     # the answer token: the most likely one after the prompt, as greedy decoding picks it
     assert lp["token_logprobs"][-1] == pytest.approx(ref[-1].max().item(), abs=ATOL)
     assert r.json()["choices"][0]["text"].startswith(generator.tokenizer.decode(ids))  # echoed
@@ -115,13 +115,14 @@ def _greedy_ids(generator, ids: list[int], n: int) -> list[int]:
     with torch.inference_mode():
         for _ in range(n):
             out.append(int(generator.model(torch.tensor([out])).logits[0, -1].argmax()))
-    return out[len(ids):]
+    return out[len(ids) :]
 
 
 def test_chat_logprobs_in_openai_shape(client, generator):
     messages = [{"role": "user", "content": "Say something"}]
-    r = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=5, temperature=0,
-                                       logprobs=True, top_logprobs=2)
+    r = client.chat.completions.create(
+        model=MODEL_ID, messages=messages, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens
     prompt = generator.prompt_ids(build_messages("Say something"))
@@ -132,7 +133,8 @@ def test_chat_logprobs_in_openai_shape(client, generator):
         assert entry.logprob == pytest.approx(ref[len(prompt) - 1 + k, token].item(), abs=ATOL)
         assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token or "\ufffd" in entry.token
         assert [t.logprob for t in entry.top_logprobs] == pytest.approx(
-            ref[len(prompt) - 1 + k].topk(2).values.tolist(), abs=ATOL)
+            ref[len(prompt) - 1 + k].topk(2).values.tolist(), abs=ATOL
+        )
         assert entry.top_logprobs[0].token == entry.token  # greedy
     # without logprobs: null, as before
     plain = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=5, temperature=0)
@@ -150,8 +152,9 @@ def test_logprobs_do_not_depend_on_the_temperature(url, generator):
 def test_echo_streams_the_prompt_first(url):
     body = {"prompt": "Espresso", "echo": True, "max_tokens": 4, "temperature": 0}
     whole = post(url, "/v1/completions", body).json()["choices"][0]["text"]
-    with httpx.stream("POST", url + "/v1/completions", json={"model": MODEL_ID, **body, "stream": True},
-                      timeout=60) as r:
+    with httpx.stream(
+        "POST", url + "/v1/completions", json={"model": MODEL_ID, **body, "stream": True}, timeout=60
+    ) as r:
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     assert chunks[0]["choices"][0]["text"] == "Espresso"
     assert "".join(c["choices"][0]["text"] for c in chunks) == whole and whole.startswith("Espresso")
@@ -194,11 +197,26 @@ def test_what_the_server_does_not_do_is_refused_by_name(url, path, body, param, 
     assert err["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    (CHAT, {**MSG, "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": {}, "tool_choice": "none",
-            "response_format": {"type": "text"}, "user": "u1", "metadata": {"k": "v"}, "logprobs": False}),
-    (COMPLETION, {"prompt": "x", "max_tokens": 2, "best_of": 1, "suffix": "", "user": "u1", "echo": False}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            CHAT,
+            {
+                **MSG,
+                "frequency_penalty": 0,
+                "presence_penalty": 0,
+                "logit_bias": {},
+                "tool_choice": "none",
+                "response_format": {"type": "text"},
+                "user": "u1",
+                "metadata": {"k": "v"},
+                "logprobs": False,
+            },
+        ),
+        (COMPLETION, {"prompt": "x", "max_tokens": 2, "best_of": 1, "suffix": "", "user": "u1", "echo": False}),
+    ],
+)
 def test_the_off_values_of_unimplemented_fields_pass(url, path, body):
     assert post(url, path, body).status_code == 200
 

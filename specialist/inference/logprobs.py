@@ -44,8 +44,9 @@ def score_positions(logits: torch.Tensor, targets: torch.Tensor, top: int) -> li
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """Byte-level BPE's printable stand-ins for the 256 byte values (GPT-2's table), reversed."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = printable[:], 0
     for b in range(256):
         if b not in printable:
