@@ -160,6 +160,17 @@ def test_echo_streams_the_prompt_first(url):
     assert "".join(c["choices"][0]["text"] for c in chunks) == whole and whole.startswith("Espresso")
 
 
+def test_echo_is_the_prompt_and_the_answer_as_the_model_continued_it(url, generator):
+    """The answer's own leading whitespace is kept after the prompt (the plain answer drops it)."""
+    body = {"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}
+    plain = post(url, "/v1/completions", body).json()["choices"][0]["text"]
+    choice = post(url, "/v1/completions", {**body, "echo": True, "logprobs": 0}).json()["choices"][0]
+    n = len(generator.tokenizer(body["prompt"])["input_ids"])
+    joined = "".join(choice["logprobs"]["tokens"][n:])
+    lead = joined[: len(joined) - len(joined.lstrip())]
+    assert choice["text"] == body["prompt"] + lead + plain
+
+
 COMPLETION = "/v1/completions"
 CHAT = "/v1/chat/completions"
 MSG = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

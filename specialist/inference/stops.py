@@ -53,6 +53,7 @@ class RowDecoder:
         self.tokens: list[int] = []
         self.completion_tokens = 0
         self.text = ""  # the answer so far, cut at a stop string
+        self.lead = ""  # the whitespace the answer began with, cut off its text (an echo puts it back)
         self.emitted = 0  # how much of self.text went out through on_piece
         self.finish_reason: str | None = "length" if max_new_tokens <= 0 else None
         self.cancelled = threading.Event()
@@ -79,7 +80,9 @@ class RowDecoder:
             self.finish("stop")
             return
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+        full = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        text = full.lstrip()
+        self.lead = full[:len(full) - len(text)]
         text, hit = _cut_at_stop(text, self.stops)
         self.text = text
         if hit:

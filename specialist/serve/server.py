@@ -603,7 +603,9 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                     if echo is not None:
                         tokens, scored = prompt + tokens, [*result.prompt_logprobs, *scored]
                     scores = completion_logprobs(generator.tokenizer, tokens, scored)
-                choice = {"index": 0, "text": (echo or "") + result.text, "finish_reason": result.finish_reason,
+                # an echo is the prompt and the answer as the model continued it, its leading space kept
+                text = echo + row.lead + result.text if echo is not None else result.text
+                choice = {"index": 0, "text": text, "finish_reason": result.finish_reason,
                           "logprobs": scores}
                 obj = "text_completion"
             return JSONResponse({"id": rid, "object": obj, "created": now, "model": model_id,
@@ -619,6 +621,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
         async def events_sse():
             first = extra
+            lead = echo is not None  # the answer's leading whitespace goes out with its first piece
             try:
                 if chat:
                     yield _sse({**chunk({"role": "assistant", "content": ""}, None), **first})
@@ -628,6 +631,8 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
                 while True:
                     kind, value = await events.get()
                     if kind == "piece":
+                        if lead:
+                            value, lead = row.lead + value, False
                         yield _sse({**chunk({"content": value} if chat else value, None), **first})
                         first = {}
                         continue
