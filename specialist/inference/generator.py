@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from specialist.inference.logprobs import TokenLogprob
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
 from specialist.models.template import Message, encode_prompt, stop_strings, stop_token_ids
@@ -28,6 +29,10 @@ class Answer:
     completion_tokens: int
     finish_reason: str  # "stop" (end-of-turn or a stop string) or "length"
     seconds: float
+    # every completion token scored, end-of-turn included (when the row asked for logprobs)
+    logprobs: list[TokenLogprob] | None = None
+    # the prompt's tokens scored, the first None (when the row asked for prompt_logprobs)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 def finish_rows(rows: Sequence[RowDecoder], seconds: float) -> list[Answer]:
@@ -36,13 +41,18 @@ def finish_rows(rows: Sequence[RowDecoder], seconds: float) -> list[Answer]:
     for row in rows:
         if not row.done:
             row.finish("length")
-    return [Answer(r.text, r.prompt_tokens, r.completion_tokens,
-                   "stop" if r.finish_reason == "stop" else "length", seconds) for r in rows]
+    return [Answer(r.text, r.prompt_tokens, r.completion_tokens, "stop" if r.finish_reason == "stop" else "length",
+                   seconds, r.scores if r.logprobs is not None else None, r.prompt_scores) for r in rows]
 
 
 class Generator(ABC):
     """Answers conversations with one model. `tokenizer` is the model's Hugging Face tokenizer,
-    whatever the engine; `context_length` is how many tokens one sequence holds."""
+    whatever the engine; `context_length` is how many tokens one sequence holds.
+    `scores_logprobs`: whether run_batch scores tokens for rows that ask (RowDecoder's
+    logprobs and prompt_logprobs); an engine that cannot leaves it False and the server
+    refuses such requests."""
+
+    scores_logprobs = False
 
     def __init__(self, tokenizer: Any, context_length: int) -> None:
         self.tokenizer = tokenizer
@@ -65,10 +75,13 @@ class Generator(ABC):
         return encode_prompt(self.tokenizer, messages)
 
     def row_decoder(self, prompt_tokens: int, settings: GenerationSettings,
-                    on_piece: Callable[[str], None] | None = None, chat: bool = True) -> RowDecoder:
-        """A row for one answer; chat=False (raw text completion) drops the template's stop strings."""
+                    on_piece: Callable[[str], None] | None = None, chat: bool = True,
+                    logprobs: int | None = None, prompt_logprobs: int | None = None) -> RowDecoder:
+        """A row for one answer; chat=False (raw text completion) drops the template's stop
+        strings; `logprobs`/`prompt_logprobs`: see RowDecoder."""
         stops = [*settings.stop, *(self.template_stops if chat else [])]
-        return RowDecoder(self.tokenizer, self.eos_ids, stops, settings.max_new_tokens, prompt_tokens, on_piece)
+        return RowDecoder(self.tokenizer, self.eos_ids, stops, settings.max_new_tokens, prompt_tokens, on_piece,
+                          logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Answer]:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from specialist.inference.logprobs import TokenLogprob, score_positions
+
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
@@ -32,10 +34,16 @@ def _partial_stop_len(text: str, stops: Sequence[str]) -> int:
 
 class RowDecoder:
     """Follows one row of a batch: collects its tokens, decodes them incrementally and decides
-    when the row is finished. `on_piece` receives each new piece of text as it becomes final."""
+    when the row is finished. `on_piece` receives each new piece of text as it becomes final.
+
+    `logprobs` (the number of alternatives to list, 0 for none) asks the engine to score every
+    token the row takes, end-of-turn included, into `scores`; `prompt_logprobs` asks it to score
+    the prompt's tokens into `prompt_scores` (None for the first, which nothing predicts). A row
+    with max_new_tokens 0 is finished from the start: only its prompt is scored."""
 
     def __init__(self, tokenizer, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
-                 prompt_tokens: int, on_piece: Callable[[str], None] | None = None) -> None:
+                 prompt_tokens: int, on_piece: Callable[[str], None] | None = None,
+                 logprobs: int | None = None, prompt_logprobs: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_ids)
         self.stops = [s for s in stops if s]
@@ -45,26 +53,36 @@ class RowDecoder:
         self.tokens: list[int] = []
         self.completion_tokens = 0
         self.text = ""  # the answer so far, cut at a stop string
+        self.lead = ""  # the whitespace the answer began with, cut off its text (an echo puts it back)
         self.emitted = 0  # how much of self.text went out through on_piece
-        self.finish_reason: str | None = None
+        self.finish_reason: str | None = "length" if max_new_tokens <= 0 else None
         self.cancelled = threading.Event()
+        self.logprobs = logprobs
+        self.prompt_logprobs = prompt_logprobs
+        self.scores: list[TokenLogprob] = []
+        self.prompt_scores: list[TokenLogprob | None] | None = None
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
-    def push(self, token: int) -> None:
+    def push(self, token: int, scored: TokenLogprob | None = None) -> None:
+        """Take the row's next token; `scored` is its log-probability, when the row asked for them."""
         if self.done:
             return
         if self.cancelled.is_set():
             self.finish_reason = "cancelled"
             return
         self.completion_tokens += 1
+        if scored is not None and self.logprobs is not None:
+            self.scores.append(scored)
         if token in self.eos_ids:
             self.finish("stop")
             return
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+        full = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        text = full.lstrip()
+        self.lead = full[:len(full) - len(text)]
         text, hit = _cut_at_stop(text, self.stops)
         self.text = text
         if hit:
@@ -93,15 +111,43 @@ class RowDecoder:
                 self.on_piece(piece)
 
 
+def wants_logprobs(rows: Sequence[RowDecoder]) -> bool:
+    return any(row.logprobs is not None for row in rows)
+
+
+class StepLogits:
+    """A forward hook on the model that keeps the last position's logits of its latest forward
+    pass: during `generate`, the step being decoded, as the model gave them, before anything
+    transformers' logits processors do (penalties from the model's generation config,
+    temperature, top-p). See inference/logprobs.py."""
+
+    def __init__(self) -> None:
+        self.logits: torch.Tensor | None = None
+
+    def __call__(self, module, args, output) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        self.logits = logits[:, -1, :].detach().clone()
+
+
 class FollowRows:
     """A transformers stopping criterion: after every decoding step it feeds each row's new
-    token to that row's RowDecoder and reports which rows are finished."""
+    token to that row's RowDecoder and reports which rows are finished. With `step` (a
+    StepLogits hooked on the model), rows that asked for log-probabilities get their token
+    scored from the logits of the step that picked it."""
 
-    def __init__(self, rows: Sequence[RowDecoder]) -> None:
+    def __init__(self, rows: Sequence[RowDecoder], step: StepLogits | None = None) -> None:
         self.rows = rows
+        self.step = step
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        last = input_ids[:, -1].tolist()
-        for row, token in zip(self.rows, last):
-            row.push(token)
+        last = input_ids[:, -1]
+        scored: dict[int, TokenLogprob] = {}
+        if self.step is not None and self.step.logits is not None:
+            want = [i for i, row in enumerate(self.rows) if row.logprobs is not None and not row.done]
+            if want:
+                top = max(self.rows[i].logprobs for i in want)
+                for i, s in zip(want, score_positions(self.step.logits[want], last[want], top)):
+                    scored[i] = TokenLogprob(s.token, s.logprob, s.top[:self.rows[i].logprobs])
+        for i, (row, token) in enumerate(zip(self.rows, last.tolist())):
+            row.push(token, scored.get(i))
         return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)

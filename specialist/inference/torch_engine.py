@@ -2,7 +2,12 @@
 
 `run_batch` hands a left-padded batch of prompts (KV cache on) to one `generate` call with a
 stopping criterion that follows every row on its own (end-of-turn token, stop strings, its
-own token budget, cancellation) and turns its tokens into text pieces as they arrive."""
+own token budget, cancellation) and turns its tokens into text pieces as they arrive.
+
+Log-probabilities (inference/logprobs.py): a row's completion tokens are scored from the
+logits of the very step that picked them (a forward hook keeps them); a row's prompt tokens are scored by one forward
+pass over the batch's prompts before decoding (left-padded like generate's, with the position
+ids generate uses, so a row scores the same alone or in any batch)."""
 
 from __future__ import annotations
 
@@ -13,12 +18,18 @@ import torch
 
 from specialist.inference.batching import left_pad
 from specialist.inference.generator import Answer, Generator, finish_rows
+from specialist.inference.logprobs import TokenLogprob, score_positions
 from specialist.inference.sampling import GenerationSettings
-from specialist.inference.stops import FollowRows, RowDecoder
+from specialist.inference.stops import FollowRows, RowDecoder, StepLogits, wants_logprobs
 from specialist.models.resolve import LoadedModel
+
+# the most logits (rows x positions x vocabulary) one scoring forward pass materializes
+SCORE_LOGITS_BUDGET = 64_000_000
 
 
 class TorchGenerator(Generator):
+    scores_logprobs = True
+
     def __init__(self, loaded: LoadedModel) -> None:
         config = getattr(loaded.model, "config", None)
         super().__init__(loaded.tokenizer, int(getattr(config, "max_position_embeddings", 0) or 2048))
@@ -31,15 +42,57 @@ class TorchGenerator(Generator):
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     @torch.inference_mode()
+    def prompt_logprobs(self, prompts: list[list[int]], top: int = 0) -> list[list[TokenLogprob | None]]:
+        """Every prompt token's log-probability given the tokens before it (the first: None),
+        with the `top` most likely tokens at each position. Rows are scored in left-padded
+        batches as large as SCORE_LOGITS_BUDGET allows."""
+        out: list[list[TokenLogprob | None]] = [[] for _ in prompts]
+        vocab = int(getattr(self.model.config, "vocab_size", 0) or len(self.tokenizer))
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end + 1 - start) * len(prompts[order[end]]) * vocab <= SCORE_LOGITS_BUDGET:
+                end += 1
+            group = order[start:end]
+            batch = self.batch_inputs([prompts[i] for i in group])
+            mask = batch["attention_mask"]
+            # generate's position ids for a left-padded row: counted from its first real token
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(**batch, position_ids=positions, use_cache=False).logits
+            width = mask.shape[1]
+            for row, i in enumerate(group):
+                n = len(prompts[i])
+                # the logits at position p predict the token at p + 1
+                scored = score_positions(logits[row, width - n:width - 1], batch["input_ids"][row, width - n + 1:], top)
+                out[i] = [None, *scored]
+            start = end
+        return out
+
+    @torch.inference_mode()
     def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder],
                   settings: GenerationSettings) -> list[Answer]:
-        """Decode a batch in one `generate` call."""
+        """Decode a batch in one `generate` call (after scoring the prompts of rows that ask)."""
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         t0 = time.perf_counter()
-        batch = self.batch_inputs(prompts)
-        self.model.generate(
-            **batch, max_new_tokens=max(r.max_new_tokens for r in rows), eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows)], **settings.generate_kwargs(),
-        )
+        scored = [i for i, row in enumerate(rows) if row.prompt_logprobs is not None and not row.cancelled.is_set()]
+        if scored:
+            top = max(rows[i].prompt_logprobs for i in scored)
+            for i, lps in zip(scored, self.prompt_logprobs([prompts[i] for i in scored], top)):
+                k = rows[i].prompt_logprobs
+                rows[i].prompt_scores = [lp if lp is None else TokenLogprob(lp.token, lp.logprob, lp.top[:k])
+                                         for lp in lps]
+        if not all(row.done for row in rows):
+            step = StepLogits() if wants_logprobs(rows) else None
+            hook = self.model.register_forward_hook(step) if step is not None else None
+            try:
+                self.model.generate(
+                    **self.batch_inputs(prompts), max_new_tokens=max(r.max_new_tokens for r in rows),
+                    eos_token_id=self.eos_ids, pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows, step)],
+                    **settings.generate_kwargs(),
+                )
+            finally:
+                if hook is not None:
+                    hook.remove()
         return finish_rows(rows, time.perf_counter() - t0)

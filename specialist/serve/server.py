@@ -14,6 +14,12 @@ constant time, guards every route but /health, which tells a probe without it on
 {"status": "ok"}; the request and send deadlines against slow clients are in serve/http.py.
 No request field names a file: the model field is only compared with the served model's name.
 
+Request bodies are closed sets: a field the server does not know, or an OpenAI field it does
+not implement set to anything but its "off" value, is refused with a 400 naming it (the list is
+in docs/api.md). Log-probabilities (`logprobs`, `echo`, `top_logprobs`) are computed by the
+engine (inference/logprobs.py: log-softmax of the raw logits); this module only shapes them
+into OpenAI's JSON.
+
 A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
 server: /v1/chat/completions searches the knowledge base with the last user message and puts
 the passages found into that message (models.template.attach_context, the layout the
@@ -43,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from specialist.inference.generator import Answer, Generator
+from specialist.inference.logprobs import MAX_TOP_LOGPROBS, TokenLogprob, token_bytes, token_text
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
 from specialist.models.template import attach_context, last_user_text
@@ -79,7 +86,7 @@ def _error_response(exc: APIError) -> JSONResponse:
 
 # ---------------------------------------------------------------- request bodies
 class _Lenient(BaseModel):
-    # clients send fields this server does not use (logprobs, user, …); they are ignored
+    # parts of a request (a message, stream options) may carry fields this server does not use
     model_config = ConfigDict(extra="ignore")
 
 
@@ -104,7 +111,18 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class _Sampling(_Lenient):
+def _unsupported(param: str, why: str = "not supported by this server") -> APIError:
+    return APIError(400, f"{param}: {why}", param=param, code="unsupported_parameter")
+
+
+class _Sampling(BaseModel):
+    """The fields both completion routes share. A request body is a closed set: a field this
+    server does not know is refused (400, naming it), and OpenAI's fields it does not implement
+    are accepted only at the value that means "off" (see `refuse_unsupported`), so no option a
+    client sends is silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
     model: str
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -114,6 +132,12 @@ class _Sampling(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
+    # accepted, and without effect on the answer
+    user: str | None = None
+    # OpenAI's, not implemented: only their "off" values pass
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -121,17 +145,78 @@ class _Sampling(_Lenient):
             raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
         return [s for s in stops if s]
 
+    def refuse_unsupported(self) -> None:
+        if self.n != 1:
+            raise APIError(400, "n > 1 is not supported", param="n")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name):
+                raise _unsupported(name, "not supported by this server (leave it out or send 0)")
+        if self.logit_bias:
+            raise _unsupported("logit_bias")
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # not OpenAI's: false answers without retrieval on a server that has a knowledge base
     knowledge: bool = True
+    # accepted, and without effect on the answer
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    # OpenAI's, not implemented: only their "off" values pass
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    web_search_options: dict[str, Any] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                raise _unsupported(name, "tool and function calling are not supported by this server")
+        for name in ("tool_choice", "function_call"):
+            if getattr(self, name) not in (None, "none"):
+                raise _unsupported(name, "tool and function calling are not supported by this server")
+        if self.response_format not in (None, {"type": "text"}):
+            raise _unsupported("response_format", 'only {"type": "text"} is supported')
+        if self.modalities not in (None, ["text"]):
+            raise _unsupported("modalities", 'only ["text"] is supported')
+        for name in ("audio", "prediction", "reasoning_effort", "web_search_options"):
+            if getattr(self, name) is not None:
+                raise _unsupported(name)
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs: needs logprobs: true", param="top_logprobs")
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    # a text, or token ids (what evaluation harnesses send); a list holds one prompt
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(None, ge=0)  # 0 with echo: score the prompt only
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    # OpenAI's, not implemented: only their "off" values pass
+    best_of: int | None = Field(None, ge=1)
+    suffix: str | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.best_of not in (None, 1):
+            raise _unsupported("best_of", "best_of > 1 is not supported")
+        if self.suffix:
+            raise _unsupported("suffix", "insertion (suffix) is not supported")
+        if self.max_tokens == 0 and not self.echo:
+            raise APIError(400, "max_tokens: 0 is allowed only with echo: true (scoring the prompt)",
+                           param="max_tokens")
 
 
 def _require_unicode(value: Any, param: str = "") -> None:
@@ -255,8 +340,6 @@ class BatchWorker:
 # ---------------------------------------------------------------- request → job
 def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: int,
               limits: ServerLimits) -> GenerationSettings:
-    if req.n != 1:
-        raise APIError(400, "n > 1 is not supported", param="n")
     max_prompt = min(limits.max_prompt_tokens or context, context - 1)
     if prompt_len > max_prompt:
         raise APIError(400, f"the prompt has {prompt_len} tokens; this server accepts at most {max_prompt}",
@@ -280,6 +363,43 @@ def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: i
 def _usage(answer: Answer) -> dict:
     return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
             "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+
+# ---------------------------------------------------------------- log-probabilities, in OpenAI's shapes
+def completion_logprobs(tokenizer: Any, tokens: list[int], scores: list[TokenLogprob | None]) -> dict:
+    """/v1/completions' choices[].logprobs: {tokens, token_logprobs, top_logprobs, text_offset}.
+    A position nothing predicts (the prompt's first token) has null logprob and top_logprobs;
+    top_logprobs maps token text to logprob and, as OpenAI's does, always holds the chosen
+    token (so up to logprobs + 1 entries); text_offset counts characters of the tokens' texts."""
+    texts, token_logprobs, tops, offsets = [], [], [], []
+    offset = 0
+    for token, scored in zip(tokens, scores):
+        text = token_text(tokenizer, token)
+        texts.append(text)
+        offsets.append(offset)
+        offset += len(text)
+        if scored is None:
+            token_logprobs.append(None)
+            tops.append(None)
+            continue
+        token_logprobs.append(scored.logprob)
+        top: dict[str, float] = {}
+        # most likely first, so of two ids with one text the likelier one stays
+        for alt, logprob in (*scored.top, (token, scored.logprob)):
+            top.setdefault(token_text(tokenizer, alt), logprob)
+        tops.append(top)
+    return {"tokens": texts, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
+def chat_logprobs(tokenizer: Any, scores: list[TokenLogprob]) -> dict:
+    """/v1/chat/completions' choices[].logprobs: {content: [{token, logprob, bytes, top_logprobs}]}."""
+
+    def entry(token: int, logprob: float) -> dict:
+        return {"token": token_text(tokenizer, token), "logprob": logprob, "bytes": token_bytes(tokenizer, token)}
+
+    return {"content": [{**entry(s.token, s.logprob), "top_logprobs": [entry(t, lp) for t, lp in s.top]}
+                        for s in scores],
+            "refusal": None}
 
 
 def _sse(doc: dict | str) -> str:
@@ -380,10 +500,13 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         msg = first.get("msg", "invalid request")
+        code = None
         if first.get("type") == "json_invalid":  # its loc is a character position, not a field
             msg, loc = "the body is not valid JSON", []
+        elif first.get("type") == "extra_forbidden":
+            msg, code = "an unknown field; this server does not support it", "unsupported_parameter"
         return _error_response(APIError(400, f"{'.'.join(loc) + ': ' if loc else ''}{msg}",
-                                        param=".".join(loc) or None))
+                                        param=".".join(loc) or None, code=code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -423,7 +546,8 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         check_model(name)
         return model_card()
 
-    async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool):
+    async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool,
+                  logprobs: int | None = None, prompt_logprobs: int | None = None):
         """Queue one job; returns (row, asyncio queue of pieces ending in ("done", answer|error))."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -435,15 +559,20 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         def on_done(answer: Answer | None, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("done", answer if error is None else error))
 
-        row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat)
+        row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat, logprobs=logprobs,
+                                    prompt_logprobs=prompt_logprobs)
         worker.submit(Job(prompt, settings, row, on_done))
         return row, events
 
     async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
-                               chat: bool, extra: dict | None = None):
-        """`extra`: top-level fields added to the response (the first chunk when streaming)."""
+                               chat: bool, extra: dict | None = None, logprobs: int | None = None,
+                               echo: str | None = None):
+        """`extra`: top-level fields added to the response (the first chunk when streaming);
+        `logprobs`: score the answer's tokens, listing that many alternatives; `echo`: the
+        prompt's text, put before the answer (completions; with logprobs, its tokens scored too)."""
         extra = extra or {}
-        row, events = await run(prompt, settings, chat, req.stream)
+        prompt_logprobs = logprobs if echo is not None else None
+        row, events = await run(prompt, settings, chat, req.stream, logprobs, prompt_logprobs)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
         if not req.stream:
@@ -462,11 +591,22 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
             if isinstance(result, BaseException):
                 raise APIError(500, f"generation failed: {type(result).__name__}", type="server_error")
             if chat:
+                scores = chat_logprobs(generator.tokenizer, result.logprobs) if logprobs is not None else None
                 choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                          "finish_reason": result.finish_reason, "logprobs": None}
+                          "finish_reason": result.finish_reason, "logprobs": scores}
                 obj = "chat.completion"
             else:
-                choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason, "logprobs": None}
+                scores = None
+                if logprobs is not None:
+                    tokens = [s.token for s in result.logprobs]
+                    scored: list[TokenLogprob | None] = list(result.logprobs)
+                    if echo is not None:
+                        tokens, scored = prompt + tokens, [*result.prompt_logprobs, *scored]
+                    scores = completion_logprobs(generator.tokenizer, tokens, scored)
+                # an echo is the prompt and the answer as the model continued it, its leading space kept
+                text = echo + row.lead + result.text if echo is not None else result.text
+                choice = {"index": 0, "text": text, "finish_reason": result.finish_reason,
+                          "logprobs": scores}
                 obj = "text_completion"
             return JSONResponse({"id": rid, "object": obj, "created": now, "model": model_id,
                                  "choices": [choice], "usage": _usage(result), **extra})
@@ -481,13 +621,18 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
         async def events_sse():
             first = extra
+            lead = echo is not None  # the answer's leading whitespace goes out with its first piece
             try:
                 if chat:
                     yield _sse({**chunk({"role": "assistant", "content": ""}, None), **first})
                     first = {}
+                elif echo:
+                    yield _sse(chunk(echo, None))
                 while True:
                     kind, value = await events.get()
                     if kind == "piece":
+                        if lead:
+                            value, lead = row.lead + value, False
                         yield _sse({**chunk({"content": value} if chat else value, None), **first})
                         first = {}
                         continue
@@ -507,10 +652,21 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         return StreamingResponse(events_sse(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    def check_logprobs(req: _Sampling, wanted: bool, param: str) -> None:
+        if not wanted:
+            return
+        if not generator.scores_logprobs:
+            raise _unsupported(param, "this server's engine does not compute log-probabilities (serve with "
+                                      "--engine torch)")
+        if req.stream:
+            raise _unsupported(param, "not available with stream: true (ask without streaming)")
+
     @app.post("/v1/chat/completions", responses=_COMPLETION)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         _require_unicode(req.model_dump())
         check_model(req.model)
+        req.refuse_unsupported()
+        check_logprobs(req, bool(req.logprobs), "logprobs")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
         extra: dict = {}
         question = last_user_text(messages)
@@ -526,24 +682,38 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
-        return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra)
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra, logprobs=logprobs)
 
     @app.post("/v1/completions", responses=_COMPLETION)
     async def completions(req: CompletionRequest, request: Request):
-        """Raw text in, raw text out: no retrieval (the client owns the whole prompt)."""
+        """Raw text in, raw text out: no retrieval (the client owns the whole prompt). The prompt
+        is a text (tokenized with the model's special tokens, e.g. BOS) or token ids (used as
+        they are)."""
         _require_unicode(req.model_dump())
         check_model(req.model)
-        if isinstance(req.prompt, list):
-            if len(req.prompt) != 1:
-                raise APIError(400, "exactly one prompt per request is supported", param="prompt")
-            text = req.prompt[0]
+        req.refuse_unsupported()
+        check_logprobs(req, req.logprobs is not None, "logprobs")
+        one = req.prompt
+        if isinstance(one, list) and one and isinstance(one[0], (str, list)):
+            if len(one) != 1:
+                raise APIError(400, "exactly one prompt per request is supported (lm-evaluation-harness: "
+                               "batch_size=1)", param="prompt")
+            one = one[0]
+        if isinstance(one, str):
+            prompt, text = generator.tokenizer(one, add_special_tokens=True)["input_ids"], one
         else:
-            text = req.prompt
-        prompt = generator.tokenizer(text, add_special_tokens=True)["input_ids"]
+            vocab = len(generator.tokenizer)
+            bad = next((t for t in one if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise APIError(400, f"prompt: token id {bad} is outside the vocabulary (0..{vocab - 1})",
+                               param="prompt")
+            prompt, text = list(one), generator.tokenizer.decode(one, skip_special_tokens=False)
         if not prompt:
             raise APIError(400, "the prompt is empty", param="prompt")
         settings = _settings(req, req.max_tokens, len(prompt), context, limits)
-        return await answer_or_stream(prompt, settings, req, request, chat=False)
+        return await answer_or_stream(prompt, settings, req, request, chat=False, logprobs=req.logprobs,
+                                      echo=text if req.echo else None)
 
     return app
 
