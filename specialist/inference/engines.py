@@ -1,7 +1,9 @@
 """--engine: which runtime decodes for generate, chat and serve.
 
-- torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, bf16 on CPUs
-  that have it; answers exactly like the model that was trained and evaluated.
+- torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, on the
+  generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, int8
+  weights on other x86 CPUs, whose eval metrics stay within 2 points of the bf16/fp32 model's);
+  --dtype bf16 or fp32 answers exactly like the model that was trained.
 - llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
   llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
   identical with) the bf16 model's. --quant q4_0 is faster again but can break a small model's
@@ -16,13 +18,16 @@ ENGINES = ("torch", "llama.cpp")
 
 
 def make_generator(model_ref: str, engine: str = "torch", threads: int | None = None,
-                   quant: str | None = None, max_batch: int = 8, context_length: int | None = None) -> Generator:
+                   quant: str | None = None, max_batch: int = 8, context_length: int | None = None,
+                   dtype: str = "auto") -> Generator:
     """The Generator for a model reference on the chosen engine. `threads` caps the CPU
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
     GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
-    `max_batch` sequences of `context_length` tokens (default 4096) in its cache."""
+    `max_batch` sequences of `context_length` tokens (default 4096) in its cache. `dtype` is
+    the torch engine's generation path (auto: this CPU's; int8, bf16 or fp32); the path taken
+    is printed on stderr."""
     from specialist.inference import llama_cpp_engine as lc
-    from specialist.models.resolve import gguf_file, load_model, load_tokenizer
+    from specialist.models.resolve import gguf_file, load_tokenizer
 
     if engine not in ENGINES:
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
@@ -33,10 +38,19 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
             import torch
 
             torch.set_num_threads(threads)
-        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
+        from specialist.console import err_console
+        from specialist.inference.precision import choose_path, load_for_generation
         from specialist.inference.torch_engine import TorchGenerator
 
-        return TorchGenerator(load_model(model_ref, merge_adapter=True))
+        try:
+            path = choose_path(dtype)
+        except ValueError as exc:
+            raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
+        err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
+        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
+        return TorchGenerator(load_for_generation(model_ref, path, merge_adapter=True))
+    if dtype != "auto":
+        raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
     from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
     from specialist.models.gguf_writer import OUTTYPES
 
