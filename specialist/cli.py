@@ -687,7 +687,7 @@ def bench(
 ) -> None:
     """The speed benchmarks in benchmarks/ (training vs the TRL recipe first)."""
     _quiet_libraries()
-    from specialist.bench import discover, rich_tables, run_benchmarks
+    from specialist.bench import discover, machine_info, machine_line, rich_tables, run_benchmarks
 
     if list_only:
         found = discover()
@@ -698,9 +698,12 @@ def bench(
             for b in found.values():
                 console.print(f"[bold]{b.name}[/bold]  {b.description}", highlight=False)
         return
+    machine = machine_info()
+    if not as_json:
+        console.print(machine_line(machine), highlight=False, markup=False, soft_wrap=True)
     results = run_benchmarks(names or None, quick=quick)
     if as_json:
-        _print_json({"benchmarks": results})
+        _print_json({"machine": machine, "benchmarks": results})
     else:
         for table in rich_tables(results):
             console.print(table)

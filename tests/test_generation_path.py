@@ -125,3 +125,29 @@ def test_the_torch_engine_says_which_path_it_took(lively_chat_model, run_cli):
     assert "generation path: fp32 (asked for" in proc.stderr
     proc = run_cli("generate", "--model", lively_chat_model, "--prompt", "Hello", "--dtype", "int4")
     assert proc.exit_code == 2 and "--dtype" in proc.stderr
+
+
+def test_bench_names_the_cpu_its_features_and_the_path(tmp_path, monkeypatch, run_cli):
+    import json
+
+    from specialist.inference import precision
+    from specialist.models import device
+
+    zen4 = parse_cpu_features(EPYC_ZEN4)
+    monkeypatch.setattr(device, "cpu_features", lambda: zen4)
+    monkeypatch.setattr(precision, "cpu_features", lambda: zen4)
+    monkeypatch.setattr(precision, "int8_available", lambda: True)
+    monkeypatch.setattr(device, "cpu_name", lambda: "AMD EPYC 9R14")
+    (tmp_path / "bench_fake.py").write_text('def bench(quick=False):\n    return {"rows": [], "ok": True}\n')
+    env = {"SPECIALIST_BENCHMARKS": str(tmp_path)}
+
+    doc = json.loads(run_cli("bench", "--json", env=env).stdout)
+    assert doc["machine"]["cpu"] == "AMD EPYC 9R14"
+    assert doc["machine"]["cpu_features"] == {"amx": False, "avx512_bf16": True, "avx512": True, "avx2": True,
+                                              "vnni": True}
+    assert doc["machine"]["generation_path"]["path"] == "int8"
+    assert doc["benchmarks"][0]["name"] == "fake"
+
+    text = " ".join(run_cli("bench", env=env).stdout.split())
+    assert "AMD EPYC 9R14" in text and "avx512_bf16, avx512, avx2, vnni (no amx)" in text
+    assert "generation path: int8" in text

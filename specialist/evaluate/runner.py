@@ -229,8 +229,8 @@ class ContenderResult:
 def run_eval(s: EvalSettings) -> dict[str, Any]:
     """Evaluate and return the report document (see report.build_report)."""
     from specialist.evaluate.report import build_report
-    from specialist.inference.sampling import GenerationSettings
     from specialist.inference.precision import choose_path, load_for_generation
+    from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
     from specialist.models.device import cpu_features
     from specialist.models.resolve import resolve

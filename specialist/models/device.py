@@ -107,7 +107,7 @@ def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu
         return GenerationPath("bf16", torch.bfloat16, False, "AMX: bf16 matmuls on the matrix units")
     if int8_available and features & {"avx2", "avx512"}:
         return GenerationPath("int8", torch.float32, True, "no AMX: int8 weights read a quarter of fp32's bytes "
-                              "per token" + (" (faster than avx512_bf16 here)" if "avx512_bf16" in features else ""))
+                              "per token" + ("; faster than avx512_bf16's bf16" if "avx512_bf16" in features else ""))
     if "avx512_bf16" in features:
         return GenerationPath("bf16", torch.bfloat16, False, "avx512_bf16: native bf16 matmuls")
     return GenerationPath("fp32", torch.float32, False, "no AMX, no AVX-512-BF16, no int8 kernels: fp32")
