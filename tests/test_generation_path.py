@@ -151,3 +151,23 @@ def test_bench_names_the_cpu_its_features_and_the_path(tmp_path, monkeypatch, ru
     text = " ".join(run_cli("bench", env=env).stdout.split())
     assert "AMD EPYC 9R14" in text and "avx512_bf16, avx512, avx2, vnni (no amx)" in text
     assert "generation path: int8" in text
+
+
+def test_path_parity_holds_each_eval_metric_within_two_points():
+    from tests.test_benchmarks import load
+
+    quality = load("bench_engine_quality")
+
+    def report(adherence, rules, chrf, facts, answers):
+        metrics = {"style_adherence": adherence, "rule_pass_rate": rules, "chrf": chrf, "fact_accuracy": facts}
+        return {"contenders": [{"name": "fine-tuned", "metrics": metrics,
+                                "answers": [{"answer": a} for a in answers]}]}
+
+    reference = report(0.90, 0.80, 30.0, 0.10, ["a", "b"])
+    [close] = quality.parity(reference, report(0.915, 0.79, 28.5, 0.11, ["a", "c"]))
+    assert close["parity"] and close["style_adherence_delta"] == 1.5 and close["chrf_delta"] == -1.5
+    assert close["identical_answers"] == "1/2"
+    [drifted] = quality.parity(reference, report(0.90, 0.80, 30.0, 0.13, ["a", "b"]))  # 3 points of facts
+    assert not drifted["parity"] and drifted["fact_accuracy_delta"] == 3.0
+    [no_facts] = quality.parity(reference, report(0.90, 0.80, 30.0, None, ["a", "b"]))
+    assert no_facts["parity"] and no_facts["fact_accuracy"] is None
