@@ -32,8 +32,8 @@ app.add_typer(models_app, name="models")
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
                         help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
 EngineOpt = typer.Option("torch", "--engine",
-                         help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; "
-                              "needs llama-cpp-python).")
+                         help="torch (the trained weights on this CPU's generation path, see --dtype) or llama.cpp "
+                              "(an 8-bit GGUF; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1,
                           help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant",
