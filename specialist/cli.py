@@ -40,8 +40,8 @@ QuantOpt = typer.Option(None, "--quant",
                         help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, "
                              "can break small models), f16 or bf16.")
 DtypeOpt = typer.Option("auto", "--dtype",
-                        help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, int8 weights on "
-                             "other x86 CPUs), int8, bf16 or fp32.")
+                        help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, else fp32), int8 "
+                             "(int8 weights: faster, answers close to fp32's, not equal), bf16 or fp32.")
 KnowledgeOpt = typer.Option(None, "--knowledge",
                             help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into "
                                  "each question; default: the run's own, if it was trained with one.")
@@ -491,8 +491,8 @@ def eval_command(
                                                 help="Price of 1M prompt tokens: break-even in money (with "
                                                      "--train-price-per-hour)."),
     train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
-    dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, int8 "
-                                                       "weights on other x86), int8, bf16 or fp32."),
+    dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
+                                                       "fp32), int8 (int8 weights), bf16 or fp32."),
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
                                                "default: the run's own. Adds the +knowledge contenders and fact "

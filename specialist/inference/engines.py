@@ -1,9 +1,8 @@
 """--engine: which runtime decodes for generate, chat and serve.
 
 - torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, on the
-  generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, int8
-  weights on other x86 CPUs, whose eval metrics stay within 2 points of the bf16/fp32 model's);
-  --dtype bf16 or fp32 answers exactly like the model that was trained.
+  generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, else
+  fp32); --dtype int8 runs int8 weights (faster on x86, answers close to fp32's, not equal).
 - llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
   llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
   identical with) the bf16 model's. --quant q4_0 is faster again but can break a small model's

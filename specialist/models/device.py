@@ -78,18 +78,21 @@ class GenerationPath:
 
 
 GENERATION_DTYPES = ("auto", "int8", "bf16", "fp32")
+# int8 weights become the default where there is no AMX once `benchmarks/bench_engine_quality.py
+# --paths bf16,int8` shows eval parity (each metric within 2 points); until then they are asked for
+INT8_BY_DEFAULT = False
 
 
 def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu", requested: str = "auto",
-                    int8_available: bool = True) -> GenerationPath:
-    """The generation path for a CPU with `features`, the one place this choice is made.
+                    int8_available: bool = True, int8_default: bool = INT8_BY_DEFAULT) -> GenerationPath:
+    """The generation path for a CPU with `features`: the one place this choice is made.
 
-    Measured (benchmarks/README.md, "Generation path per CPU"): on a CPU without AMX the
-    decode step reads weights, and int8 weights read a quarter of fp32's bytes (half of
-    bf16's): torch's dynamic int8 Linear decodes several times faster than fp32 and bf16 there,
-    AVX-512-BF16 included, with eval metrics within 2 points of the bf16/fp32 model's. With
-    AMX, bf16 runs on the matrix units and stays the choice. Without AVX2 there are no fast int8
-    kernels, and fp32 is what remains."""
+    Measured (benchmarks/README.md, "Generation path per CPU"): with AMX, bf16 runs on the
+    matrix units and is the fastest exact path. Without AMX, bf16 decoding is slower than fp32,
+    even on a CPU with AVX-512-BF16 (its matmuls are native there, the rest of the decode step
+    is not), so fp32 is the exact path. Int8 weights read a quarter of fp32's bytes per token
+    and are faster again, but change the answers: they are taken by default (`int8_default`)
+    only where their eval parity has been measured, and otherwise on request (--dtype int8)."""
     if requested not in GENERATION_DTYPES:
         raise ValueError(f"unknown dtype {requested!r}; use one of {', '.join(GENERATION_DTYPES)}")
     if requested == "int8":
@@ -97,20 +100,20 @@ def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu
             raise ValueError("int8 weights need a CPU and torch's quantized Linear (x86 with AVX2, or ARM)")
         return GenerationPath("int8", torch.float32, True, "asked for (--dtype int8)")
     if requested != "auto":
-        dtype = pick_dtype(requested)
-        return GenerationPath(requested, dtype, False, f"asked for (--dtype {requested})")
+        return GenerationPath(requested, pick_dtype(requested), False, f"asked for (--dtype {requested})")
     if device_type != "cpu":
         dtype = pick_dtype("auto", torch.device(device_type))
-        return GenerationPath(str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
-                              .replace("float32", "fp32"), dtype, False, f"{device_type}: its own half precision")
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+        return GenerationPath(name, dtype, False, f"{device_type}: its own half precision")
     if "amx" in features:
         return GenerationPath("bf16", torch.bfloat16, False, "AMX: bf16 matmuls on the matrix units")
-    if int8_available and features & {"avx2", "avx512"}:
-        return GenerationPath("int8", torch.float32, True, "no AMX: int8 weights read a quarter of fp32's bytes "
-                              "per token" + ("; faster than avx512_bf16's bf16" if "avx512_bf16" in features else ""))
+    if int8_default and int8_available and features & {"avx2", "avx512"}:
+        return GenerationPath("int8", torch.float32, True, "no AMX: int8 weights, a quarter of fp32's bytes per token")
     if "avx512_bf16" in features:
-        return GenerationPath("bf16", torch.bfloat16, False, "avx512_bf16: native bf16 matmuls")
-    return GenerationPath("fp32", torch.float32, False, "no AMX, no AVX-512-BF16, no int8 kernels: fp32")
+        return GenerationPath("fp32", torch.float32, False, "avx512_bf16 without AMX: bf16 decoding measured slower "
+                              "than fp32 here; int8 weights with --dtype int8")
+    return GenerationPath("fp32", torch.float32, False, "no native bf16" + ("; int8 weights with --dtype int8"
+                                                                            if int8_available and features else ""))
 
 
 def pick_device(device: str = "auto") -> torch.device:
