@@ -40,8 +40,9 @@ QuantOpt = typer.Option(None, "--quant",
                         help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, "
                              "can break small models), f16 or bf16.")
 DtypeOpt = typer.Option("auto", "--dtype",
-                        help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, else fp32), int8 "
-                             "(int8 weights: faster, answers close to fp32's, not equal), bf16 or fp32.")
+                        help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, else fp32), bf16, "
+                             "fp32, or int8 (int8 weights and activations: faster, but they degrade a small model's "
+                             "answers).")
 KnowledgeOpt = typer.Option(None, "--knowledge",
                             help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into "
                                  "each question; default: the run's own, if it was trained with one.")
@@ -492,7 +493,7 @@ def eval_command(
                                                      "--train-price-per-hour)."),
     train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
     dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
-                                                       "fp32), int8 (int8 weights), bf16 or fp32."),
+                                                       "fp32), bf16, fp32 or int8 (faster, degrades answers)."),
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
                                                "default: the run's own. Adds the +knowledge contenders and fact "

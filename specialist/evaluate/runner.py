@@ -245,6 +245,10 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     what = "adapter" if source.adapter else "weights"
     err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {what}…[/cyan]")
     err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
+    if path.int8:
+        from specialist.inference.engines import INT8_WARNING
+
+        err_console.print(INT8_WARNING)
     tuned = load_for_generation(source, path)
     # A LoRA run shares the base weights: one model, adapter toggled. A full fine-tune needs its base too.
     base = tuned if source.adapter is not None else load_for_generation(inputs.run.base_model, path)

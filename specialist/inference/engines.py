@@ -2,7 +2,8 @@
 
 - torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, on the
   generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, else
-  fp32); --dtype int8 runs int8 weights (faster on x86, answers close to fp32's, not equal).
+  fp32); --dtype int8 runs int8 weights and activations (faster on x86, but it failed eval
+  parity on the coffee specialist: benchmarks/README.md, hence the warning).
 - llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
   llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
   identical with) the bf16 model's. --quant q4_0 is faster again but can break a small model's
@@ -14,6 +15,9 @@ from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 
 ENGINES = ("torch", "llama.cpp")
+INT8_WARNING = ("[yellow]warning:[/yellow] int8 weights and activations change a small model's answers (on the "
+                "coffee specialist: style adherence, rules, chrF and facts well below the fp32/bf16 model's); "
+                "compare with --dtype fp32 before relying on them")
 
 
 def make_generator(model_ref: str, engine: str = "torch", threads: int | None = None,
@@ -46,6 +50,8 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
         except ValueError as exc:
             raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
         err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
+        if path.int8:
+            err_console.print(INT8_WARNING)
         # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
         return TorchGenerator(load_for_generation(model_ref, path, merge_adapter=True))
     if dtype != "auto":

@@ -78,8 +78,9 @@ class GenerationPath:
 
 
 GENERATION_DTYPES = ("auto", "int8", "bf16", "fp32")
-# int8 weights become the default where there is no AMX once `benchmarks/bench_engine_quality.py
-# --paths bf16,int8` shows eval parity (each metric within 2 points); until then they are asked for
+# int8 would become the default where there is no AMX once `benchmarks/bench_engine_quality.py
+# --paths bf16,int8` shows eval parity (each metric within 2 points). torch's dynamic int8 Linear
+# (activations quantized per tensor) failed it on the coffee specialist (benchmarks/README.md)
 INT8_BY_DEFAULT = False
 
 
@@ -91,8 +92,8 @@ def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu
     matrix units and is the fastest exact path. Without AMX, bf16 decoding is slower than fp32,
     even on a CPU with AVX-512-BF16 (its matmuls are native there, the rest of the decode step
     is not), so fp32 is the exact path. Int8 weights read a quarter of fp32's bytes per token
-    and are faster again, but change the answers: they are taken by default (`int8_default`)
-    only where their eval parity has been measured, and otherwise on request (--dtype int8)."""
+    and are faster again, but torch's dynamic int8 Linear changes this model's answers beyond
+    eval parity: it runs only on request (--dtype int8), unless `int8_default`."""
     if requested not in GENERATION_DTYPES:
         raise ValueError(f"unknown dtype {requested!r}; use one of {', '.join(GENERATION_DTYPES)}")
     if requested == "int8":
