@@ -28,15 +28,18 @@ def test_cpuinfo_flags_name_the_features():
     assert parse_cpu_features("model name\t: avx2 machine\nflags\t: fpu\n") == set()
 
 
-@pytest.mark.parametrize(("cpuinfo", "int8_kernels", "int8_default", "expected"), [
-    (SAPPHIRE_RAPIDS, True, True, "bf16"),  # AMX: bf16 on the matrix units
-    (EPYC_ZEN4, True, False, "fp32"),       # avx512_bf16 without AMX: bf16 decodes slower than fp32
-    (EPYC_ZEN4, True, True, "int8"),        # int8 once its eval parity is measured
-    (EPYC_ZEN4, False, True, "fp32"),       # no quantized engine in this torch
-    (EPYC_ZEN2, True, True, "int8"),        # AVX2 only
-    (EPYC_ZEN2, True, False, "fp32"),
-    (OLD_X86, True, True, "fp32"),          # no AVX2: no fast int8 kernels
-])
+@pytest.mark.parametrize(
+    ("cpuinfo", "int8_kernels", "int8_default", "expected"),
+    [
+        (SAPPHIRE_RAPIDS, True, True, "bf16"),  # AMX: bf16 on the matrix units
+        (EPYC_ZEN4, True, False, "fp32"),  # avx512_bf16 without AMX: bf16 decodes slower than fp32
+        (EPYC_ZEN4, True, True, "int8"),  # int8 once its eval parity is measured
+        (EPYC_ZEN4, False, True, "fp32"),  # no quantized engine in this torch
+        (EPYC_ZEN2, True, True, "int8"),  # AVX2 only
+        (EPYC_ZEN2, True, False, "fp32"),
+        (OLD_X86, True, True, "fp32"),  # no AVX2: no fast int8 kernels
+    ],
+)
 def test_the_path_per_cpu(cpuinfo, int8_kernels, int8_default, expected):
     path = generation_path(parse_cpu_features(cpuinfo), "cpu", "auto", int8_kernels, int8_default)
     assert path.name == expected
@@ -66,8 +69,14 @@ def test_an_unknown_dtype_is_refused():
 
 
 # ------------------------------------------------------------------ int8 against fp32
-PROMPTS = ["Hello, how are you?", "Tell me about coffee.", "What is the price of the beans?",
-           "Where is the shop?", "Can I pay by card?", "Do you ship abroad?"]
+PROMPTS = [
+    "Hello, how are you?",
+    "Tell me about coffee.",
+    "What is the price of the beans?",
+    "Where is the shop?",
+    "Can I pay by card?",
+    "Do you ship abroad?",
+]
 
 
 def test_int8_weights_answer_like_fp32_on_a_tiny_model(lively_chat_model):
@@ -121,8 +130,9 @@ def test_the_torch_engine_says_which_path_it_took(lively_chat_model, run_cli):
     proc = run_cli("generate", "--model", lively_chat_model, "--prompt", "Hello", "--max-new-tokens", "4")
     assert proc.exit_code == 0, proc.stderr
     assert f"generation path: {choose_path().name} (" in proc.stderr
-    proc = run_cli("generate", "--model", lively_chat_model, "--prompt", "Hello", "--max-new-tokens", "4",
-                   "--dtype", "fp32")
+    proc = run_cli(
+        "generate", "--model", lively_chat_model, "--prompt", "Hello", "--max-new-tokens", "4", "--dtype", "fp32"
+    )
     assert proc.exit_code == 0, proc.stderr
     assert "generation path: fp32 (asked for" in proc.stderr
     proc = run_cli("generate", "--model", lively_chat_model, "--prompt", "Hello", "--dtype", "int4")
@@ -145,8 +155,13 @@ def test_bench_names_the_cpu_its_features_and_the_path(tmp_path, monkeypatch, ru
 
     doc = json.loads(run_cli("bench", "--json", env=env).stdout)
     assert doc["machine"]["cpu"] == "AMD EPYC 9R14"
-    assert doc["machine"]["cpu_features"] == {"amx": False, "avx512_bf16": True, "avx512": True, "avx2": True,
-                                              "vnni": True}
+    assert doc["machine"]["cpu_features"] == {
+        "amx": False,
+        "avx512_bf16": True,
+        "avx512": True,
+        "avx2": True,
+        "vnni": True,
+    }
     assert doc["machine"]["generation_path"]["path"] == device.generation_path(zen4).name
     assert doc["benchmarks"][0]["name"] == "fake"
 
@@ -162,8 +177,7 @@ def test_path_parity_holds_each_eval_metric_within_two_points():
 
     def report(adherence, rules, chrf, facts, answers):
         metrics = {"style_adherence": adherence, "rule_pass_rate": rules, "chrf": chrf, "fact_accuracy": facts}
-        return {"contenders": [{"name": "fine-tuned", "metrics": metrics,
-                                "answers": [{"answer": a} for a in answers]}]}
+        return {"contenders": [{"name": "fine-tuned", "metrics": metrics, "answers": [{"answer": a} for a in answers]}]}
 
     reference = report(0.90, 0.80, 30.0, 0.10, ["a", "b"])
     [close] = quality.parity(reference, report(0.915, 0.79, 28.5, 0.11, ["a", "c"]))

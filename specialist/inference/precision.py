@@ -34,8 +34,11 @@ def quantize_int8(model: Any) -> Any:
     """Int8 weights for every Linear of an fp32 `model` except a LoRA adapter's own, in place."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    names = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear) and ".lora_" not in f".{name}"}
+    names = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".lora_" not in f".{name}"
+    }
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; its x86 int8 Linear is still the
         # one torch ships, and choose_path falls back to bf16/fp32 when it is gone
@@ -44,8 +47,9 @@ def quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
 
 
-def load_for_generation(ref: str | ModelSource, path: GenerationPath | None = None, device: str = "auto",
-                        merge_adapter: bool = False) -> LoadedModel:
+def load_for_generation(
+    ref: str | ModelSource, path: GenerationPath | None = None, device: str = "auto", merge_adapter: bool = False
+) -> LoadedModel:
     """load_model on a generation path (default: this machine's); `.path` says which."""
     path = path or choose_path("auto", device)
     loaded = load_model(ref, dtype=path.dtype, device=device, merge_adapter=merge_adapter)
