@@ -49,11 +49,13 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
             path = choose_path(dtype)
         except ValueError as exc:
             raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
-        err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
+        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
+        generator = TorchGenerator(load_for_generation(model_ref, path, merge_adapter=True))
+        # said once the model has loaded: a reference that does not load gets its one-line error alone
+        err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False, soft_wrap=True)
         if path.int8:
             err_console.print(INT8_WARNING)
-        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
-        return TorchGenerator(load_for_generation(model_ref, path, merge_adapter=True))
+        return generator
     if dtype != "auto":
         raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
     from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
