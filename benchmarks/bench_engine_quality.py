@@ -13,6 +13,19 @@ on their own (end-of-turn) rather than running into the token limit, and decodin
 A quantized type is called faithful here when its chrF against torch is at least 60% of the
 f16 export's (i.e. the drift is that of precision, not of broken weights) and at least as many
 answers end on their own as with torch, minus one in ten.
+
+With --paths, the torch engine's generation paths (models.device.generation_path: int8 weights,
+bf16, fp32) are held to what `specialist eval` measures instead: each path runs the whole eval
+of a trained run (its base-model answers, the style classifier's generic answers and the
+fine-tuned answers all on that path) on the coffee facts + the first --style-prompts of the
+coffee eval set, and a path has parity when style adherence, rule pass rate, chrF and fact
+accuracy of every contender are each within 2 points of the reference path's (the first one):
+
+    python benchmarks/bench_engine_quality.py --model RUN --paths bf16,int8 [--style-prompts 24]
+        [--contenders fine-tuned] [--reference-report REPORT.json] [--json]
+
+--reference-report takes the reference path's report from an earlier eval with the same
+settings instead of running it again.
 """
 
 from __future__ import annotations
@@ -84,6 +97,85 @@ def run(model: str, data: Path, prompts: int = 12, max_new_tokens: int = 128,
             "load_average": os.getloadavg()[0], "rows": rows}
 
 
+# ------------------------------------------------------------------ generation paths
+PARITY_METRICS = ("style_adherence", "rule_pass_rate", "chrf", "fact_accuracy")  # as eval reports them
+PARITY_POINTS = 2.0
+EVAL_ON_PATH = r"""
+import json, sys
+from pathlib import Path
+from specialist.evaluate.runner import EvalSettings, run_eval
+run, data, dtype, out, contenders, coffee = sys.argv[1:7]
+coffee = Path(coffee)
+doc = run_eval(EvalSettings(model=run, data=Path(data), system_prompt=coffee / "system_prompt.txt",
+                            rules=coffee / "eval.yaml", knowledge=coffee / "knowledge",
+                            knowledge_system_prompt=coffee / "system_prompt_knowledge.txt",
+                            train_data=coffee / "train.jsonl", contenders=tuple(contenders.split(",")) or None,
+                            dtype=dtype))
+Path(out).write_text(json.dumps(doc, ensure_ascii=False))
+"""
+
+
+def points(metric: str, value: float | None) -> float | None:
+    """A metric on a 0-100 scale (chrF already is; shares are scaled)."""
+    if value is None:
+        return None
+    return float(value) if metric == "chrf" else 100.0 * float(value)
+
+
+def parity(reference: dict, candidate: dict) -> list[dict]:
+    """One row per contender of two eval reports: each PARITY_METRICS figure in points, its
+    difference from the reference, identical answers, and whether all are within 2 points."""
+    rows = []
+    ref = {c["name"]: c for c in reference["contenders"]}
+    for c in candidate["contenders"]:
+        if c["name"] not in ref:
+            continue
+        row: dict = {"contender": c["name"]}
+        ok = True
+        for m in PARITY_METRICS:
+            a, b = points(m, ref[c["name"]]["metrics"].get(m)), points(m, c["metrics"].get(m))
+            row[m] = None if b is None else round(b, 1)
+            delta = None if a is None or b is None else round(b - a, 1)
+            row[f"{m}_delta"] = delta
+            ok = ok and (delta is None or abs(delta) <= PARITY_POINTS)
+        pairs = list(zip(ref[c["name"]]["answers"], c["answers"]))
+        row["identical_answers"] = f"{sum(x['answer'] == y['answer'] for x, y in pairs)}/{len(pairs)}"
+        row["parity"] = ok
+        rows.append(row)
+    return rows
+
+
+def path_parity(model: str, paths: tuple[str, ...], style_prompts: int = 24,
+                contenders: tuple[str, ...] = ("zero-shot", "fine-tuned"), reference_report: Path | None = None,
+                coffee: Path = ROOT / "examples" / "coffee") -> dict:
+    """Eval of `model` on each path (the first is the reference) and the parity rows."""
+    records = [json.loads(x) for x in (coffee / "facts.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    records += [json.loads(x) for x in (coffee / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+                if x.strip()][:style_prompts]
+    reports: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "facts_and_style.jsonl"
+        data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        for i, path in enumerate(paths):
+            if i == 0 and reference_report is not None:
+                reports[path] = json.loads(reference_report.read_text(encoding="utf-8"))
+                continue
+            out = Path(tmp) / f"{path}.json"
+            proc = subprocess.run([sys.executable, "-c", EVAL_ON_PATH, model, str(data), path, str(out),
+                                   ",".join(contenders), str(coffee)], capture_output=True, text=True, timeout=14400)
+            if proc.returncode != 0:
+                raise RuntimeError(f"eval --dtype {path}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+            reports[path] = json.loads(out.read_text(encoding="utf-8"))
+    reference = reports[paths[0]]
+    rows = [{"path": p, **row} for p in paths[1:] for row in parity(reference, reports[p])]
+    chosen = [r["path"] for r in rows]
+    return {"model": model, "prompts": len(records), "reference_path": paths[0], "paths": list(paths),
+            "reference": [{"path": paths[0], **row} for row in parity(reference, reference)],
+            "rows": rows, "parity": {p: all(r["parity"] for r in rows if r["path"] == p) for p in set(chosen)},
+            "generation": {p: reports[p]["settings"].get("generation") for p in paths},
+            "load_average": os.getloadavg()[0]}
+
+
 def bench(quick: bool = False) -> dict:
     """The `specialist bench` entry point, on the embedded base model and the coffee prompts
     (quick: 2 prompts, 8 tokens, q8_0 only). Without llama-cpp-python there is nothing to compare."""
@@ -103,8 +195,29 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--quant", action="append", help="GGUF types to compare (default: f16, q8_0, q4_0)")
+    parser.add_argument("--paths", help="torch generation paths to hold to eval parity, reference first "
+                                        "(e.g. bf16,int8); --model must be a trained run")
+    parser.add_argument("--style-prompts", type=int, default=24,
+                        help="coffee eval prompts added to the facts (--paths)")
+    parser.add_argument("--contenders", default="zero-shot,fine-tuned", help="eval contenders (--paths)")
+    parser.add_argument("--reference-report", type=Path, help="the reference path's eval report, if already made")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.paths:
+        doc = path_parity(args.model, tuple(args.paths.split(",")), args.style_prompts,
+                          tuple(args.contenders.split(",")), args.reference_report)
+        if args.json:
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
+            return
+        print(f"{args.model}: {doc['prompts']} prompts, reference path {doc['reference_path']}, "
+              f"load average {doc['load_average']:.1f}")
+        for r in doc["reference"] + doc["rows"]:
+            ref = r["path"] == doc["reference_path"]
+            figures = "  ".join(f"{m} {r[m]}" + ("" if ref else f" ({r[m + '_delta']:+})")
+                                for m in PARITY_METRICS if r[m] is not None)
+            print(f"  {r['path']:5s} {r['contender']:12s} {figures}  identical {r['identical_answers']}"
+                  + ("" if ref else ("  parity" if r["parity"] else "  NO PARITY")))
+        return
     result = run(args.model, args.data, args.prompts, args.max_new_tokens, tuple(args.quant or ("f16", "q8_0", "q4_0")))
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -5,10 +5,11 @@ Targets (issue "use the specialist"): one stream at >= 60 tokens/s, and 8 batche
 
 Measured, each with fixed-length answers (no end-of-turn or stop string ends a row early, so
 every configuration generates the same number of tokens), prompt reading included:
-1. --engine torch: transformers generate with a KV cache in the dtype `auto` picks (bf16 on
-   AMX CPUs), one stream and a batch of 8, with 1 and with all torch threads (on a shared
-   2-core machine a second OpenMP thread that waits for a busy core costs more than it
-   brings), and once with a static KV cache;
+1. --engine torch: transformers generate with a KV cache on each generation path
+   (models.device.generation_path: fp32, int8 weights, and bf16 where the CPU has native bf16),
+   one stream and a batch of 8, with 1 and with all torch threads (on a shared 2-core machine a
+   second OpenMP thread that waits for a busy core costs more than it brings), and the path
+   this CPU gets by default once with a static KV cache;
 2. --engine llama.cpp (if llama-cpp-python is installed): specialist's llama.cpp engine on the
    model exported to q8_0 (what `--engine llama.cpp` runs) and to q4_0 (faster, but it breaks
    this model's answers: bench_engine_quality.py), one stream and a batch of 8 as parallel
@@ -38,14 +39,14 @@ TARGET_BATCH_SPEEDUP = 4.0
 PROMPTS = [f"Opowiedz mi o kawie numer {i} z naszej palarni." for i in range(8)]
 
 
-def _pytorch(model: str, tokens: int, threads: int, static: bool) -> dict:
+def _pytorch(model: str, tokens: int, threads: int, static: bool, path: str = "auto") -> dict:
     import torch
 
-    from specialist.models.resolve import load_model
+    from specialist.inference.precision import choose_path, load_for_generation
     from specialist.models.template import build_messages
 
     torch.set_num_threads(threads)
-    loaded = load_model(model)
+    loaded = load_for_generation(model, choose_path(path))
     from specialist.inference.torch_engine import TorchGenerator
 
     gen = TorchGenerator(loaded)
@@ -64,7 +65,8 @@ def _pytorch(model: str, tokens: int, threads: int, static: bool) -> dict:
     run(PROMPTS[:1])  # warm-up (weights paged in, kernels chosen)
     single = max(run(PROMPTS[:1]) for _ in range(2))
     batched = run(PROMPTS)
-    return {"engine": "torch", "dtype": str(loaded.dtype).replace("torch.", ""), "threads": threads,
+    return {"engine": "torch", "path": loaded.path.name, "dtype": str(loaded.dtype).replace("torch.", ""),
+            "default_path": loaded.path.name == choose_path().name, "threads": threads,
             "kv_cache": "static" if static else "dynamic", "single_tokens_per_s": round(single, 1),
             "batch8_tokens_per_s": round(batched, 1), "batch_speedup": round(batched / single, 2)}
 
@@ -121,11 +123,18 @@ def run(model: str = "gemma-3-270m", tokens: int = 64, quants: tuple[str, ...] =
 
     import torch
 
+    from specialist.inference.precision import int8_available
+    from specialist.models.device import cpu_supports_bf16
+
     cores = os.cpu_count() or 1
+    # bf16 only where it is native: emulated, it is many times slower than fp32 (minutes per row)
+    paths = ["fp32", *(["int8"] if int8_available() else []), *(["bf16"] if cpu_supports_bf16() else [])]
     configs = []
-    for threads in sorted({1, torch.get_num_threads()}):
-        configs.append(_pytorch(model, tokens, threads, static=False))
-    best_threads = max(configs, key=lambda c: c["single_tokens_per_s"])["threads"]
+    for path in paths:
+        for threads in sorted({1, torch.get_num_threads()}):
+            configs.append(_pytorch(model, tokens, threads, static=False, path=path))
+    default = [c for c in configs if c["default_path"]] or configs
+    best_threads = max(default, key=lambda c: c["single_tokens_per_s"])["threads"]
     configs.append(_pytorch(model, tokens, best_threads, static=True))
     if llama_cpp and importlib.util.find_spec("llama_cpp") is not None:
         from specialist.inference.gguf_cache import engine_gguf
@@ -138,9 +147,11 @@ def run(model: str = "gemma-3-270m", tokens: int = 64, quants: tuple[str, ...] =
                 and (c["engine"] == "torch" or c["quant"] in FAITHFUL_QUANTS)]
     best_single = max(measured, key=lambda c: c["single_tokens_per_s"])
     best_batch = max(measured, key=lambda c: c["batch8_tokens_per_s"])
+    for c in measured:
+        c["label"] = f"torch {c['path']}" if c["engine"] == "torch" else f"llama.cpp {c['quant']}"
     engines = {}
-    for c in measured:  # each engine's best single stream and best batch of 8
-        e = engines.setdefault(c["engine"], {"single_tokens_per_s": 0.0, "batch8_tokens_per_s": 0.0})
+    for c in measured:  # each engine's (torch: each path's) best single stream and best batch of 8
+        e = engines.setdefault(c["label"], {"single_tokens_per_s": 0.0, "batch8_tokens_per_s": 0.0})
         e["single_tokens_per_s"] = max(e["single_tokens_per_s"], c["single_tokens_per_s"])
         e["batch8_tokens_per_s"] = max(e["batch8_tokens_per_s"], c["batch8_tokens_per_s"])
     for e in engines.values():
@@ -151,8 +162,8 @@ def run(model: str = "gemma-3-270m", tokens: int = 64, quants: tuple[str, ...] =
     return {
         "model": model, "tokens_per_answer": tokens, "cores": cores, "load_average": os.getloadavg()[0],
         "configs": configs, "engines": engines,
-        "best_single_tokens_per_s": single, "best_single_engine": best_single["engine"],
-        "best_batch8_tokens_per_s": best_batch["batch8_tokens_per_s"], "best_batch8_engine": best_batch["engine"],
+        "best_single_tokens_per_s": single, "best_single_engine": best_single["label"],
+        "best_batch8_tokens_per_s": best_batch["batch8_tokens_per_s"], "best_batch8_engine": best_batch["label"],
         "batch_speedup": speedup,
         "target_single_tokens_per_s": TARGET_SINGLE, "target_batch_speedup": TARGET_BATCH_SPEEDUP,
         "single_ok": single >= TARGET_SINGLE, "batch_ok": speedup >= TARGET_BATCH_SPEEDUP,
@@ -194,7 +205,7 @@ def main() -> None:
     print(f"generation speed, {args.model}, {args.tokens} tokens per answer, load average {result['load_average']:.1f}")
     for c in result["configs"]:
         label = f"{c['engine']:9s} threads={c['threads']}"
-        what = f"{c['dtype']} {c['kv_cache']} cache" if c["engine"] == "torch" else c["gguf"]
+        what = f"{c['path']} {c['kv_cache']} cache" if c["engine"] == "torch" else c["gguf"]
         if "error" in c:
             print(f"  {label} {what}: {c['error']}")
             continue

@@ -84,6 +84,26 @@ def run_benchmarks(names: list[str] | None = None, quick: bool = False,
     return results
 
 
+def machine_info() -> dict[str, Any]:
+    """The CPU the figures come from, the features the precision choices read, and the
+    generation path chosen here, so that a figure is never read without its machine."""
+    from specialist.inference.precision import choose_path
+    from specialist.models.device import CPU_FEATURES, available_cpus, cpu_features, cpu_name
+
+    found = cpu_features()
+    return {"cpu": cpu_name(), "cores": available_cpus(), "load_average": round(os.getloadavg()[0], 2),
+            "cpu_features": {f: f in found for f in CPU_FEATURES}, "generation_path": choose_path().describe()}
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    found = [f for f, yes in machine["cpu_features"].items() if yes]
+    missing = [f for f, yes in machine["cpu_features"].items() if not yes]
+    path = machine["generation_path"]
+    return (f"{machine['cpu'] or 'unknown CPU'}, {machine['cores']} cores, load {machine['load_average']}; "
+            f"CPU features: {', '.join(found) or 'none'}" + (f" (no {', '.join(missing)})" if missing else "")
+            + f"; generation path: {path['path']} ({path['reason']})")
+
+
 def rich_tables(results: list[dict[str, Any]]) -> list[Any]:
     from rich.table import Table
 

@@ -32,13 +32,17 @@ app.add_typer(models_app, name="models")
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
                         help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
 EngineOpt = typer.Option("torch", "--engine",
-                         help="torch (the trained weights, bf16) or llama.cpp (an 8-bit GGUF, ~2.5x faster on a CPU; "
-                              "needs llama-cpp-python).")
+                         help="torch (the trained weights on this CPU's generation path, see --dtype) or llama.cpp "
+                              "(an 8-bit GGUF; needs llama-cpp-python).")
 ThreadsOpt = typer.Option(None, "--threads", min=1,
                           help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant",
                         help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, "
                              "can break small models), f16 or bf16.")
+DtypeOpt = typer.Option("auto", "--dtype",
+                        help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, else fp32), bf16, "
+                             "fp32, or int8 (int8 weights and activations: faster, but they degrade a small model's "
+                             "answers).")
 KnowledgeOpt = typer.Option(None, "--knowledge",
                             help="Knowledge base (Markdown/text file, folder, or JSONL of passages) retrieved into "
                                  "each question; default: the run's own, if it was trained with one.")
@@ -119,6 +123,7 @@ def generate(
     engine: str = EngineOpt,
     threads: int | None = ThreadsOpt,
     quant: str | None = QuantOpt,
+    dtype: str = DtypeOpt,
     knowledge: Path | None = KnowledgeOpt,
     top_k: int | None = TopKOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -137,7 +142,8 @@ def generate(
     context = _open_knowledge(model, knowledge, top_k)  # a bad knowledge base fails before the model loads
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     # one prompt needs one sequence of llama.cpp's cache, a file a batch of them
-    load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size if input_file else 1)  # noqa: E731
+    load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size if input_file else 1,  # noqa: E731
+                                  dtype=dtype)
     if input_file is not None:
         _generate_file(model, load, input_file, output_file, settings, batch_size, system, as_json, context)
         return
@@ -170,6 +176,7 @@ def chat(
     engine: str = EngineOpt,
     threads: int | None = ThreadsOpt,
     quant: str | None = QuantOpt,
+    dtype: str = DtypeOpt,
     knowledge: Path | None = KnowledgeOpt,
     top_k: int | None = TopKOpt,
 ) -> None:
@@ -182,7 +189,7 @@ def chat(
 
     system_text = read_text(system).strip() if system else None
     context = _open_knowledge(model, knowledge, top_k)
-    generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context)
+    generator = make_generator(model, engine, threads, quant, max_batch=1, context_length=max_context, dtype=dtype)
     session = ChatSession(generator, system_text, min(max_context or 4096, generator.context_length),
                           GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature,
                                              top_p=top_p, seed=seed), knowledge=context)
@@ -485,7 +492,8 @@ def eval_command(
                                                 help="Price of 1M prompt tokens: break-even in money (with "
                                                      "--train-price-per-hour)."),
     train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16 or fp32."),
+    dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
+                                                       "fp32), bf16, fp32 or int8 (faster, degrades answers)."),
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
                                                "default: the run's own. Adds the +knowledge contenders and fact "
@@ -680,7 +688,7 @@ def bench(
 ) -> None:
     """The speed benchmarks in benchmarks/ (training vs the TRL recipe first)."""
     _quiet_libraries()
-    from specialist.bench import discover, rich_tables, run_benchmarks
+    from specialist.bench import discover, machine_info, machine_line, rich_tables, run_benchmarks
 
     if list_only:
         found = discover()
@@ -691,9 +699,12 @@ def bench(
             for b in found.values():
                 console.print(f"[bold]{b.name}[/bold]  {b.description}", highlight=False)
         return
+    machine = machine_info()
+    if not as_json:
+        console.print(machine_line(machine), highlight=False, markup=False, soft_wrap=True)
     results = run_benchmarks(names or None, quick=quick)
     if as_json:
-        _print_json({"benchmarks": results})
+        _print_json({"machine": machine, "benchmarks": results})
     else:
         for table in rich_tables(results):
             console.print(table)

@@ -58,9 +58,10 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
+    from specialist.inference.precision import load_for_generation
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
-    from specialist.models.resolve import load_model, resolve
+    from specialist.models.resolve import resolve
     from specialist.models.template import build_messages
     from specialist.train import train
 
@@ -93,7 +94,8 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.knowledge.runtime import open_knowledge
 
     context = open_knowledge(None, str(run_dir))  # the run's own snapshot, as generate/chat/serve use it
-    loaded = load_model(str(run_dir))
+    loaded = load_for_generation(str(run_dir))
+    console.print(f"generation path: {loaded.path.name} ({loaded.path.reason})", style="dim", highlight=False)
     generator = TorchGenerator(loaded)
     shown = shown_questions(s) if s.knowledge else [{"prompt": p} for p in _eval_prompts(s.eval_data)[: s.show]]
     prompts = [q["prompt"] for q in shown]

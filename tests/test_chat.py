@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from specialist.inference.generator import Generator
+from specialist.inference.precision import load_for_generation
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
@@ -61,8 +62,8 @@ def test_cli_chat_with_piped_stdin(lively_chat_model, generator, tmp_path, run_c
     assert "history cleared" in proc.stderr
     answers = bot_lines(proc.stdout)
     assert len(answers) == 3  # the empty line is skipped, nothing is read after /exit
-    # the CLI loads bf16 on CPUs that support it; compare with the same dtype
-    gen = TorchGenerator(load_model(str(lively_chat_model)))
+    # the CLI runs this CPU's generation path (int8 weights, bf16 or fp32); compare on the same path
+    gen = TorchGenerator(load_for_generation(str(lively_chat_model)))
     first = gen.generate([build_messages("Hello", "Be nice.")], SETTINGS)[0].text
     with_history = gen.generate([build_messages("And then?", "Be nice.", [
         {"role": "user", "content": "Hello"}, {"role": "assistant", "content": first}])], SETTINGS)[0].text

@@ -229,18 +229,31 @@ class ContenderResult:
 def run_eval(s: EvalSettings) -> dict[str, Any]:
     """Evaluate and return the report document (see report.build_report)."""
     from specialist.evaluate.report import build_report
+    from specialist.inference.precision import choose_path, load_for_generation
     from specialist.inference.sampling import GenerationSettings
     from specialist.inference.torch_engine import TorchGenerator
-    from specialist.models.resolve import load_model, resolve
+    from specialist.models.device import cpu_features
+    from specialist.models.resolve import resolve
     from specialist.models.template import encode_prompt
 
     inputs = gather_inputs(s)
+    try:
+        path = choose_path(s.dtype)
+    except ValueError as exc:
+        raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
     source = resolve(str(inputs.run.path))
     what = "adapter" if source.adapter else "weights"
     err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {what}…[/cyan]")
-    tuned = load_model(source, dtype=s.dtype)
+    err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
+    if path.int8:
+        from specialist.inference.engines import INT8_WARNING
+
+        err_console.print(INT8_WARNING)
+    tuned = load_for_generation(source, path)
     # A LoRA run shares the base weights: one model, adapter toggled. A full fine-tune needs its base too.
-    base = tuned if source.adapter is not None else load_model(inputs.run.base_model, dtype=s.dtype)
+    base = tuned if source.adapter is not None else load_for_generation(inputs.run.base_model, path)
+    # int8 weights load as fp32: the cache tells the two apart by the path
+    answers_dtype = "int8" if path.int8 else base.dtype
     tokenizer = tuned.tokenizer
     references = [p.completion for p in inputs.eval_examples]
     max_new = s.max_new_tokens or default_max_new_tokens(tokenizer, references)
@@ -278,7 +291,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_examples, contexts)]
             advance = step(f"{c.name}: answering", len(convs))
             # the base model's answers do not depend on the run: kept for the next eval
-            key = (cache_key(base_weights, c.name, convs, references, settings, s.batch_size, base.dtype)
+            key = (cache_key(base_weights, c.name, convs, references, settings, s.batch_size, answers_dtype)
                    if s.cache and c.kind == "base" else None)
             replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance)
             if hit:
@@ -301,7 +314,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             replies = endpoint.answer(convs, max_new, s.seed, count, step(f"{c.name}: answering", len(convs)))
             results.append(ContenderResult(c, replies, None))
         classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step,
-                                       base_weights, from_cache)
+                                       base_weights, from_cache, answers_dtype)
 
     usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
                                            [x.completion_tokens for x in r.replies],
@@ -325,13 +338,14 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         knowledge["system_prompt"] = (str(inputs.knowledge_system_prompt_path)
                                       if inputs.knowledge_system_prompt_path else None)
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
+    doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features())}
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
     return doc
 
 
 def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, s: EvalSettings,
                       step: Callable[[str, int], Callable[[int], None]], base_weights: str = "",
-                      from_cache: list[str] | None = None) -> StyleClassifier:
+                      from_cache: list[str] | None = None, answers_dtype: Any = None) -> StyleClassifier:
     """Target style: the training completions. Generic: the zero-shot base model's answers to
     (a seeded sample of) the training prompts: what the model says before specialising."""
     n = min(s.style_negatives, len(inputs.train_examples))
@@ -344,7 +358,8 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
         with adapter_enabled(base.model, False):
             return answer_locally(generator, convs, settings, s.batch_size, advance), None
 
-    key = cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, base.dtype) if s.cache else None
+    key = (cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, answers_dtype or base.dtype)
+           if s.cache else None)
     replies, _, hit = cached(key, compute, advance)
     if hit and from_cache is not None:
         from_cache.append("style classifier (generic answers)")

@@ -1,7 +1,9 @@
 """--engine: which runtime decodes for generate, chat and serve.
 
-- torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, bf16 on CPUs
-  that have it; answers exactly like the model that was trained and evaluated.
+- torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, on the
+  generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, else
+  fp32); --dtype int8 runs int8 weights and activations (faster on x86, but it failed eval
+  parity on the coffee specialist: benchmarks/README.md, hence the warning).
 - llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
   llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
   identical with) the bf16 model's. --quant q4_0 is faster again but can break a small model's
@@ -13,16 +15,22 @@ from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 
 ENGINES = ("torch", "llama.cpp")
+INT8_WARNING = ("[yellow]warning:[/yellow] int8 weights and activations change a small model's answers (on the "
+                "coffee specialist: style adherence, rules, chrF and facts well below the fp32/bf16 model's); "
+                "compare with --dtype fp32 before relying on them")
 
 
 def make_generator(model_ref: str, engine: str = "torch", threads: int | None = None,
-                   quant: str | None = None, max_batch: int = 8, context_length: int | None = None) -> Generator:
+                   quant: str | None = None, max_batch: int = 8, context_length: int | None = None,
+                   dtype: str = "auto") -> Generator:
     """The Generator for a model reference on the chosen engine. `threads` caps the CPU
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
     GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
-    `max_batch` sequences of `context_length` tokens (default 4096) in its cache."""
+    `max_batch` sequences of `context_length` tokens (default 4096) in its cache. `dtype` is
+    the torch engine's generation path (auto: this CPU's; int8, bf16 or fp32); the path taken
+    is printed on stderr."""
     from specialist.inference import llama_cpp_engine as lc
-    from specialist.models.resolve import gguf_file, load_model, load_tokenizer
+    from specialist.models.resolve import gguf_file, load_tokenizer
 
     if engine not in ENGINES:
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
@@ -33,10 +41,23 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
             import torch
 
             torch.set_num_threads(threads)
-        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
+        from specialist.console import err_console
+        from specialist.inference.precision import choose_path, load_for_generation
         from specialist.inference.torch_engine import TorchGenerator
 
-        return TorchGenerator(load_model(model_ref, merge_adapter=True))
+        try:
+            path = choose_path(dtype)
+        except ValueError as exc:
+            raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
+        # a merged adapter answers the same at the cost of the base model alone (no LoRA matmuls)
+        generator = TorchGenerator(load_for_generation(model_ref, path, merge_adapter=True))
+        # said once the model has loaded: a reference that does not load gets its one-line error alone
+        err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False, soft_wrap=True)
+        if path.int8:
+            err_console.print(INT8_WARNING)
+        return generator
+    if dtype != "auto":
+        raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
     from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
     from specialist.models.gguf_writer import OUTTYPES
 

@@ -35,6 +35,7 @@ class TorchGenerator(Generator):
         super().__init__(loaded.tokenizer, int(getattr(config, "max_position_embeddings", 0) or 2048))
         self.model = loaded.model
         self.device = loaded.device
+        self.path = loaded.path  # the generation path it was loaded on, if load_for_generation loaded it
 
     def batch_inputs(self, prompts: list[list[int]]) -> dict[str, torch.Tensor]:
         """`generate`'s inputs for a batch: left padding, so every row's last token is its prompt's last."""

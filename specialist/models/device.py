@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -16,16 +17,104 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+# The CPU features the precision choices depend on, as `specialist bench` reports them.
+CPU_FEATURES = ("amx", "avx512_bf16", "avx512", "avx2", "vnni")
+# /proc/cpuinfo flag -> feature
+_FLAGS = {"amx_bf16": "amx", "amx_int8": "amx", "avx512_bf16": "avx512_bf16", "avx512f": "avx512", "avx2": "avx2",
+          "avx512_vnni": "vnni", "avx_vnni": "vnni"}
+
+
+def parse_cpu_features(cpuinfo: str) -> frozenset[str]:
+    """The CPU_FEATURES named by the flags lines of a /proc/cpuinfo text."""
+    flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+             for f in line.partition(":")[2].split()}
+    return frozenset(feature for flag, feature in _FLAGS.items() if flag in flags)
+
+
 @functools.cache
-def cpu_supports_bf16() -> bool:
-    """True where the CPU computes bf16 matmuls natively (AVX-512-BF16 or AMX): there bf16 is
-    several times faster than fp32. Elsewhere bf16 on a CPU is emulated and slow."""
+def cpu_features() -> frozenset[str]:
+    """This machine's CPU_FEATURES (empty where /proc/cpuinfo cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
+            return parse_cpu_features(fh.read())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The CPU's model name, for benchmark figures ("" where unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU computes bf16 matmuls natively (AVX-512-BF16 or AMX): there bf16
+    training is several times faster than fp32. Elsewhere bf16 on a CPU is emulated and slow."""
+    return bool({"avx512_bf16", "amx"} & cpu_features())
+
+
+@dataclass(frozen=True)
+class GenerationPath:
+    """How a model is run for generation: the dtype its weights load in, and whether its
+    Linear layers then get int8 weights (activations quantized on the fly)."""
+
+    name: str  # "bf16", "fp32", "fp16" or "int8"
+    dtype: torch.dtype
+    int8: bool
+    reason: str
+
+    def describe(self) -> dict[str, object]:
+        return {"path": self.name, "dtype": str(self.dtype).removeprefix("torch."), "int8_weights": self.int8,
+                "reason": self.reason}
+
+
+GENERATION_DTYPES = ("auto", "int8", "bf16", "fp32")
+# int8 would become the default where there is no AMX once `benchmarks/bench_engine_quality.py
+# --paths bf16,int8` shows eval parity (each metric within 2 points). torch's dynamic int8 Linear
+# (activations quantized per tensor) failed it on the coffee specialist (benchmarks/README.md)
+INT8_BY_DEFAULT = False
+
+
+def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu", requested: str = "auto",
+                    int8_available: bool = True, int8_default: bool = INT8_BY_DEFAULT) -> GenerationPath:
+    """The generation path for a CPU with `features`: the one place this choice is made.
+
+    Measured (benchmarks/README.md, "Generation path per CPU"): with AMX, bf16 runs on the
+    matrix units and is the fastest exact path. Without AMX, bf16 decoding is slower than fp32,
+    even on a CPU with AVX-512-BF16 (its matmuls are native there, the rest of the decode step
+    is not), so fp32 is the exact path. Int8 weights read a quarter of fp32's bytes per token
+    and are faster again, but torch's dynamic int8 Linear changes this model's answers beyond
+    eval parity: it runs only on request (--dtype int8), unless `int8_default`."""
+    if requested not in GENERATION_DTYPES:
+        raise ValueError(f"unknown dtype {requested!r}; use one of {', '.join(GENERATION_DTYPES)}")
+    if requested == "int8":
+        if device_type != "cpu" or not int8_available:
+            raise ValueError("int8 weights need a CPU and torch's quantized Linear (x86 with AVX2, or ARM)")
+        return GenerationPath("int8", torch.float32, True, "asked for (--dtype int8)")
+    if requested != "auto":
+        return GenerationPath(requested, pick_dtype(requested), False, f"asked for (--dtype {requested})")
+    if device_type != "cpu":
+        dtype = pick_dtype("auto", torch.device(device_type))
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+        return GenerationPath(name, dtype, False, f"{device_type}: its own half precision")
+    if "amx" in features:
+        return GenerationPath("bf16", torch.bfloat16, False, "AMX: bf16 matmuls on the matrix units")
+    if int8_default and int8_available and features & {"avx2", "avx512"}:
+        return GenerationPath("int8", torch.float32, True, "no AMX: int8 weights, a quarter of fp32's bytes per token")
+    if "avx512_bf16" in features:
+        return GenerationPath("fp32", torch.float32, False, "avx512_bf16 without AMX: bf16 decoding measured slower "
+                              "than fp32 here; int8 weights with --dtype int8")
+    return GenerationPath("fp32", torch.float32, False, "no native bf16" + ("; int8 weights with --dtype int8"
+                                                                            if int8_available and features else ""))
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -16,7 +16,7 @@ import torch
 from specialist.console import announce
 from specialist.errors import ModelNotFound
 from specialist.models.convert import convert_gguf, gguf_cache_path
-from specialist.models.device import pick_device, pick_dtype
+from specialist.models.device import GenerationPath, pick_device, pick_dtype
 from specialist.models.registry import KNOWN_MODELS
 from specialist.models.template import ensure_chat_template
 from specialist.run_folder import RunFolder, is_run_dir, read_summary
@@ -177,6 +177,7 @@ class LoadedModel:
     source: ModelSource
     device: torch.device
     dtype: torch.dtype
+    path: GenerationPath | None = None  # set when loaded for generation (inference.precision)
 
 
 def load_model(
