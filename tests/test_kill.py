@@ -75,10 +75,9 @@ def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "specialist", "train", "--data", str(fx["train"]), "--model",
-                             str(fx["model"]), "--out", str(run), "--max-steps", "400", "--batch-size", "2",
-                             "--set", "save_steps=2", "--set", "logging_steps=1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=kill._env(tmp_path))
+    proc = kill.spawn(["train", "--data", str(fx["train"]), "--model", str(fx["model"]), "--out", str(run),
+                       "--max-steps", "400", "--batch-size", "2", "--set", "save_steps=2", "--set", "logging_steps=1"],
+                      tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended or hung before the signal"
@@ -102,8 +101,7 @@ def test_generate_sigterm_keeps_the_answers_written(fx, tmp_path):
     out = tmp_path / "answers.jsonl"
     argv = kill.scenarios()["generate"].argv(fx, tmp_path)
     argv[argv.index("--batch-size") + 1] = "1"  # one answer per write: the signal lands between or inside them
-    proc = subprocess.Popen([sys.executable, "-m", "specialist", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=kill._env(tmp_path))
+    proc = kill.spawn(argv, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text(encoding="utf-8").count("\n") >= 2):
         assert proc.poll() is None and time.monotonic() < deadline
