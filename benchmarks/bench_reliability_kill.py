@@ -16,7 +16,10 @@ kill the outputs are read as a user would read them:
 Temporary files a SIGKILL leaves (hidden `.NAME.*.tmp` beside an output: the process had no
 chance to remove them) are counted, not called corruption. SIGINT/SIGTERM trials expect exit
 130/143 and a last line starting with "interrupted" (or exit 0 when the command finished
-first).
+first); "answered" counts those. Known exceptions, listed under problems: a signal in Python's
+own start-up (before any of this package runs) or in its final shutdown after the command
+finished and printed its result (outputs complete) ends the process by the signal itself
+(exit -2/-15).
 
     python benchmarks/bench_reliability_kill.py [--quick] [--trials N] [--seed S] [--json]
 """
