@@ -10,7 +10,6 @@ import importlib.util
 import json
 import random
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,11 +87,8 @@ def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(
+    proc = kill.spawn(
         [
-            sys.executable,
-            "-m",
-            "specialist",
             "train",
             "--data",
             str(fx["train"]),
@@ -109,10 +105,10 @@ def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
             "--set",
             "logging_steps=1",
         ],
+        tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=kill._env(tmp_path),
     )
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
@@ -137,13 +133,7 @@ def test_generate_sigterm_keeps_the_answers_written(fx, tmp_path):
     out = tmp_path / "answers.jsonl"
     argv = kill.scenarios()["generate"].argv(fx, tmp_path)
     argv[argv.index("--batch-size") + 1] = "1"  # one answer per write: the signal lands between or inside them
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specialist", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kill._env(tmp_path),
-    )
+    proc = kill.spawn(argv, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text(encoding="utf-8").count("\n") >= 2):
         assert proc.poll() is None and time.monotonic() < deadline
