@@ -1,32 +1,21 @@
-"""Killed at any moment, in reduced form (benchmarks/bench_reliability_kill.py runs 20 trials of
-each): SIGKILL at seeded random points of the seven writing commands leaves no half-written
-output and no changed input, train --resume reaches the uninterrupted run's weights and losses,
-generate --output finishes on a rerun; Ctrl-C and SIGTERM exit 130/143 with a line saying what
-was kept."""
+"""Killed at any moment, in reduced form (the reliability benchmark's kill section,
+benchmarks/reliability/kill.py, runs 20 trials of each): SIGKILL at seeded random points of the
+seven writing commands leaves no half-written output and no changed input, train --resume
+reaches the uninterrupted run's weights and losses, generate --output finishes on a rerun;
+Ctrl-C and SIGTERM exit 130/143 with a line saying what was kept."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import signal
-from pathlib import Path
 
 import pytest
 
 from specialist.errors import Interrupted, Terminated
+from tests.helpers import load_benchmark
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_reliability_kill.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_reliability_kill_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kill = _bench()
+kill = load_benchmark("reliability/kill")
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +187,32 @@ def test_a_checkpoint_cut_short_is_skipped_and_removed(tmp_path):
     assert [m["step"] for m in read_metrics(metrics)] == [1, 2]
     trim_metrics(metrics, 2)
     assert metrics.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+def test_the_next_write_removes_the_temporaries_of_a_killed_process(tmp_path):
+    """A SIGKILL leaves the hidden temporary of an atomic write; each names its process, and the
+    next write of the same output removes those whose process is gone (not a live one's)."""
+    import os
+    import subprocess
+    import sys
+
+    from specialist.io import atomic_dir, atomic_write_text
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out, folder = tmp_path / "out.json", tmp_path / "adapter"
+    dead = [
+        tmp_path / f".out.json.{gone.pid}-abc123.tmp",
+        tmp_path / f".adapter.tmp-{gone.pid}-x_9",
+        tmp_path / f".adapter.tmp-{gone.pid}-y_8.old",
+    ]
+    alive = [tmp_path / f".out.json.{os.getppid()}-abc123.tmp", tmp_path / f".out.json.{os.getpid()}-own.tmp"]
+    other = [tmp_path / f".other.json.{gone.pid}-abc123.tmp"]
+    for p in dead + alive + other:
+        p.mkdir() if p.suffix != ".tmp" else p.write_text("half")
+    folder.mkdir()  # an earlier adapter: its stepped-aside copy (.old) is no longer the only one
+    atomic_write_text(out, "{}")
+    with atomic_dir(folder) as tmp:
+        (tmp / "weights").write_text("w")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["adapter", "out.json", *(p.name for p in alive + other)])

@@ -21,20 +21,12 @@ from specialist.errors import ConfigError, SpecialistError
 from specialist.evaluate.rules import load_rules
 from specialist.knowledge.passages import read_knowledge
 from specialist.serve.batch import read_prompts
+from tests.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fuzz_module():
-    path = ROOT / "benchmarks" / "reliability" / "fuzz.py"
-    spec = importlib.util.spec_from_file_location("specialist_reliability_fuzz_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _fuzz_module()
+fuzz = load_benchmark("reliability/fuzz")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
