@@ -76,29 +76,9 @@ def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = kill.spawn(
-        [
-            "train",
-            "--data",
-            str(fx["train"]),
-            "--model",
-            str(fx["model"]),
-            "--out",
-            str(run),
-            "--max-steps",
-            "400",
-            "--batch-size",
-            "2",
-            "--set",
-            "save_steps=2",
-            "--set",
-            "logging_steps=1",
-        ],
-        tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = kill.train_argv(fx["train"], fx["model"], run, "--max-steps", "400", "--batch-size", "2")
+    argv += ["--set", "save_steps=2", "--set", "logging_steps=1"]
+    proc = kill.spawn(argv, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended or hung before the signal"

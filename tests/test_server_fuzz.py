@@ -47,3 +47,18 @@ def test_fuzzing_catches_a_route_that_breaks(generator):
     with running(app) as (url, _):
         result = bench.fuzz(url, max_examples=25)
     assert result["fuzz_5xx"] > 0 and result["fuzz_failures"] > 0, result
+
+
+def test_the_load_phase_counts_requests_errors_latency_and_memory(generator):
+    """The server section's load phase, reduced: a few streaming clients for a few seconds, every
+    stream complete, its figures (requests, errors, p50/p95, memory growth) measured."""
+    import os
+
+    bench = load_benchmark("reliability/server")
+    app = create_app(generator, bench.MODEL_ID, limits=ServerLimits(max_tokens=64))  # as the section serves it
+    with running(app) as (url, _):
+        result = bench.load(url, os.getpid(), clients=4, seconds=3.0)
+    assert result["requests"] >= 4 and result["errors"] == result["errors_5xx"] == 0, result["client_errors"]
+    assert result["incomplete_streams"] == 0
+    assert 0 < result["latency_p50_s"] <= result["latency_p95_s"] and result["tokens_per_s"] > 0
+    assert result["rss_samples"] >= 1 and isinstance(result["rss_growth"], float)

@@ -189,21 +189,15 @@ def gguf_problem(path: Path, tensors: int | None = None) -> str | None:
     return None
 
 
-def json_problem(path: Path) -> str | None:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{path.name}: not JSON ({exc})"
-    return None
-
-
-def yaml_problem(path: Path) -> str | None:
+def parse_problem(path: Path, kind: str = "JSON") -> str | None:
+    """Why a file that must parse as JSON (or YAML) does not, or None."""
     import yaml
 
     try:
-        yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return f"{path.name}: not YAML ({' '.join(str(exc).split())[:80]})"
+        text = path.read_text(encoding="utf-8")
+        (json.loads if kind == "JSON" else yaml.safe_load)(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        return f"{path.name}: not {kind} ({' '.join(str(exc).split())[:80]})"
     return None
 
 
@@ -359,7 +353,7 @@ def scenarios() -> dict[str, Scenario]:
         out = []
         rj, rh = work / "report.json", work / "report.html"
         if rj.read_text(encoding="utf-8") != '{"old": true}\n':
-            p = json_problem(rj)
+            p = parse_problem(rj)
             if p or "contenders" not in json.loads(rj.read_text(encoding="utf-8")):
                 out.append(p or "report.json: parses but is not a report")
         if rh.read_text(encoding="utf-8") != "<html>old</html>\n" and not rh.read_text(
@@ -444,7 +438,7 @@ def scenarios() -> dict[str, Scenario]:
                 continue
             out += [
                 p
-                for p in [json_problem(folder / "config.json"), safetensors_problem(folder / "model.safetensors")]
+                for p in [parse_problem(folder / "config.json"), safetensors_problem(folder / "model.safetensors")]
                 if p
             ]
         return out
@@ -462,9 +456,9 @@ def scenarios() -> dict[str, Scenario]:
         run = work / "run"
         out = []
         if (run / "run.json").exists():
-            out += [p for p in [json_problem(run / "run.json")] if p]
+            out += [p for p in [parse_problem(run / "run.json")] if p]
         if (run / "config.yaml").exists():
-            out += [p for p in [yaml_problem(run / "config.yaml")] if p]
+            out += [p for p in [parse_problem(run / "config.yaml", "YAML")] if p]
         if (run / "metrics.jsonl").exists():
             bad, torn = jsonl_problems(run / "metrics.jsonl")
             out += bad
@@ -496,16 +490,7 @@ def scenarios() -> dict[str, Scenario]:
 
     s["train"] = Scenario(
         "train",
-        lambda fx, w: [
-            "train",
-            "--data",
-            str(fx["train"]),
-            "--model",
-            str(fx["model"]),
-            "--out",
-            str(w / "run"),
-            *TRAIN_ARGS,
-        ],
+        lambda fx, w: train_argv(fx["train"], fx["model"], w / "run", *TRAIN_ARGS),
         lambda fx: [fx["train"], fx["model"]],
         lambda w: [w / "run"],
         check=train_check,
@@ -538,6 +523,10 @@ def _env(work: Path) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def train_argv(data: Path, model: Path, out: Path, *more: str) -> list[str]:
+    return ["train", "--data", str(data), "--model", str(model), "--out", str(out), *more]
 
 
 def run_cli(args: list[str], work: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -711,20 +700,7 @@ def measure(
         (setup / "home").mkdir(parents=True)
         if {"eval", "export"} & set(commands):
             proc = run_cli(
-                [
-                    "train",
-                    "--data",
-                    str(fx["train"]),
-                    "--model",
-                    str(fx["model"]),
-                    "--out",
-                    str(setup / "run"),
-                    "--max-steps",
-                    "2",
-                    "--batch-size",
-                    "2",
-                ],
-                setup,
+                train_argv(fx["train"], fx["model"], setup / "run", "--max-steps", "2", "--batch-size", "2"), setup
             )
             assert proc.returncode == 0, proc.stderr[-2000:]
             fx["run"] = setup / "run"
