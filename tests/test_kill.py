@@ -196,3 +196,28 @@ def test_the_next_write_removes_the_temporaries_of_a_killed_process(tmp_path):
         (tmp / "weights").write_text("w")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["adapter", "out.json", *(p.name for p in alive + other)])
+
+
+def test_a_signal_while_python_unloads_its_modules_does_not_kill_the_finished_command(tmp_path):
+    """Python gives up signal handling before it unloads its modules (seconds with torch loaded):
+    a Ctrl-C there would end a finished command by the signal. It is ignored: the command's own
+    exit code stands. The signal comes from an object destroyed as its module is unloaded."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys, types\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "holder = types.ModuleType('zz_holder'); holder.late = Late(); sys.modules['zz_holder'] = holder\n"
+        "del holder\n"
+        "from specialist.__main__ import run\n"
+        "sys.argv = ['specialist', 'models', 'list', '--json']\n"
+        "run()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=kill._env(tmp_path), timeout=300
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert json.loads(proc.stdout)

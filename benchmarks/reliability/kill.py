@@ -405,8 +405,9 @@ def scenarios() -> dict[str, Scenario]:
         files = sorted(p.name for p in out.iterdir())
         if files != ref["files"]:
             return [f"gguf/: files {files}, expected {ref['files']}"]
-        p = gguf_problem(out / ref["files"][0], ref["tensors"])
-        return [p] if p else []
+        problems = [gguf_problem(out / ref["gguf"], ref["tensors"])]
+        problems += [parse_problem(out / name) for name in ref["files"] if name.endswith(".json")]  # parity.json
+        return [p for p in problems if p]
 
     s["export"] = Scenario(
         "export",
@@ -603,7 +604,8 @@ def prepare_reference(fx: dict, sc: Scenario, root: Path) -> None:
         ref["files"] = sorted(p.name for p in (work / "gguf").iterdir())
         import gguf
 
-        ref["tensors"] = len(gguf.GGUFReader(str(work / "gguf" / ref["files"][0])).tensors)
+        ref["gguf"] = next(name for name in ref["files"] if name.endswith(".gguf"))
+        ref["tensors"] = len(gguf.GGUFReader(str(work / "gguf" / ref["gguf"])).tensors)
     elif sc.name == "models prepare":
         folder = next((work / "home" / "models").glob("gguf-*"))
         ref["files"] = sorted(p.name for p in folder.iterdir())
@@ -650,6 +652,7 @@ def run_trials(fx: dict, sc: Scenario, root: Path, trials: int, rng: random.Rand
             if rc not in (0, want) or (rc == want and not last.startswith("interrupted")) or "Traceback" in err:
                 problems.append(f"exit {rc}, last line {last[:120]!r}")
             figures["answered"] = figures.get("answered", 0) + int(rc == want and last.startswith("interrupted"))
+            figures["finished_first"] = figures.get("finished_first", 0) + int(rc == 0)
         left = leftovers(sc, work)
         figures["temp_left"] += left
         if sc.resume is None and left:  # the next run of the same command removes what the killed one left
@@ -759,6 +762,7 @@ def run(
         "signal_trials": sum(r["trials"] for r in signals),
         "signals_landed": sum(r["signalled"] for r in signals),
         "signals_answered": sum(r.get("answered", 0) for r in signals),
+        "signals_after_the_command_finished": sum(r.get("finished_first", 0) for r in signals),
         "signal_problems": sum(r["corrupted"] for r in signals),
     }
     per_command = ", ".join(f"{r['command']} {r['trials']}" for r in kills)
@@ -792,9 +796,10 @@ def run(
         (
             "Ctrl-C/SIGTERM answered 130/143 with a line",
             f"{summary['signals_answered']}/{summary['signals_landed']}",
-            "all that landed",
+            "every one that landed (or exit 0: the command had finished)",
             summary["signal_problems"] == 0,
-            f"{summary['signal_trials']} trials",
+            f"{summary['signal_trials']} trials, {summary['signals_after_the_command_finished']} landed after "
+            f"the command finished (exit 0), {summary['signal_problems']} with another exit",
         ),
     ]
     flat = [
