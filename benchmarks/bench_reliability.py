@@ -88,7 +88,12 @@ def bench(
     for name in names:
         started = time.perf_counter()
         opts = {"progress": _log, **(options or {}).get(name, {})}
-        doc = found[name].run(quick=quick, **opts)
+        try:
+            doc = found[name].run(quick=quick, **opts)
+        except Exception as exc:  # noqa: BLE001 - one section's crash is its finding; the others still count
+            problem = f"{type(exc).__name__}: {exc}"
+            figure = ("section ran to its end", "crashed", "yes", False, problem[:200])
+            doc = {"rows": [], "summary": {}, "figures": [figure], "ok": False, "failures": [{"problem": problem}]}
         for figure, value, goal, met, *note in doc["figures"]:
             mark = "" if met is None else ("yes" if met else "NO")
             rows.append(
@@ -108,6 +113,8 @@ def bench(
             "seconds": round(time.perf_counter() - started, 1),
             "rows": doc["rows"],
         }
+        section_rows = rows[len(rows) - len(doc["figures"]) :]
+        _log(f"{name}: done in {per_section[name]['seconds']} s\n{_table(section_rows)}")  # kept if a later one fails
         if doc.get("failures"):
             failures[name] = doc["failures"]
         ok = ok and doc["ok"]

@@ -370,7 +370,7 @@ def slow_clients(url: str, port: int) -> dict:
         "slow_clients": 5,
         "normal_baseline_s": round(baseline, 3),
         "normal_under_attack_p50_s": percentile(under, 0.5),
-        "normal_under_attack_max_s": round(max(under), 3),
+        "normal_under_attack_max_s": round(max(under), 3) if under else None,
         "normal_requests_under_attack": len(under),
         "slow_statuses": [o.get("status") for o in outs],
         "slow_seconds": [o.get("seconds") for o in outs],
@@ -462,7 +462,9 @@ def measure(quick: bool = False, clients: int = 50, seconds: float | None = None
         "rss_growth_under_10pct": ld["rss_growth"] < GOALS["rss_growth"],
         "disconnects_free_rows": d["active_after"] == 0 and d["queued_after"] == 0 and d["next_request_status"] == 200,
         "slow_senders_get_408": s["slow_statuses"] == ["408"] * 4,
-        "others_unhindered": (s["normal_under_attack_p50_s"] or 0) < 2 * s["normal_baseline_s"] + 0.2,
+        # measured only while a slow client still holds on (a loaded machine may end them first)
+        "others_unhindered": bool(s["normal_requests_under_attack"])
+        and s["normal_under_attack_p50_s"] < 2 * s["normal_baseline_s"] + 0.2,
         "fuzz_clean": f["fuzz_5xx"] == 0 and f["fuzz_failures"] == 0,
     }
     return result
