@@ -1,17 +1,28 @@
 """Reliability: how the tool behaves when the world is hostile, in figures.
 
-Sections live in benchmarks/reliability/<name>.py; each defines
+One benchmark in sections, each a file benchmarks/reliability/<name>.py that defines
 
     SECTION = "fuzz"                      # the section's name
     DESCRIPTION = "one line"
     GOAL = "what passing means"
-    def run(quick: bool = False, work: Path | None = None) -> dict:
-        return {"rows": [...], "summary": {...}, "ok": bool, "failures": [...]}
+    def run(quick: bool = False, work: Path | None = None, **options) -> dict:
+        return {"rows": [...], "summary": {...}, "figures": [(figure, value, goal, met, note), ...],
+                "ok": bool, "failures": [...]}
 
-so further sections (kill trials, full disk, the server under load) are added as files next to
-fuzz.py, without touching this one. Today: `fuzz` (mutated real files through every loader).
+`rows` are the section's own table, `figures` its lines in the final table (met None: a count
+shown without a goal of its own). The sections:
 
-    python benchmarks/bench_reliability.py [--quick] [--section fuzz] [--files N] [--seed S] [--json]
+- `fuzz`: mutated real files through every loader (10,000; quick 300);
+- `kill`: SIGKILL, Ctrl-C and SIGTERM at random moments of the seven writing commands (20 kills
+  and 4 + 4 signals per command; quick 2 and 1 + 1);
+- `disk`: ENOSPC on a small tmpfs during checkpoint save, report writing and export (3 trials of
+  each kind; quick 1; needs root to mount);
+- `server`: the server under 50 streaming clients (300 s; quick 20 s), clients that hang up or
+  trickle, schema fuzzing of every route.
+
+    python benchmarks/bench_reliability.py [--quick] [--section fuzz,kill,disk,server] [--json]
+        [--files N] [--seed S] [--trials N] [--signal-trials N] [--commands C,C] [--rounds N]
+        [--clients N] [--seconds S]
     specialist bench reliability [--quick] [--json]
 """
 
@@ -29,7 +40,8 @@ from types import ModuleType
 from typing import Any
 
 NAME = "reliability"
-DESCRIPTION = "hostile inputs at scale: fuzzed files through every loader (more sections to come)"
+DESCRIPTION = "hostile inputs at scale: fuzzed files, killed commands, a full disk, the server under load and attack"
+ORDER = ("fuzz", "kill", "disk", "server")
 SECTIONS_DIR = Path(__file__).resolve().parent / "reliability"
 
 
@@ -61,75 +73,137 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cpu_flag": flags, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def bench(quick: bool = False, only: list[str] | None = None,
-          options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Every section (or `only` these): their rows together, one summary entry per section.
-    `options` holds keyword arguments for a section's run(), by section name."""
+def bench(
+    quick: bool = False, only: list[str] | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Every section (or `only` these). `rows`: every figure against its goal, the sections'
+    own tables under `sections`. `options` holds keyword arguments for a section's run(), by
+    section name."""
     found = sections()
     unknown = [n for n in only or [] if n not in found]
     if unknown:
         raise SystemExit(f"unknown section {', '.join(unknown)}; known: {', '.join(found)}")
+    names = only or sorted(found, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     rows, per_section, failures, ok = [], {}, {}, True
-    for name in only or list(found):
+    for name in names:
         started = time.perf_counter()
-        doc = found[name].run(quick=quick, **(options or {}).get(name, {}))
-        rows.extend(doc["rows"])
-        per_section[name] = {**doc["summary"], "ok": doc["ok"], "goal": found[name].GOAL,
-                             "seconds": round(time.perf_counter() - started, 1)}
+        opts = {"progress": _log, **(options or {}).get(name, {})}
+        try:
+            doc = found[name].run(quick=quick, **opts)
+        except Exception as exc:  # noqa: BLE001 - one section's crash is its finding; the others still count
+            problem = f"{type(exc).__name__}: {exc}"
+            figure = ("section ran to its end", "crashed", "yes", False, problem[:200])
+            doc = {"rows": [], "summary": {}, "figures": [figure], "ok": False, "failures": [{"problem": problem}]}
+        for figure, value, goal, met, *note in doc["figures"]:
+            mark = "" if met is None else ("yes" if met else "NO")
+            rows.append(
+                {
+                    "section": name,
+                    "figure": figure,
+                    "value": value,
+                    "goal": goal,
+                    "met": mark,
+                    "note": note[0] if note else "",
+                }
+            )
+        per_section[name] = {
+            **doc["summary"],
+            "ok": doc["ok"],
+            "goal": found[name].GOAL,
+            "seconds": round(time.perf_counter() - started, 1),
+            "rows": doc["rows"],
+        }
+        section_rows = rows[len(rows) - len(doc["figures"]) :]
+        _log(f"{name}: done in {per_section[name]['seconds']} s\n{_table(section_rows)}")  # kept if a later one fails
         if doc.get("failures"):
             failures[name] = doc["failures"]
         ok = ok and doc["ok"]
-    # `specialist bench` shows a flat summary: the headline figures of every section
-    summary = {f"{name} {key}": value for name, figures in per_section.items() for key, value in figures.items()
-               if isinstance(value, (int, float)) and key != "seconds"}
-    return {"rows": rows, "summary": summary, "sections": per_section, "failures": failures, "ok": ok,
-            "machine": machine(), "quick": quick}
+    summary = {
+        "figures": len(rows),
+        "figures_met": sum(r["met"] == "yes" for r in rows),
+        "figures_missed": sum(r["met"] == "NO" for r in rows),
+    }
+    return {
+        "rows": rows,
+        "summary": summary,
+        "sections": per_section,
+        "failures": failures,
+        "ok": ok,
+        "machine": machine(),
+        "quick": quick,
+    }
 
 
-def _table(doc: dict[str, Any]) -> str:
-    rows = doc["rows"]
+def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no rows)"
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.rjust(widths[c]) for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).rjust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    text = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in text]
+    return "\n".join(line.rstrip() for line in lines)
 
 
-def _progress(i: int, outcome: Any) -> None:
-    """Failures as they happen and a count every 500 files, on stderr."""
+def _log(message: Any, outcome: Any = None) -> None:
+    """Progress on stderr: the sections' lines; the fuzz section's failures as they happen and a
+    count every 500 files."""
+    if outcome is None:
+        print(message, file=sys.stderr, flush=True)
+        return
     if outcome.failed:
         problem = (outcome.traceback or outcome.unlocated or "modified input or bad exit code").strip()
-        print(f"FAIL {outcome.target} [{outcome.case}] {outcome.command}: {problem.splitlines()[-1][:200]}",
-              file=sys.stderr)
-    if (i + 1) % 500 == 0:
-        print(f"{i + 1} files", file=sys.stderr, flush=True)
+        print(
+            f"FAIL {outcome.target} [{outcome.case}] {outcome.command}: {problem.splitlines()[-1][:200]}",
+            file=sys.stderr,
+        )
+    if (message + 1) % 500 == 0:
+        print(f"fuzz: {message + 1} files", file=sys.stderr, flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a reduced run (the fuzz section: 300 files)")
-    parser.add_argument("--section", action="append", help="run only this section (repeatable)")
-    parser.add_argument("--files", type=int, help="fuzz: generated files (default 10,000; --quick 300)")
-    parser.add_argument("--seed", type=int, default=0, help="fuzz: random seed")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="the reduced form of every section")
+    parser.add_argument("--section", action="append", help="only these sections (comma-separated or repeated)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--files", type=int, help="fuzz: generated files (default 10,000; --quick 300)")
+    parser.add_argument("--seed", type=int, default=0, help="fuzz, kill, disk: random seed")
+    parser.add_argument("--trials", type=int, help="kill: SIGKILL trials per command (default 20; --quick 2)")
+    parser.add_argument("--signal-trials", type=int, help="kill: Ctrl-C and SIGTERM trials per command (4; --quick 1)")
+    parser.add_argument("--commands", help="kill: a comma-separated subset of the commands")
+    parser.add_argument("--rounds", type=int, help="disk: trials of each kind (default 3; --quick 1)")
+    parser.add_argument("--clients", type=int, default=50, help="server: concurrent streaming clients")
+    parser.add_argument("--seconds", type=float, help="server: length of the load phase (default 300; --quick 20)")
     args = parser.parse_args()
-    if (args.files or args.seed) and args.section not in (None, ["fuzz"]):
-        parser.error("--files and --seed belong to the fuzz section")
-    fuzz = {"files": args.files, "seed": args.seed, "progress": _progress}
-    doc = bench(args.quick, args.section, {"fuzz": fuzz})
+    only = [n.strip() for arg in args.section or [] for n in arg.split(",") if n.strip()] or None
+    kill = {"trials": args.trials, "signal_trials": args.signal_trials, "seed": args.seed}
+    if args.commands:
+        kill["commands"] = tuple(c.strip() for c in args.commands.split(","))
+    options = {
+        "fuzz": {"files": args.files, "seed": args.seed},
+        "kill": kill,
+        "disk": {"rounds": args.rounds, "seed": args.seed},
+        "server": {"clients": args.clients, "seconds": args.seconds},
+    }
+    doc = bench(args.quick, only, options)
     if args.json:
-        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
         sys.exit(0 if doc["ok"] else 1)
-    print(_table(doc))
     for name, s in doc["sections"].items():
-        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        print(f"\n{name}: {s['goal']} ({s['seconds']} s)")
+        print(_table(s["rows"]))
     for name, fails in doc["failures"].items():
         for f in fails:
-            print(f"\n[{name}] {f['format']} ({f['case']}) via {f['command']}, exit {f['exit_code']}:\n{f['problem']}")
+            print(f"\n[{name}] " + json.dumps(f, ensure_ascii=False)[:2000])
     m = doc["machine"]
-    print(f"\nmachine: {m['cpu']} ({m['cpu_flag']}), {m['cores']} cores, Python {m['python']}")
+    print(
+        f"\nreliability{' (--quick)' if args.quick else ''}: every figure against its goal — {m['cpu']} "
+        f"({m['cpu_flag']}), {m['cores']} cores, Python {m['python']}"
+    )
+    print(_table(doc["rows"]))
+    print("all goals met" if doc["ok"] else "GOALS MISSED")
     sys.exit(0 if doc["ok"] else 1)
 
 

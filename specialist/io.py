@@ -96,6 +96,42 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_lines(path, [text], end="")
 
 
+def _process_gone(pid: int) -> bool:
+    if os.name != "posix" or pid == os.getpid():
+        return False  # elsewhere os.kill(pid, 0) is not a question but a Ctrl-C
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # someone else's process: alive
+        return False
+    return False
+
+
+def remove_abandoned_temporaries(final: Path) -> list[Path]:
+    """The temporaries beside `final` that a killed process left (a SIGKILL gives it no chance
+    to remove them): each carries the id of the process that made it, and those whose process
+    is gone are removed. Returns what was removed."""
+    final = Path(final)
+    # atomic_write_lines: .NAME.PID-XXXX.tmp; atomic_dir: .NAME.tmp-PID-XXXX (and its .old)
+    own = re.compile(rf"\.{re.escape(final.name)}\.(?:tmp-)?(\d+)-[a-z0-9_]+(?:\.tmp|\.old)?")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for p in final.parent.iterdir():
+        m = own.fullmatch(p.name)
+        if not m or not _process_gone(int(m.group(1))):
+            continue
+        if p.name.endswith(".old") and not final.exists():
+            continue  # killed between two renames: the old folder is the only complete one
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def atomic_write_lines(path: Path, lines: Iterable[str], end: str = "\n") -> None:
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for line in lines:
@@ -110,7 +146,8 @@ def atomic_file(path: Path) -> Iterator[Path]:
     save); it becomes `path` when the block succeeds and is removed when it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_abandoned_temporaries(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -142,7 +179,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     refusing to replace it is the caller's decision (see refuse_overwrite)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_abandoned_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give the usual mode
         yield tmp

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_lively_model, build_tiny_model, smollm2_gguf
+from tests.helpers import build_lively_model, build_tiny_model, save_chat_tokenizer
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,13 +87,7 @@ def _torch_threads() -> int | None:
 @pytest.fixture(scope="session")
 def chat_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's real tokenizer (49k vocab, ChatML template, pad = eos = <|im_end|>)."""
-    from transformers import AutoTokenizer
-
-    gguf = smollm2_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    out = tmp_path_factory.mktemp("tok-chat")
-    tok.save_pretrained(out)
-    return out
+    return save_chat_tokenizer(tmp_path_factory.mktemp("tok-chat"))
 
 
 @pytest.fixture(scope="session")

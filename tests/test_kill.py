@@ -1,33 +1,21 @@
-"""Killed at any moment, in reduced form (benchmarks/bench_reliability_kill.py runs 20 trials of
-each): SIGKILL at seeded random points of the seven writing commands leaves no half-written
-output and no changed input, train --resume reaches the uninterrupted run's weights and losses,
-generate --output finishes on a rerun; Ctrl-C and SIGTERM exit 130/143 with a line saying what
-was kept."""
+"""Killed at any moment, in reduced form (the reliability benchmark's kill section,
+benchmarks/reliability/kill.py, runs 20 trials of each): SIGKILL at seeded random points of the
+seven writing commands leaves no half-written output and no changed input, train --resume
+reaches the uninterrupted run's weights and losses, generate --output finishes on a rerun;
+Ctrl-C and SIGTERM exit 130/143 with a line saying what was kept."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
 from specialist.errors import Interrupted, Terminated
+from tests.helpers import load_benchmark
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_reliability_kill.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_reliability_kill_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kill = _bench()
+kill = load_benchmark("reliability/kill")
 
 
 @pytest.fixture(scope="module")
@@ -88,32 +76,9 @@ def test_train_interrupted_says_what_was_kept(sig, code, fx, tmp_path):
     import time
 
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "specialist",
-            "train",
-            "--data",
-            str(fx["train"]),
-            "--model",
-            str(fx["model"]),
-            "--out",
-            str(run),
-            "--max-steps",
-            "400",
-            "--batch-size",
-            "2",
-            "--set",
-            "save_steps=2",
-            "--set",
-            "logging_steps=1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kill._env(tmp_path),
-    )
+    argv = kill.train_argv(fx["train"], fx["model"], run, "--max-steps", "400", "--batch-size", "2")
+    argv += ["--set", "save_steps=2", "--set", "logging_steps=1"]
+    proc = kill.spawn(argv, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "training ended or hung before the signal"
@@ -137,13 +102,7 @@ def test_generate_sigterm_keeps_the_answers_written(fx, tmp_path):
     out = tmp_path / "answers.jsonl"
     argv = kill.scenarios()["generate"].argv(fx, tmp_path)
     argv[argv.index("--batch-size") + 1] = "1"  # one answer per write: the signal lands between or inside them
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specialist", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=kill._env(tmp_path),
-    )
+    proc = kill.spawn(argv, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text(encoding="utf-8").count("\n") >= 2):
         assert proc.poll() is None and time.monotonic() < deadline
@@ -208,3 +167,57 @@ def test_a_checkpoint_cut_short_is_skipped_and_removed(tmp_path):
     assert [m["step"] for m in read_metrics(metrics)] == [1, 2]
     trim_metrics(metrics, 2)
     assert metrics.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+def test_the_next_write_removes_the_temporaries_of_a_killed_process(tmp_path):
+    """A SIGKILL leaves the hidden temporary of an atomic write; each names its process, and the
+    next write of the same output removes those whose process is gone (not a live one's)."""
+    import os
+    import subprocess
+    import sys
+
+    from specialist.io import atomic_dir, atomic_write_text
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out, folder = tmp_path / "out.json", tmp_path / "adapter"
+    dead = [
+        tmp_path / f".out.json.{gone.pid}-abc123.tmp",
+        tmp_path / f".adapter.tmp-{gone.pid}-x_9",
+        tmp_path / f".adapter.tmp-{gone.pid}-y_8.old",
+    ]
+    alive = [tmp_path / f".out.json.{os.getppid()}-abc123.tmp", tmp_path / f".out.json.{os.getpid()}-own.tmp"]
+    other = [tmp_path / f".other.json.{gone.pid}-abc123.tmp"]
+    for p in dead + alive + other:
+        p.mkdir() if p.suffix != ".tmp" else p.write_text("half")
+    folder.mkdir()  # an earlier adapter: its stepped-aside copy (.old) is no longer the only one
+    atomic_write_text(out, "{}")
+    with atomic_dir(folder) as tmp:
+        (tmp / "weights").write_text("w")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["adapter", "out.json", *(p.name for p in alive + other)])
+
+
+def test_a_signal_while_python_unloads_its_modules_does_not_kill_the_finished_command(tmp_path):
+    """Python gives up signal handling before it unloads its modules (seconds with torch loaded):
+    a Ctrl-C there would end a finished command by the signal. It is ignored: the command's own
+    exit code stands. The signal comes from an object destroyed as its module is unloaded."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys, types\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "holder = types.ModuleType('zz_holder'); holder.late = Late(); sys.modules['zz_holder'] = holder\n"
+        "del holder\n"
+        "from specialist.__main__ import run\n"
+        "sys.argv = ['specialist', 'models', 'list', '--json']\n"
+        "run()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=kill._env(tmp_path), timeout=300
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert json.loads(proc.stdout)

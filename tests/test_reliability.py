@@ -4,7 +4,6 @@ over arbitrary bytes and JSON values, and one regression test per bug the fuzzin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -21,20 +20,12 @@ from specialist.errors import ConfigError, SpecialistError
 from specialist.evaluate.rules import load_rules
 from specialist.knowledge.passages import read_knowledge
 from specialist.serve.batch import read_prompts
+from tests.helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fuzz_module():
-    path = ROOT / "benchmarks" / "reliability" / "fuzz.py"
-    spec = importlib.util.spec_from_file_location("specialist_reliability_fuzz_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _fuzz_module()
+fuzz = load_benchmark("reliability/fuzz")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -89,15 +80,42 @@ def test_a_case_that_kills_its_worker_is_counted_and_the_run_goes_on(tmp_path, m
     assert outcomes[-1].target == "jsonl" and not outcomes[-1].traceback  # the run went on after the crash
 
 
-def test_reliability_benchmark_is_registered_with_the_fuzz_section():
+def test_reliability_benchmark_is_registered_with_its_four_sections():
     from specialist.bench import discover
 
     found = discover()
-    assert "reliability" in found
-    spec = importlib.util.spec_from_file_location("bench_reliability_test", found["reliability"].path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert "fuzz" in module.sections()
+    assert "reliability" in found and "reliability_kill" not in found and "server_load" not in found
+    module = load_benchmark("bench_reliability")
+    assert set(module.sections()) == {"fuzz", "kill", "disk", "server"}
+
+
+def test_the_benchmark_puts_every_figure_of_every_section_against_its_goal(tmp_path, monkeypatch):
+    """Sections join into one table: a figure per line with its goal and whether it is met; one
+    missed goal fails the benchmark; options reach their section."""
+    module = load_benchmark("bench_reliability")
+    for name, figures, ok in (
+        ("alpha", [("files", 300, "≥ 300", True, "15 kinds"), ("tracebacks", 0, "0", True)], True),
+        ("beta", [("temporaries seen", 3, "", None), ("corrupted", 1, "0", False)], False),
+    ):
+        (tmp_path / f"{name}.py").write_text(
+            f"SECTION = {name!r}\nGOAL = 'g'\n"
+            "def run(quick=False, work=None, progress=None, n=1):\n"
+            f"    return {{'rows': [{{'n': n}}], 'summary': {{'n': n}}, 'figures': {figures!r}, 'ok': {ok},"
+            " 'failures': []}\n"
+        )
+    monkeypatch.setattr(module, "SECTIONS_DIR", tmp_path)
+    doc = module.bench(quick=True, options={"alpha": {"n": 7}})
+    assert [(r["section"], r["figure"], r["value"], r["goal"], r["met"]) for r in doc["rows"]] == [
+        ("alpha", "files", 300, "≥ 300", "yes"),
+        ("alpha", "tracebacks", 0, "0", "yes"),
+        ("beta", "temporaries seen", 3, "", ""),
+        ("beta", "corrupted", 1, "0", "NO"),
+    ]
+    assert doc["ok"] is False and doc["summary"] == {"figures": 4, "figures_met": 2, "figures_missed": 1}
+    assert doc["sections"]["alpha"]["rows"] == [{"n": 7}] and doc["sections"]["beta"]["ok"] is False
+    assert module.bench(only=["alpha"])["ok"] is True
+    table = module._table(doc["rows"]).splitlines()
+    assert table[0].split() == ["section", "figure", "value", "goal", "met", "note"] and len(table) == 5
 
 
 # ------------------------------------------------------------------ properties

@@ -967,6 +967,20 @@ def run(
     doc = summarize(outcomes)
     doc["summary"]["seconds"] = round(time.perf_counter() - started, 1)
     doc["summary"]["goal"] = GOAL
+    n = doc["summary"]
+    doc["figures"] = [
+        (
+            "files fuzzed",
+            n["files_fuzzed"],
+            f"≥ {files:,}",
+            n["files_fuzzed"] >= files,
+            f"{len(doc['rows'])} input kinds",
+        ),
+        ("tracebacks / crashes", n["tracebacks"], "0", n["tracebacks"] == 0),
+        ("unlocated errors", n["unlocated_errors"], "0", n["unlocated_errors"] == 0),
+        ("exit codes outside 0/1/2", n["bad_exit_codes"], "0", n["bad_exit_codes"] == 0),
+        ("inputs modified", n["modified_inputs"], "0", n["modified_inputs"] == 0),
+    ]
     if doc["failures"]:
         doc["summary"]["failing_cases_kept_in"] = str(work / "cases")
     elif own:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from specialist.errors import ModelNotFound
-from specialist.io import atomic_dir
+from specialist.io import atomic_dir, remove_abandoned_temporaries
 from specialist.models.cache import models_dir
 
 
@@ -58,6 +58,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (out_dir / "config.json").exists():
+        remove_abandoned_temporaries(out_dir)  # of an earlier attempt that was killed
         return out_dir
     check_gguf_header(gguf_path)
     if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF
