@@ -602,8 +602,8 @@ def serve(
 
     entries = model_entries(list(model or ([] if models_file else [DEFAULT_MODEL])), models_file)
     if len(entries) > 1 and (knowledge is not None or top_k is not None):
-        raise typer.BadParameter("with several models each uses its own run's knowledge base and settings",
-                                 param_hint="--knowledge/--top-k")
+        raise SpecialistError("--knowledge/--top-k: with several models each uses its own run's knowledge base "
+                              "and settings", exit_code=2)
     limits = ServerLimits(max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_batch=max_batch,
                           default_max_tokens=min(256, max_tokens))
     specialists = load_specialists(entries, engine, threads, quant, max_batch,

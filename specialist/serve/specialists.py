@@ -109,7 +109,8 @@ def training_system_prompt(ref: str) -> str | None:
 
 def load_specialists(entries: list[ModelEntry], engine: str = "torch", threads: int | None = None,
                      quant: str | None = None, max_batch: int = 8,
-                     knowledge_of: Callable[[str], KnowledgeContext | None] | None = None) -> list[Specialist]:
+                     knowledge_of: Callable[[str], KnowledgeContext | None] | None = None,
+                     dtype: str = "auto") -> list[Specialist]:
     """Load every entry's model (runs of one base share it) with its knowledge base
     (`knowledge_of(ref)`) and training system prompt."""
     from specialist.inference.engines import make_generators
@@ -117,7 +118,7 @@ def load_specialists(entries: list[ModelEntry], engine: str = "torch", threads: 
     # what can fail fast (a bad knowledge base, run folder or config) fails before minutes of loading
     knowledge = [knowledge_of(e.ref) if knowledge_of else None for e in entries]
     systems = [training_system_prompt(e.ref) for e in entries]
-    generators = make_generators([e.ref for e in entries], engine, threads, quant, max_batch=max_batch)
+    generators = make_generators([e.ref for e in entries], engine, threads, quant, max_batch=max_batch, dtype=dtype)
     if len(entries) > 1:
         from specialist.console import err_console
 
