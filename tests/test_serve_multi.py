@@ -20,7 +20,7 @@ from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
 from specialist.serve.server import BatchWorker, Job, create_app
 from specialist.serve.specialists import load_specialists, model_entries
-from tests.helpers import build_tiny_model, make_adapter_run, running
+from tests.helpers import make_adapter_run, running
 
 PROMPTS = ["Hello there", "What is a good coffee?", "Tell me about leases", "Numbers: 1 2 3"]
 SYSTEM = "You answer in one short sentence."
@@ -29,9 +29,11 @@ SYSTEM = "You answer in one short sentence."
 @pytest.fixture(scope="module")
 def runs(lively_chat_model, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("multi")
-    return {"alpha": make_adapter_run(lively_chat_model, root / "alpha", seed=1),
-            "beta": make_adapter_run(lively_chat_model, root / "beta", seed=2, config={"system_prompt": SYSTEM}),
-            "base": lively_chat_model}
+    return {
+        "alpha": make_adapter_run(lively_chat_model, root / "alpha", seed=1),
+        "beta": make_adapter_run(lively_chat_model, root / "beta", seed=2, config={"system_prompt": SYSTEM}),
+        "base": lively_chat_model,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,9 @@ def shared(runs) -> list[Generator]:
 @pytest.fixture(scope="module")
 def alone(runs) -> dict[str, Generator]:
     """Each served alone, as `serve --model X` loads it (a run's adapter merged)."""
-    return {name: TorchGenerator(load_model(str(ref), dtype="float32", merge_adapter=True))
-            for name, ref in runs.items()}
+    return {
+        name: TorchGenerator(load_model(str(ref), dtype="float32", merge_adapter=True)) for name, ref in runs.items()
+    }
 
 
 def greedy(generator: Generator, prompt: str, system: str | None = None, n: int = 10) -> str:
@@ -84,8 +87,9 @@ def test_a_mixed_batch_equals_separate_batches(shared):
     apart: dict[int, str] = {}
     for generator in shared:  # one batch per specialist
         own = [i for i, (g, _) in enumerate(mixed) if g is generator]
-        answers = generator.run_batch([prompts[i] for i in own],
-                                      [generator.row_decoder(len(prompts[i]), settings) for i in own], settings)
+        answers = generator.run_batch(
+            [prompts[i] for i in own], [generator.row_decoder(len(prompts[i]), settings) for i in own], settings
+        )
         apart.update({i: a.text for i, a in zip(own, answers)})
     assert [a.text for a in together] == [apart[i] for i in range(len(mixed))]
     assert len({a.text for a in together}) >= 4
@@ -114,14 +118,24 @@ def test_the_worker_batches_specialists_of_one_base_together(shared, alone, tiny
         s = GenerationSettings(max_new_tokens=10, seed=seed)
         text = generator if isinstance(generator, Generator) else other  # the gate has no tokenizer
         ids = text.prompt_ids(build_messages(prompt))
-        return Job(ids, s, text.row_decoder(len(ids), s),
-                   lambda a, e: done.__setitem__(i, a.text if a is not None else repr(e)), generator)
+        return Job(
+            ids,
+            s,
+            text.row_decoder(len(ids), s),
+            lambda a, e: done.__setitem__(i, a.text if a is not None else repr(e)),
+            generator,
+        )
 
     try:
         worker.submit(job(-1, gate, "hold", seed=1))  # a seeded job runs alone: the worker waits in it
         time.sleep(0.2)
-        plan = [(shared[0], PROMPTS[0]), (other, PROMPTS[1]), (shared[1], PROMPTS[1]), (shared[2], PROMPTS[2]),
-                (shared[0], PROMPTS[3])]
+        plan = [
+            (shared[0], PROMPTS[0]),
+            (other, PROMPTS[1]),
+            (shared[1], PROMPTS[1]),
+            (shared[2], PROMPTS[2]),
+            (shared[0], PROMPTS[3]),
+        ]
         for i, (generator, prompt) in enumerate(plan):
             worker.submit(job(i, generator, prompt))
         gate.release.set()
@@ -133,8 +147,13 @@ def test_the_worker_batches_specialists_of_one_base_together(shared, alone, tiny
         worker.stop()
     assert worker.batches == 3  # the gate; alpha, beta and the base together; the other base alone
     assert worker.largest_batch == 4
-    expected = [greedy(alone["alpha"], PROMPTS[0]), greedy(other, PROMPTS[1]), greedy(alone["beta"], PROMPTS[1]),
-                greedy(alone["base"], PROMPTS[2]), greedy(alone["alpha"], PROMPTS[3])]
+    expected = [
+        greedy(alone["alpha"], PROMPTS[0]),
+        greedy(other, PROMPTS[1]),
+        greedy(alone["beta"], PROMPTS[1]),
+        greedy(alone["base"], PROMPTS[2]),
+        greedy(alone["alpha"], PROMPTS[3]),
+    ]
     assert [done[i] for i in range(len(plan))] == expected
 
 
@@ -159,8 +178,9 @@ def test_one_server_answers_each_by_name(server, client, alone):
 
     def ask(name_prompt: tuple[str, str]) -> str:
         name, prompt = name_prompt
-        r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}],
-                                           max_tokens=10, temperature=0)
+        r = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": prompt}], max_tokens=10, temperature=0
+        )
         assert r.model == name
         return r.choices[0].message.content
 
@@ -174,20 +194,26 @@ def test_one_server_answers_each_by_name(server, client, alone):
 
 def test_beta_keeps_its_training_system_prompt(client, alone):
     def ask(messages):
-        return client.chat.completions.create(model="beta", messages=messages, max_tokens=10,
-                                              temperature=0).choices[0].message.content
+        return (
+            client.chat.completions.create(model="beta", messages=messages, max_tokens=10, temperature=0)
+            .choices[0]
+            .message.content
+        )
 
     implicit = ask([{"role": "user", "content": PROMPTS[1]}])
     assert implicit == ask([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPTS[1]}])
     other = "Answer at length."
-    assert ask([{"role": "system", "content": other}, {"role": "user", "content": PROMPTS[1]}]) == \
-        greedy(alone["beta"], PROMPTS[1], other)  # a client's own system prompt replaces it
+    assert ask([{"role": "system", "content": other}, {"role": "user", "content": PROMPTS[1]}]) == greedy(
+        alone["beta"], PROMPTS[1], other
+    )  # a client's own system prompt replaces it
 
 
 def test_unknown_model_is_404_in_openai_shape(client):
-    for call in (lambda: client.chat.completions.create(model="gamma", messages=[{"role": "user", "content": "hi"}]),
-                 lambda: client.completions.create(model="gamma", prompt="hi"),
-                 lambda: client.models.retrieve("gamma")):
+    for call in (
+        lambda: client.chat.completions.create(model="gamma", messages=[{"role": "user", "content": "hi"}]),
+        lambda: client.completions.create(model="gamma", prompt="hi"),
+        lambda: client.models.retrieve("gamma"),
+    ):
         with pytest.raises(openai.NotFoundError) as info:
             call()
         assert info.value.body["code"] == "model_not_found"
@@ -217,16 +243,22 @@ def test_models_file_names_and_relative_paths(runs, tmp_path):
     (tmp_path / "beta").symlink_to(runs["beta"])
     entries = model_entries([str(runs["alpha"])], tmp_path / "models.yaml")
     assert [(e.name, e.ref) for e in entries] == [
-        ("alpha", str(runs["alpha"])), ("first", str(runs["alpha"])), ("second", str(tmp_path / "beta")),
-        ("known", "gemma-3-270m")]
+        ("alpha", str(runs["alpha"])),
+        ("first", str(runs["alpha"])),
+        ("second", str(tmp_path / "beta")),
+        ("known", "gemma-3-270m"),
+    ]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("- a\n- b\n", "expected a mapping of model names"),
-    ("a: [1, 2]\n", "a: expected a model reference"),
-    ("a: x\nb: {\n", ":3: not valid YAML/JSON"),
-    ('{"": "x"}', "a model name must be printable"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", "expected a mapping of model names"),
+        ("a: [1, 2]\n", "a: expected a model reference"),
+        ("a: x\nb: {\n", ":3: not valid YAML/JSON"),
+        ('{"": "x"}', "a model name must be printable"),
+    ],
+)
 def test_a_bad_models_file_is_one_located_line(run_cli, tmp_path, text, message):
     path = tmp_path / "models.yaml"
     path.write_text(text)

@@ -65,15 +65,18 @@ def read_models_file(path: Path) -> list[ModelEntry]:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise SpecialistError(f"{where}: not valid YAML/JSON ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(doc, dict) or not doc:
-        raise SpecialistError(f"{path}: expected a mapping of model names to model references "
-                              "(e.g. `coffee: runs/coffee`)")
+        raise SpecialistError(
+            f"{path}: expected a mapping of model names to model references (e.g. `coffee: runs/coffee`)"
+        )
     entries = []
     for name, ref in doc.items():
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
             raise SpecialistError(f"{path}: {name!r}: a model name must be printable, non-empty text")
         if not isinstance(ref, str) or not ref.strip():
-            raise SpecialistError(f"{path}: {name}: expected a model reference (a run folder, a model folder, "
-                                  f"a .gguf file, a known model or a hub id), got {ref!r}")
+            raise SpecialistError(
+                f"{path}: {name}: expected a model reference (a run folder, a model folder, "
+                f"a .gguf file, a known model or a hub id), got {ref!r}"
+            )
         ref = ref.strip()
         local = path.parent / Path(ref).expanduser()
         if not Path(ref).expanduser().is_absolute() and local.exists():
@@ -91,8 +94,9 @@ def model_entries(refs: list[str], models_file: Path | None = None) -> list[Mode
     seen: set[str] = set()
     for entry in entries:
         if entry.name in seen:
-            raise SpecialistError(f"two models are named {entry.name!r}; name them apart in a --models file "
-                                  "(name: reference)")
+            raise SpecialistError(
+                f"two models are named {entry.name!r}; name them apart in a --models file (name: reference)"
+            )
         seen.add(entry.name)
     return entries
 
@@ -107,10 +111,15 @@ def training_system_prompt(ref: str) -> str | None:
     return system.strip() or None if isinstance(system, str) else None
 
 
-def load_specialists(entries: list[ModelEntry], engine: str = "torch", threads: int | None = None,
-                     quant: str | None = None, max_batch: int = 8,
-                     knowledge_of: Callable[[str], KnowledgeContext | None] | None = None,
-                     dtype: str = "auto") -> list[Specialist]:
+def load_specialists(
+    entries: list[ModelEntry],
+    engine: str = "torch",
+    threads: int | None = None,
+    quant: str | None = None,
+    max_batch: int = 8,
+    knowledge_of: Callable[[str], KnowledgeContext | None] | None = None,
+    dtype: str = "auto",
+) -> list[Specialist]:
     """Load every entry's model (runs of one base share it) with its knowledge base
     (`knowledge_of(ref)`) and training system prompt."""
     from specialist.inference.engines import make_generators
@@ -127,10 +136,18 @@ def load_specialists(entries: list[ModelEntry], engine: str = "torch", threads: 
             shared.setdefault(id(generator.shared_model), []).append(entry.name)
         for names in shared.values():
             if len(names) > 1:
-                err_console.print(f"{', '.join(names)}: one base model in memory, batched together",
-                                  style="dim", markup=False, highlight=False)
+                err_console.print(
+                    f"{', '.join(names)}: one base model in memory, batched together",
+                    style="dim",
+                    markup=False,
+                    highlight=False,
+                )
         if engine != "torch":
-            err_console.print(f"note: --engine {engine} runs a merged model per specialist: {len(entries)} models "
-                              "in memory (the torch engine shares a base between its runs)",
-                              style="dim", markup=False, highlight=False)
+            err_console.print(
+                f"note: --engine {engine} runs a merged model per specialist: {len(entries)} models "
+                "in memory (the torch engine shares a base between its runs)",
+                style="dim",
+                markup=False,
+                highlight=False,
+            )
     return [Specialist(e.name, g, kb, system) for e, g, kb, system in zip(entries, generators, knowledge, systems)]
