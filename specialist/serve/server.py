@@ -466,7 +466,8 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
             loop.call_soon_threadsafe(events.put_nowait, ("done", answer if error is None else error))
 
         row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat)
-        worker.submit(Job(prompt, settings, row, on_done, generator))
+        # the first specialist's jobs name no generator: they run on the worker's own
+        worker.submit(Job(prompt, settings, row, on_done, None if generator is specialists[0].generator else generator))
         return row, events
 
     async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
