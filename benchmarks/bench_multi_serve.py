@@ -30,6 +30,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,7 +141,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         models = Path(tempfile.mkdtemp(prefix="multi-serve-")) / "models.json"
         models.write_text(json.dumps({r.name: str(r.path.resolve()) for r in runs}))
-        self.log = open(models.parent / "serve.log", "w+b")  # noqa: SIM115 - closed in stop()
+        self.log_path = models.parent / "serve.log"
+        self.log = open(self.log_path, "w+b")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -169,7 +171,9 @@ class Server:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise RuntimeError(f"the server exited: {self.log.read().decode(errors='replace')[-2000:]}")
+                tail = self.log.read().decode(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"the server exited: {tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return round(time.perf_counter() - self.started, 1)
@@ -191,6 +195,7 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
 
 async def _traffic(url: str, plan: list[tuple[str, str]], clients: int, max_tokens: int) -> dict:
