@@ -35,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 NAME = "multi_serve"
 DESCRIPTION = "several specialists behind one server: memory per extra specialist, throughput with mixed traffic"
@@ -50,8 +50,7 @@ GENERIC = [
 ]
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):  # not a dataclass: `specialist bench` loads this file outside sys.modules
     name: str
     path: Path
     prompts: tuple[str, ...]
