@@ -59,6 +59,7 @@ def test_runs_of_one_base_share_its_weights(shared, alone):
     assert all(g.shared_model is model for g in shared)  # one model for the three
     assert [g.adapter for g in shared] == ["adapter0", "adapter1", "__base__"]
     assert set(model.peft_config) == {"adapter0", "adapter1"}
+    assert shared[0].tokenizer is shared[1].tokenizer  # both runs saved the same tokenizer files: loaded once
     base_alone = alone["base"].model
     # the base's weights are in memory once: as many base tensors as the base alone has
     # (each adapter adds only its small LoRA matrices)

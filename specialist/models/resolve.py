@@ -229,6 +229,20 @@ def load_model(
     return _ready(model, tokenizer, source, dev, torch_dtype)
 
 
+def _tokenizer_key(source: ModelSource) -> str:
+    """The tokenizer files' contents (equal keys: interchangeable tokenizers), else the reference."""
+    import hashlib
+
+    folder = Path(source.tokenizer_source)
+    if not folder.is_dir():
+        return source.tokenizer_source
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name.startswith(("tokenizer", "chat_template", "special_tokens"))):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def load_adapters(sources: list[ModelSource], names: list[str | None], dtype: str | torch.dtype = "auto",
                   device: str = "auto") -> list[LoadedModel]:
     """Sources of one base (the same `weights`), loaded as one model: the base once, each LoRA
@@ -241,7 +255,14 @@ def load_adapters(sources: list[ModelSource], names: list[str | None], dtype: st
         raise ValueError("load_adapters: the sources do not share one base")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    tokenizers = [load_tokenizer(s) for s in sources]
+    # a tokenizer of a 262k vocabulary holds ~270 MB: runs that saved identical files share one
+    by_files: dict[str, Any] = {}
+    tokenizers = []
+    for source in sources:
+        key = _tokenizer_key(source)
+        if key not in by_files:
+            by_files[key] = load_tokenizer(source)
+        tokenizers.append(by_files[key])
     model = _load_weights(sources[0], torch_dtype)
     for source, name in zip(sources, names):
         if source.adapter is None:
