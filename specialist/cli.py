@@ -575,7 +575,12 @@ def _generate_file(model: str, load, input_file: Path, output_file: Path, settin
 
 @app.command()
 def serve(
-    model: str = ModelOpt,
+    model: list[str] | None = typer.Option(None, "--model", "-m",
+                                           help="Model reference (run folder, HF folder, .gguf, HF id or known name; "
+                                                "default gemma-3-270m); repeat to serve several, each named after its "
+                                                "folder."),
+    models_file: Path | None = typer.Option(None, "--models", exists=True, dir_okay=False,
+                                            help="YAML/JSON file of name: model reference, to serve several by name."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     api_key: str | None = typer.Option(None, "--api-key", envvar="SPECIALIST_API_KEY",
@@ -593,17 +598,25 @@ def serve(
 
     With a knowledge base, /v1/chat/completions retrieves for the last user message and answers
     list the passages in "context"; send "knowledge": false to skip it. /v1/completions (raw
-    text) never retrieves."""
+    text) never retrieves.
+
+    Several models (--model repeated, or --models FILE) answer by the name in the request's
+    "model" field; runs of one base share its weights in memory and their requests are batched
+    together. Each uses its own run's knowledge base and system prompt."""
     _quiet_libraries()
     from specialist.serve.server import ServerLimits
     from specialist.serve.server import serve as run_server
+    from specialist.serve.specialists import load_specialists, model_entries
 
-    context = _open_knowledge(model, knowledge, top_k)
-    model_id = Path(model).name if Path(model).expanduser().exists() else model
+    entries = model_entries(list(model or ([] if models_file else [DEFAULT_MODEL])), models_file)
+    if len(entries) > 1 and (knowledge is not None or top_k is not None):
+        raise SpecialistError("--knowledge/--top-k: with several models each uses its own run's knowledge base "
+                              "and settings", exit_code=2)
     limits = ServerLimits(max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_batch=max_batch,
                           default_max_tokens=min(256, max_tokens))
-    run_server(model, host, port, api_key or None, limits, model_id=model_id, engine=engine, threads=threads,
-               quant=quant, knowledge=context)
+    specialists = load_specialists(entries, engine, threads, quant, max_batch,
+                                   knowledge_of=lambda ref: _open_knowledge(ref, knowledge, top_k))
+    run_server(specialists, host, port, api_key or None, limits)
 
 
 @app.command()

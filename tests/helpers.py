@@ -112,22 +112,23 @@ def write_run_files(run_dir: Path, config: dict | None = None, **fields):
     return summary
 
 
-def make_adapter_run(base: Path, out: Path) -> Path:
+def make_adapter_run(base: Path, out: Path, seed: int = 0, config: dict | None = None) -> Path:
     """A run folder as training writes it: run.json + a LoRA adapter with non-zero weights
-    (init_lora_weights=False), and the tokenizer (with its chat template) next to it."""
+    (init_lora_weights=False, drawn from `seed`), and the tokenizer (with its chat template)
+    next to it; config.yaml when `config` is given."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from specialist.models.resolve import load_tokenizer
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False))
     peft.save_pretrained(out / "adapter")
     load_tokenizer(str(base)).save_pretrained(out / "adapter")
-    write_run_files(out, base_model=str(base))
+    write_run_files(out, config, base_model=str(base))
     return out
 
 

@@ -21,7 +21,7 @@ def write_data(path: Path, n: int) -> Path:
 def test_every_benchmark_is_registered():
     from specialist.bench import discover
 
-    assert {"train_speed", "data_check", "eval", "generation", "engine_quality"} <= set(discover())
+    assert {"train_speed", "data_check", "eval", "generation", "engine_quality", "multi_serve"} <= set(discover())
 
 
 def test_engine_quality_compares_answers_with_the_torch_engine():

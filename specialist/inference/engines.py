@@ -78,3 +78,61 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
         gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT), load_tokenizer(model_ref)
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096)
+
+
+def _sharing_key(source) -> str | None:
+    """Which loaded model a reference can share: its base's weights for a LoRA run and for a
+    base model named directly; None for what needs a model of its own (a full fine-tune, a DoRA
+    run: PEFT's mixed-adapter batches do not support DoRA)."""
+    import json
+    from pathlib import Path
+
+    if source.kind == "run" and source.adapter is None:
+        return None
+    if source.adapter is not None:
+        try:
+            config = json.loads((Path(source.adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # load_model reports it
+        if config.get("use_dora") or config.get("peft_type", "LORA") != "LORA":
+            return None
+    weights = Path(source.weights)
+    return str(weights.resolve()) if weights.exists() else source.weights
+
+
+def make_generators(model_refs: list[str], engine: str = "torch", threads: int | None = None,
+                    quant: str | None = None, max_batch: int = 8, dtype: str = "auto") -> list[Generator]:
+    """One Generator per reference, for a server of several models. On the torch engine the
+    references that share a base (LoRA runs of it, and the base itself) share one model in
+    memory: the base loaded once with every run's adapter attached beside the others, and one
+    generator per reference over it (its tokenizer, its adapter; the base's rows use none).
+    A reference alone on its base loads as make_generator does (adapter merged). llama.cpp
+    runs merged GGUFs, one model per reference: nothing is shared. `dtype`: the torch weights'."""
+    if engine != "torch":
+        return [make_generator(ref, engine, threads, quant, max_batch=max_batch) for ref in model_refs]
+    if quant is not None:
+        raise SpecialistError("--quant applies to --engine llama.cpp only", exit_code=2)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from specialist.inference.torch_engine import BASE_ADAPTER, TorchGenerator
+    from specialist.models.resolve import load_adapters, load_model, resolve
+
+    sources = [resolve(ref) for ref in model_refs]
+    groups: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        groups.setdefault(_sharing_key(source) or f"own model {i}", []).append(i)
+    out: list[Generator | None] = [None] * len(model_refs)
+    for members in groups.values():
+        if not any(sources[i].adapter is not None for i in members) or len(members) == 1:
+            # one model of its own (merged, as make_generator), or one base model named more than once
+            generator = TorchGenerator(load_model(sources[members[0]], dtype=dtype, merge_adapter=True))
+            for i in members:
+                out[i] = generator
+            continue
+        names = [f"adapter{i}" if sources[i].adapter is not None else BASE_ADAPTER for i in members]
+        loaded = load_adapters([sources[i] for i in members], names, dtype=dtype)
+        for i, name, one in zip(members, names, loaded):
+            out[i] = TorchGenerator(one, adapter=name)
+    return [g for g in out if g is not None]

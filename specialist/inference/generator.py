@@ -61,12 +61,21 @@ class Generator(ABC):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.context_length = context_length
 
+    adapter: str | None = None  # set on generators that share one model, each with its own adapter
+
+    @property
+    def shared_model(self) -> object:
+        """What this generator decodes with: generators returning the same object (runs of one
+        base, engines.make_generators) can decode their rows in one batch, run_batch(adapters=)."""
+        return self
+
     @abstractmethod
-    def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder],
-                  settings: GenerationSettings) -> list[Answer]:
+    def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder], settings: GenerationSettings,
+                  adapters: Sequence[str | None] | None = None) -> list[Answer]:
         """Decode a batch of prompts (token ids), feeding row i the tokens of prompt i until
         every row is done. Sampling settings (temperature, top_p, seed) are shared by the
-        batch; each row keeps its own stop strings and token budget."""
+        batch; each row keeps its own stop strings and token budget. `adapters` (one per row)
+        is given only for a batch that mixes the rows of generators sharing this one's model."""
 
     def close(self) -> None:  # noqa: B027 - an optional hook: engines holding only Python objects keep it
         """Free what the engine holds outside Python's memory (nothing, by default)."""

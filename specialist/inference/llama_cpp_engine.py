@@ -153,10 +153,13 @@ class LlamaCppGenerator(Generator):
         return sample(logits, settings.temperature, settings.top_p, rng)
 
     # ------------------------------------------------------------ the Generator interface
-    def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder],
-                  settings: GenerationSettings) -> list[Answer]:
+    def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder], settings: GenerationSettings,
+                  adapters: Sequence[str | None] | None = None) -> list[Answer]:
         """Decode the prompts as parallel sequences (up to max_batch): the prompts are read in
-        chunks, then every step decodes one token of every unfinished row in one call."""
+        chunks, then every step decodes one token of every unfinished row in one call. Each
+        GGUF holds one model (merged): no adapters to switch, `adapters` must name none."""
+        if adapters is not None and any(adapters):
+            raise ValueError("the llama.cpp engine runs merged models: it has no adapters to switch")
         if len(prompts) > self.max_batch:
             raise ValueError(f"a batch of {len(prompts)} prompts; this engine holds {self.max_batch}")
         with self._lock:

@@ -180,6 +180,35 @@ class LoadedModel:
     path: GenerationPath | None = None  # set when loaded for generation (inference.precision)
 
 
+def _load_weights(source: ModelSource, torch_dtype: torch.dtype) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        # safetensors only: a pickled checkpoint (pytorch_model.bin) is never opened, and no
+        # code the model folder ships runs (trust_remote_code stays False)
+        return AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
+    except Exception as exc:
+        if source.kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise ModelNotFound(f"{source.ref}: cannot load the model ({exc})") from exc
+
+
+def _adapter_dir(adapter: Path) -> str:
+    if not (Path(adapter) / "adapter_model.safetensors").is_file():
+        raise ModelNotFound(f"{adapter}: no adapter_model.safetensors (adapters are read from "
+                            "safetensors only, never from a pickled .bin)")
+    return str(adapter)
+
+
+def _ready(model: Any, tokenizer: Any, source: ModelSource, dev: torch.device, torch_dtype: torch.dtype) -> LoadedModel:
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, source, dev, torch_dtype)
+
+
 def load_model(
     ref: str | ModelSource,
     dtype: str | torch.dtype = "auto",
@@ -187,32 +216,60 @@ def load_model(
     merge_adapter: bool = False,
 ) -> LoadedModel:
     """Load a model for inference (eval mode). A run's adapter is attached (or merged)."""
-    from transformers import AutoModelForCausalLM
-
     source = ref if isinstance(ref, ModelSource) else resolve(ref)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     tokenizer = load_tokenizer(source)
-    try:
-        # safetensors only: a pickled checkpoint (pytorch_model.bin) is never opened, and no
-        # code the model folder ships runs (trust_remote_code stays False)
-        model = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch_dtype, use_safetensors=True,
-                                                     trust_remote_code=False)
-    except Exception as exc:
-        if source.kind == "hub":
-            raise _hub_error(source, exc) from exc
-        raise ModelNotFound(f"{source.ref}: cannot load the model ({exc})") from exc
+    model = _load_weights(source, torch_dtype)
     if source.adapter is not None:
         from peft import PeftModel
 
-        if not (Path(source.adapter) / "adapter_model.safetensors").is_file():
-            raise ModelNotFound(f"{source.adapter}: no adapter_model.safetensors (adapters are read from "
-                                "safetensors only, never from a pickled .bin)")
-        model = PeftModel.from_pretrained(model, str(source.adapter))
+        model = PeftModel.from_pretrained(model, _adapter_dir(source.adapter))
         if merge_adapter:
             model = model.merge_and_unload()
-    model.to(dev)
-    model.eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, source, dev, torch_dtype)
+    return _ready(model, tokenizer, source, dev, torch_dtype)
+
+
+def _tokenizer_key(source: ModelSource) -> str:
+    """The tokenizer files' contents (equal keys: interchangeable tokenizers), else the reference."""
+    import hashlib
+
+    folder = Path(source.tokenizer_source)
+    if not folder.is_dir():
+        return source.tokenizer_source
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and (path.name.startswith(("tokenizer", "chat_template", "special_tokens"))):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_adapters(sources: list[ModelSource], names: list[str | None], dtype: str | torch.dtype = "auto",
+                  device: str = "auto") -> list[LoadedModel]:
+    """Sources of one base (the same `weights`), loaded as one model: the base once, each LoRA
+    adapter attached beside the others under its name in `names` (not merged: PEFT picks
+    each row's adapter at decoding time, `adapter_names`). One LoadedModel per source, all
+    holding that model, each with the source's own tokenizer (a run's chat template)."""
+    from peft import PeftModel
+
+    if len({s.weights for s in sources}) != 1:
+        raise ValueError("load_adapters: the sources do not share one base")
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    # a tokenizer of a 262k vocabulary holds ~270 MB: runs that saved identical files share one
+    by_files: dict[str, Any] = {}
+    tokenizers = []
+    for source in sources:
+        key = _tokenizer_key(source)
+        if key not in by_files:
+            by_files[key] = load_tokenizer(source)
+        tokenizers.append(by_files[key])
+    model = _load_weights(sources[0], torch_dtype)
+    for source, name in zip(sources, names):
+        if source.adapter is None:
+            continue
+        if not isinstance(model, PeftModel):
+            model = PeftModel.from_pretrained(model, _adapter_dir(source.adapter), adapter_name=name)
+        else:
+            model.load_adapter(_adapter_dir(source.adapter), adapter_name=name)
+    return [_ready(model, tok, source, dev, torch_dtype) for source, tok in zip(sources, tokenizers)]

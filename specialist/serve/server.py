@@ -27,7 +27,13 @@ specialist was trained on), so clients send plain questions. The response names 
 in an extra top-level field "context": [{"id", "score", "title"}] (streamed: on the first
 chunk). A request opts out with the extra body field "knowledge": false. /v1/completions
 takes raw text and does no retrieval: the client builds the whole prompt itself. /health and
-/v1/models say whether a knowledge base is attached (passages, fingerprint)."""
+/v1/models say whether a knowledge base is attached (passages, fingerprint).
+
+One server can answer for several specialists (serve/specialists.py), each addressed by its
+name in the request's `model` field; /v1/models lists them all and an unknown name answers 404
+(`model_not_found`). Each keeps its own tokenizer, knowledge base and training system prompt.
+Runs of one base share one model in memory, and the worker batches their requests together
+(PEFT's mixed-adapter batches: one `generate` call, each row with its own adapter)."""
 
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
 from specialist.models.template import attach_context, last_user_text
 from specialist.serve.http import ErrorResponse, error_body, protocol_class
+from specialist.serve.specialists import Specialist
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
@@ -243,6 +250,7 @@ class Job:
     settings: GenerationSettings
     row: RowDecoder
     on_done: Callable[[Answer | None, BaseException | None], None]
+    generator: Generator | None = None  # the specialist's; None: the worker's own
 
     @property
     def batch_key(self) -> tuple | None:
@@ -296,6 +304,13 @@ class BatchWorker:
             self._cond.notify()
         self._thread.join(timeout=10)
 
+    def _key(self, job: Job) -> tuple | None:
+        """Jobs share a batch when their sampling allows it (Job.batch_key) and their
+        generators share one model (the runs of one base: each row keeps its adapter)."""
+        key = job.batch_key
+        generator = job.generator or self.generator
+        return None if key is None else (id(getattr(generator, "shared_model", generator)), *key)
+
     def _take_batch(self) -> list[Job]:
         with self._cond:
             while not self._jobs and not self._stopping:
@@ -304,12 +319,12 @@ class BatchWorker:
                 return []
             first = self._jobs.popleft()
             batch = [first]
-            key = first.batch_key
+            key = self._key(first)
             if key is not None:
                 for job in list(self._jobs):
                     if len(batch) >= self.max_batch:
                         break
-                    if job.batch_key == key:
+                    if self._key(job) == key:
                         self._jobs.remove(job)
                         batch.append(job)
             return batch
@@ -325,8 +340,13 @@ class BatchWorker:
             self.largest_batch = max(self.largest_batch, len(batch))
             self._running = batch
             try:
-                answers = self.generator.run_batch([j.prompt for j in batch], [j.row for j in batch],
-                                                   batch[0].settings)
+                generators = [j.generator or self.generator for j in batch]
+                prompts, rows = [j.prompt for j in batch], [j.row for j in batch]
+                if len(set(map(id, generators))) == 1:
+                    answers = generators[0].run_batch(prompts, rows, batch[0].settings)
+                else:  # several specialists on one shared model: each row names its adapter
+                    answers = generators[0].run_batch(prompts, rows, batch[0].settings,
+                                                      adapters=[g.adapter for g in generators])
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the worker
                 for job in batch:
                     job.on_done(None, exc)
@@ -480,15 +500,21 @@ _COMPLETION = {**_ERRORS, 200: {"description": "the answer; with stream: true, s
                                                "`data: [DONE]`", "content": {"text/event-stream": {}}}}
 
 
-def create_app(generator: Generator, model_id: str, api_key: str | None = None,
+def create_app(generator: Generator | list[Specialist], model_id: str | None = None, api_key: str | None = None,
                limits: ServerLimits | None = None, knowledge: KnowledgeContext | None = None) -> FastAPI:
+    """The app for one model (`generator` named `model_id`, with `knowledge`), or for several
+    specialists (a list of them; `model_id` and `knowledge` unused)."""
     limits = limits or ServerLimits()
+    specialists = generator if isinstance(generator, list) else [Specialist(model_id or "model", generator, knowledge)]
+    by_name = {spec.name: spec for spec in specialists}
+    if not specialists or len(by_name) != len(specialists):
+        raise ValueError("create_app: give at least one specialist, each under a name of its own")
+    generator, model_id, knowledge = specialists[0].generator, specialists[0].name, specialists[0].knowledge
     kb_info = knowledge_info(knowledge)
     app = FastAPI(title="specialist", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     worker = BatchWorker(generator, limits.max_batch, limits.max_queue)
     app.state.worker, app.state.limits = worker, limits
     created = int(time.time())
-    context = generator.context_length
 
     # -- errors in OpenAI's shape
     @app.exception_handler(APIError)
@@ -520,10 +546,12 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
     app.add_middleware(_Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
 
-    def check_model(name: str) -> None:
-        if name != model_id:
-            raise APIError(404, f"the model {name!r} does not exist; this server serves {model_id!r}",
+    def check_model(name: str) -> Specialist:
+        if name not in by_name:
+            served = ", ".join(repr(n) for n in by_name)
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {served}",
                            param="model", code="model_not_found")
+        return by_name[name]
 
     @app.get("/health")
     def health(request: Request) -> dict:
@@ -531,23 +559,25 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         server without one) also the model, the load and the knowledge base."""
         if not key_ok(request.headers.get("authorization", ""), api_key):
             return {"status": "ok"}
-        return {"status": "ok", "model": model_id, "queued": worker.queued, "active": worker.active,
-                "knowledge": kb_info}
+        single = len(specialists) == 1  # "model" and "knowledge" describe the one model served
+        return {"status": "ok", "model": model_id if single else None, "models": list(by_name),
+                "queued": worker.queued, "active": worker.active, "knowledge": kb_info if single else None}
 
-    def model_card() -> dict:
-        return {"id": model_id, "object": "model", "created": created, "owned_by": "specialist", "knowledge": kb_info}
+    def model_card(spec: Specialist) -> dict:
+        return {"id": spec.name, "object": "model", "created": created, "owned_by": "specialist",
+                "knowledge": knowledge_info(spec.knowledge)}
 
     @app.get("/v1/models", responses=_ERRORS)
     def models() -> dict:
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [model_card(spec) for spec in specialists]}
 
     @app.get("/v1/models/{name:path}", responses=_ERRORS)
     def model_info(name: str) -> dict:
-        check_model(name)
-        return model_card()
+        return model_card(check_model(name))
 
     async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool,
-                  logprobs: int | None = None, prompt_logprobs: int | None = None):
+                  logprobs: int | None = None, prompt_logprobs: int | None = None,
+                  generator: Generator = generator):
         """Queue one job; returns (row, asyncio queue of pieces ending in ("done", answer|error))."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -561,18 +591,21 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
 
         row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat, logprobs=logprobs,
                                     prompt_logprobs=prompt_logprobs)
-        worker.submit(Job(prompt, settings, row, on_done))
+        # the first specialist's jobs name no generator: they run on the worker's own
+        worker.submit(Job(prompt, settings, row, on_done, None if generator is specialists[0].generator else generator))
         return row, events
 
     async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
                                chat: bool, extra: dict | None = None, logprobs: int | None = None,
-                               echo: str | None = None):
+                               echo: str | None = None, spec: Specialist = specialists[0]):
         """`extra`: top-level fields added to the response (the first chunk when streaming);
         `logprobs`: score the answer's tokens, listing that many alternatives; `echo`: the
-        prompt's text, put before the answer (completions; with logprobs, its tokens scored too)."""
+        prompt's text, put before the answer (completions; with logprobs, its tokens scored too);
+        `spec`: the specialist the request named."""
         extra = extra or {}
+        generator, model_id = spec.generator, spec.name
         prompt_logprobs = logprobs if echo is not None else None
-        row, events = await run(prompt, settings, chat, req.stream, logprobs, prompt_logprobs)
+        row, events = await run(prompt, settings, chat, req.stream, logprobs, prompt_logprobs, generator)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
         if not req.stream:
@@ -652,7 +685,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         return StreamingResponse(events_sse(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def check_logprobs(req: _Sampling, wanted: bool, param: str) -> None:
+    def check_logprobs(req: _Sampling, generator: Generator, wanted: bool, param: str) -> None:
         if not wanted:
             return
         if not generator.scores_logprobs:
@@ -664,10 +697,13 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
     @app.post("/v1/chat/completions", responses=_COMPLETION)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         _require_unicode(req.model_dump())
-        check_model(req.model)
+        spec = check_model(req.model)
+        generator, knowledge, context = spec.generator, spec.knowledge, spec.generator.context_length
         req.refuse_unsupported()
-        check_logprobs(req, bool(req.logprobs), "logprobs")
+        check_logprobs(req, generator, bool(req.logprobs), "logprobs")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
+        if spec.system and not any(m["role"] == "system" for m in messages):  # as the run was trained
+            messages = [{"role": "system", "content": spec.system}, *messages]
         extra: dict = {}
         question = last_user_text(messages)
         if knowledge is not None and req.knowledge and question is not None:
@@ -683,7 +719,8 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra, logprobs=logprobs)
+        return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra, logprobs=logprobs,
+                                      spec=spec)
 
     @app.post("/v1/completions", responses=_COMPLETION)
     async def completions(req: CompletionRequest, request: Request):
@@ -691,9 +728,10 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
         is a text (tokenized with the model's special tokens, e.g. BOS) or token ids (used as
         they are)."""
         _require_unicode(req.model_dump())
-        check_model(req.model)
+        spec = check_model(req.model)
+        generator, context = spec.generator, spec.generator.context_length
         req.refuse_unsupported()
-        check_logprobs(req, req.logprobs is not None, "logprobs")
+        check_logprobs(req, generator, req.logprobs is not None, "logprobs")
         one = req.prompt
         if isinstance(one, list) and one and isinstance(one[0], (str, list)):
             if len(one) != 1:
@@ -713,7 +751,7 @@ def create_app(generator: Generator, model_id: str, api_key: str | None = None,
             raise APIError(400, "the prompt is empty", param="prompt")
         settings = _settings(req, req.max_tokens, len(prompt), context, limits)
         return await answer_or_stream(prompt, settings, req, request, chat=False, logprobs=req.logprobs,
-                                      echo=text if req.echo else None)
+                                      echo=text if req.echo else None, spec=spec)
 
     return app
 
@@ -732,24 +770,29 @@ def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kw
                           **kwargs)
 
 
-def serve(model_ref: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+def serve(model_ref: str | list[Specialist], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           limits: ServerLimits | None = None, model_id: str | None = None, engine: str = "torch",
           threads: int | None = None, quant: str | None = None, knowledge: KnowledgeContext | None = None) -> None:
     """Load the model and run the server until interrupted; with `knowledge`, chat completions
-    retrieve from it (see the module docstring)."""
+    retrieve from it (see the module docstring). `model_ref` may be specialists already loaded
+    (serve/specialists.py), then the model options are unused."""
     import uvicorn
 
     from specialist.console import err_console
     from specialist.inference.engines import make_generator
 
     limits = limits or ServerLimits()
-    generator = make_generator(model_ref, engine, threads, quant, max_batch=limits.max_batch)
-    app = create_app(generator, model_id or model_ref, api_key, limits, knowledge)
+    if isinstance(model_ref, list):
+        specialists = model_ref
+    else:
+        generator = make_generator(model_ref, engine, threads, quant, max_batch=limits.max_batch)
+        specialists = [Specialist(model_id or model_ref, generator, knowledge)]
+    app = create_app(specialists, api_key=api_key, limits=limits)
     if host not in LOOPBACK and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: anyone who can "
                           "reach this port can use the model (set --api-key or SPECIALIST_API_KEY)")
-    err_console.print(f"serving [bold]{model_id or model_ref}[/bold] at http://{host}:{port}/v1"
-                      f"{' (API key required)' if api_key else ''}")
+    names = ", ".join(f"[bold]{spec.name}[/bold]" for spec in specialists)
+    err_console.print(f"serving {names} at http://{host}:{port}/v1{' (API key required)' if api_key else ''}")
     try:
         uvicorn.Server(uvicorn_config(app, host, port, timeout_graceful_shutdown=5)).run()
     finally:
