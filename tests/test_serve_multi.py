@@ -282,3 +282,28 @@ def test_knowledge_options_with_several_models_are_refused(run_cli, runs, tmp_pa
     result = run_cli("serve", "--model", runs["alpha"], "--model", runs["beta"], "--top-k", "2")
     assert result.exit_code == 2
     assert "its own run's knowledge base" in result.stderr
+
+
+def scored(generator: Generator, prompt: str, n: int = 6):
+    """The answer's and the prompt's log-probabilities, as the server asks for them."""
+    settings = GenerationSettings(max_new_tokens=n)
+    ids = generator.prompt_ids(build_messages(prompt))
+    row = generator.row_decoder(len(ids), settings, logprobs=2, prompt_logprobs=2)
+    (answer,) = generator.run_batch([ids], [row], settings)
+    return answer.text, answer.logprobs, answer.prompt_logprobs
+
+
+def close(a, b) -> bool:
+    return [x is None for x in a] == [x is None for x in b] and all(
+        x is None or (x.token == y.token and abs(x.logprob - y.logprob) < 1e-4) for x, y in zip(a, b)
+    )
+
+
+def test_a_shared_specialist_scores_tokens_as_it_does_alone(shared, alone):
+    """Log-probabilities come from the request's own adapter: the answer's (read by a hook on the
+    model PEFT wraps) and the prompt's (one forward with its adapter named)."""
+    for generator, name in zip(shared, ["alpha", "beta", "base"]):
+        text, answer_lps, prompt_lps = scored(generator, PROMPTS[1])
+        ref_text, ref_answer, ref_prompt = scored(alone[name], PROMPTS[1])
+        assert text == ref_text and answer_lps and close(answer_lps, ref_answer), name
+        assert prompt_lps[0] is None and close(prompt_lps, ref_prompt), name
