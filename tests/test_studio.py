@@ -255,6 +255,43 @@ def test_a_training_that_cannot_start_shows_the_cli_error(client, runs, tmp_path
     assert "error: unknown model reference &#39;no-such-model-anywhere&#39;" in page and "Traceback" not in page
 
 
+def test_runs_started_in_a_terminal_show_their_true_status(client, runs, tmp_path, tiny_chat_model, run_cli):
+    """A run the CLI trains (no studio lock) is running while its process lives, completed when
+    done, and stopped when killed: run.json's status and pid, not the studio's jobs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    studio = client.app.state.studio
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    args = ["train", "--data", str(data), "--model", str(tiny_chat_model), "--batch-size", "2"]
+    assert run_cli(*args, "--out", runs / "done", "--max-steps", "2").exit_code == 0
+    assert studio.run("done").status == "completed"
+    child = subprocess.Popen([sys.executable, "-m", "specialist", *args, "--out", str(runs / "cli"),
+                              "--max-steps", "5000", "--set", "logging_steps=1", "--set", "threads=1"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        _wait(lambda: (runs / "cli" / "metrics.jsonl").exists() and (runs / "cli" / "metrics.jsonl").stat().st_size)
+        assert studio.run("cli").status == "running"
+        listed = client.get("/train", headers=HTML).text
+        assert re.search(r'href="/train/cli">cli</a> <span class="badge running">', listed)
+        assert re.search(r'href="/train/done">done</a> <span class="badge completed">', listed)
+        page = client.get("/train/cli", headers=HTML).text
+        assert 'id="run-status">running<' in page and 'id="stop"' not in page  # not the studio's to stop
+        refused = client.post("/train", data={"data": str(data), "run_name": "cli", "overwrite": "on"}, headers=HTML)
+        assert "already running in this run folder" in refused.text
+        assert "already running" in client.post("/train/cli/resume", headers=HTML).text
+        assert not studio.jobs.all()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert json.loads((runs / "cli" / "run.json").read_text())["status"] == "running"  # nobody wrote otherwise
+    assert studio.run("cli").status == "stopped"
+
+
 def _wait(condition, seconds: float = 120.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
