@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
@@ -31,16 +32,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_studio(runs: Path, api_key: str | None = None) -> Iterator[str]:
-    """The studio served by uvicorn in a thread of this process; yields its base URL."""
+def running_studio(runs: Path, api_key: str | None = None, **settings: Any) -> Iterator[str]:
+    """The studio served by uvicorn in a thread of this process, as `specialist studio` serves
+    it; yields its base URL. `settings`: more StudioSettings."""
     import uvicorn
 
-    from specialist.studio.app import create_app
+    from specialist.studio.app import create_app, uvicorn_config
     from specialist.studio.state import StudioSettings
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(StudioSettings(runs=runs, api_key=api_key)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(create_app(StudioSettings(runs=runs, api_key=api_key, **settings)),
+                                           port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -428,3 +428,51 @@ def test_downloads_stay_inside_the_runs_folder(client, runs, tmp_path):
     assert 'href="/files/exports/r-gguf-f16/r-f16.gguf"' in page
     r = client.post("/export", data={"run": "r", "format": "zip"}, headers=HTML)
     assert "use one of merged, gguf, ollama" in r.text
+
+
+# ---------------------------------------------------------------- the server's deadlines
+def test_slow_clients_get_the_serve_commands_deadlines(runs):
+    """A request head or body trickled in gets 408 at the request deadline (the serve command's
+    protocol, specialist.serve.http), and the studio answers others meanwhile."""
+    import socket
+    import threading
+
+    import httpx
+
+    from tests.studio_browser import running_studio
+    from tests.test_server_hardening import trickle
+
+    with running_studio(runs, request_timeout=1.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        outs: list[dict] = [{}, {}]
+        head = b"POST /data/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\n"
+        threads = [threading.Thread(target=trickle, args=(port, head, (b"x-%d: y\r\n" % i for i in range(100)),
+                                                          outs[0])),
+                   threading.Thread(target=trickle, args=(port, head + b"content-length: 200\r\n\r\n",
+                                                          (b"a" for _ in range(200)), outs[1]))]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        assert httpx.get(url + "/train", timeout=10).status_code == 200  # served meanwhile
+        for t in threads:
+            t.join(timeout=30)
+        for out in outs:
+            assert out["reply"].startswith(b"HTTP/1.1 408"), out["reply"][:200]
+            assert 1.5 <= out["seconds"] < 1.5 + 3
+        with socket.create_connection(("127.0.0.1", port)) as idle:  # a connection that never asks is closed
+            idle.settimeout(10)
+            assert idle.recv(100) == b""
+
+
+def test_specialist_studio_serves_with_the_deadlines(runs, monkeypatch):
+    import uvicorn
+
+    from specialist.serve.http import TimedH11Protocol
+    from specialist.studio.app import serve
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    serve("127.0.0.1", 7861, StudioSettings(runs=runs, request_timeout=7.0))
+    (config,) = served
+    assert issubclass(config.http, TimedH11Protocol) and config.http.request_timeout == 7.0
+    assert config.http.send_timeout == StudioSettings().send_timeout and config.port == 7861
