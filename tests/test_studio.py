@@ -242,6 +242,29 @@ def test_stop_interrupts_the_run_and_resume_continues_it(client, runs, tmp_path,
     assert len(studio.jobs.all("train", "long")) == 2
 
 
+def test_stop_works_when_the_studio_ignores_ctrl_c(client, runs, tmp_path, tiny_chat_model):
+    """A studio started in the background by a shell ignores SIGINT; its trainings must not
+    inherit that, or Stop waits for the SIGKILL and run.json never says interrupted."""
+    import signal
+
+    studio = client.app.state.studio
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    form = {"data": str(data), "model": str(tiny_chat_model), "run_name": "bg", "max_steps": "5000",
+            "logging_steps": "1", "batch_size": "2", "threads": "1"}
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `sh -c 'specialist studio &'` leaves it
+    try:
+        assert client.post("/train", data=form, follow_redirects=False).status_code == 303
+        _wait(lambda: (runs / "bg" / "metrics.jsonl").exists() and (runs / "bg" / "metrics.jsonl").stat().st_size)
+        assert client.post("/train/bg/stop", follow_redirects=False).status_code == 303
+        _wait(lambda: not studio.jobs.latest("train", "bg").running, 20)  # the SIGKILL would come after 30 s
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    job = studio.jobs.latest("train", "bg")
+    assert job.status == "cancelled" and job.returncode == 130, studio.jobs.log(job)
+    assert json.loads((runs / "bg" / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_a_training_that_cannot_start_shows_the_cli_error(client, runs, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n", encoding="utf-8")

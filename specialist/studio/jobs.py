@@ -130,7 +130,7 @@ class Jobs:
         with (folder / "log").open("wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                     env={**env, "SPECIALIST_JOB_RC": str(folder / "rc")}, pass_fds=(lock_fd,),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_signals)
         job.pid = proc.pid
         self._write(job)
         threading.Thread(target=proc.wait, daemon=True).start()  # reaps the child: no zombie
@@ -197,6 +197,13 @@ class Jobs:
             _signal(job.pid, signal.SIGKILL)
 
         threading.Thread(target=finish, daemon=True).start()
+
+
+def _default_signals() -> None:
+    """In the child before exec: Ctrl-C's default back. A studio started in the background by a
+    shell (`specialist studio &`) ignores SIGINT, children inherit that, and sh cannot trap a
+    signal ignored on entry: Stop would do nothing until the SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _signal(pid: int, sig: int) -> None:
