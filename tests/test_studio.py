@@ -31,6 +31,11 @@ def _dataset(path: Path) -> Path:
     return path
 
 
+def _clean_dataset(path: Path) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"
@@ -221,8 +226,7 @@ def test_training_runs_as_the_cli_holds_its_lock_and_streams_its_loss(client, ru
 
 def test_stop_interrupts_the_run_and_resume_continues_it(client, runs, tmp_path, tiny_chat_model):
     studio = client.app.state.studio
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    data = _clean_dataset(tmp_path / "d.jsonl")
     form = {"data": str(data), "model": str(tiny_chat_model), "run_name": "long", "max_steps": "5000",
             "logging_steps": "1", "batch_size": "2", "save_steps": "2"}
     assert client.post("/train", data=form, follow_redirects=False).status_code == 303
@@ -248,8 +252,7 @@ def test_stop_works_when_the_studio_ignores_ctrl_c(client, runs, tmp_path, tiny_
     import signal
 
     studio = client.app.state.studio
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    data = _clean_dataset(tmp_path / "d.jsonl")
     form = {"data": str(data), "model": str(tiny_chat_model), "run_name": "bg", "max_steps": "5000",
             "logging_steps": "1", "batch_size": "2", "threads": "1"}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `sh -c 'specialist studio &'` leaves it
@@ -287,8 +290,7 @@ def test_runs_started_in_a_terminal_show_their_true_status(client, runs, tmp_pat
     import sys
 
     studio = client.app.state.studio
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    data = _clean_dataset(tmp_path / "d.jsonl")
     args = ["train", "--data", str(data), "--model", str(tiny_chat_model), "--batch-size", "2"]
     assert run_cli(*args, "--out", runs / "done", "--max-steps", "2").exit_code == 0
     assert studio.run("done").status == "completed"
@@ -360,17 +362,11 @@ def test_job_progress_rows_and_error_line_from_a_real_rich_log():
 def test_a_job_reports_its_exit_code(client):
     jobs = client.app.state.studio.jobs
     job = jobs.start("eval", "k", ["--help"], "t", "busy")
-    for _ in range(100):
-        if not jobs.get(job.id).running:
-            break
-        time.sleep(0.1)
+    _wait(lambda: not jobs.get(job.id).running, 10)
     done = jobs.get(job.id)
     assert done.status == "done" and done.returncode == 0 and "Usage" in jobs.log(done)
     job = jobs.start("eval", "k", ["no-such-command"], "t", "busy")
-    for _ in range(100):
-        if not jobs.get(job.id).running:
-            break
-        time.sleep(0.1)
+    _wait(lambda: not jobs.get(job.id).running, 10)
     failed = jobs.get(job.id)
     assert failed.status == "failed" and failed.returncode == 2
     page = client.get(f"/jobs/{job.id}").text
