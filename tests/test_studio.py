@@ -418,6 +418,20 @@ def test_eval_of_a_training_run_is_refused(client, runs, tmp_path):
     assert "still training" in r.text
 
 
+def test_a_short_eval_can_ask_for_fewer_generic_answers(client, runs, tmp_path):
+    """The style classifier's generic answers cost the same however few prompts are evaluated
+    (64 by default): the form offers the CLI's --style-negatives, and says so."""
+    _report(runs / "r")
+    page = client.get("/proof?run=r", headers=HTML).text
+    assert 'name="style_negatives"' in page and "however few prompts are evaluated" in page
+    form = {"run": "r", "data": str(_clean_dataset(tmp_path / "e.jsonl")), "limit": "4", "style_negatives": "8"}
+    assert client.post("/proof", data=form, follow_redirects=False).status_code == 303
+    job = client.app.state.studio.jobs.latest("eval", "r")
+    assert job.argv[job.argv.index("--limit") + 1] == "4" and job.argv[job.argv.index("--style-negatives") + 1] == "8"
+    r = client.post("/proof", data={**form, "run": "r2", "style_negatives": "many"}, headers=HTML)
+    assert "error: --style-negatives: a whole number" in r.text
+
+
 # ---------------------------------------------------------------- chat and export
 def test_chat_streams_pieces_and_reports_errors_in_one_line(client, tiny_chat_model):
     r = client.post("/chat/stream", json={"model": str(tiny_chat_model), "prompt": "Czy macie kawę?",

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -195,10 +196,13 @@ def test_a_new_user_walks_the_road_on_the_embedded_model(browser, tmp_path):
     """`specialist studio` as a new user starts it, the address it prints, and the whole road on
     Gemma 3 270M (the user's model cache) with a short trial's settings: the shipped coffee
     data checked, 10 training steps, an eval of 4 prompts, a chat, a GGUF export. Nothing but
-    the browser after the command; the seconds each stage took are printed."""
+    the browser after the command; the seconds each stage took are printed. The model is the
+    user's prepared one; nothing else of the user's cache is used (no eval answers kept from
+    an earlier walk)."""
     from selenium.webdriver.common.by import By
 
-    env = {k: v for k, v in os.environ.items() if k != "SPECIALIST_HOME"}  # the user's cache: prepared once
+    home = _new_users_home(tmp_path / "home")
+    env = {**os.environ, "SPECIALIST_HOME": str(home)}
     studio = subprocess.Popen([sys.executable, "-m", "specialist", "studio", "--port", str(free_port())],
                               cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -253,8 +257,9 @@ def test_a_new_user_walks_the_road_on_the_embedded_model(browser, tmp_path):
         from_the_run_page("Evaluate →")
         assert css(d, "#e-data")[0].get_attribute("value").endswith("coffee/eval.jsonl")
         fill(d, "e-limit", "4")
+        fill(d, "e-negatives", "8")
         click(d, "#eval-form button[type=submit]")
-        outcome(lambda d: css(d, "article.prompt"), 1800, "the evaluation")
+        outcome(lambda d: css(d, "article.prompt"), 3600, "the evaluation")
         cards = css(d, "article.prompt")
         assert len(cards) == 4
         assert [h.text.lower() for h in css(cards[0], ".answer h4")] == ["zero-shot", "prompt-engineering",
@@ -287,6 +292,22 @@ def test_a_new_user_walks_the_road_on_the_embedded_model(browser, tmp_path):
         print("\nthe walk, seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
         studio.terminate()
         studio.wait(timeout=30)
+
+
+def _new_users_home(home: Path) -> Path:
+    """A specialist home holding only the user's prepared models (linked, not copied)."""
+    from specialist.models.cache import gguf_dir, models_dir
+
+    saved = os.environ.pop("SPECIALIST_HOME")
+    try:
+        prepared = (models_dir(), gguf_dir())
+    finally:
+        os.environ["SPECIALIST_HOME"] = saved
+    home.mkdir()
+    for folder in prepared:
+        if folder.is_dir():
+            (home / folder.name).symlink_to(folder)
+    return home
 
 
 def _answers(url: str) -> bool:
