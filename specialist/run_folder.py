@@ -155,7 +155,8 @@ def live_status(summary: RunSummary) -> str | None:
     if summary.pid is None:
         return "stopped"
     started = _epoch(summary.started_at)
-    return "running" if process_alive(summary.pid, started_before=started + 2 if started else None) else "stopped"
+    # the process started before it stamped started_at (to the second; /proc's boot time is too)
+    return "running" if process_alive(summary.pid, started_before=started + 5 if started else None) else "stopped"
 
 
 def process_alive(pid: int, started_before: float | None = None) -> bool:
