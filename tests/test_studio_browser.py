@@ -1,7 +1,8 @@
 """The studio end to end in a real browser (headless Chromium through selenium) on a tiny test
 model: upload a dataset with a known error and see it located, fix it, train and watch the
 loss chart update, evaluate and see the answers side by side, chat and see streamed text (one
-model, then two in the arena), export a GGUF and download it; every page fits a phone.
+model, then two in the arena), export a GGUF and download it; every page fits a phone. A
+slow test walks the same road as a new user on the embedded model, from `specialist studio`.
 
 `make test` installs Chromium and chromedriver with apt-get where they are missing; without
 them (no apt-get, not root) these tests are skipped and say so."""
