@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +52,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    from tests import studio_browser as page
     from tests.studio_browser import chromium, running_studio, set_viewport
 
     work = Path(tempfile.mkdtemp(prefix="studio-screenshots-"))
@@ -64,21 +63,10 @@ def main() -> None:
     dataset.write_text("\n".join(lines) + "\n", encoding="utf-8")
     driver = chromium(1280, 800)
 
-    def css(selector: str):
-        return driver.find_elements(By.CSS_SELECTOR, selector)
+    css, fill, click = (partial(f, driver) for f in (page.css, page.fill, page.click))
 
     def wait(condition, seconds: float = 300, what: str = "") -> None:
-        WebDriverWait(driver, seconds, poll_frequency=0.3).until(lambda d: condition(), message=what)
-
-    def fill(element_id: str, value: str) -> None:
-        field = driver.find_element(By.ID, element_id)
-        field.clear()
-        field.send_keys(value)
-
-    def click(selector: str) -> None:
-        element = css(selector)[0]
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-        element.click()
+        page.wait(driver, lambda d: condition(), seconds, what)
 
     def shoot(name: str, url: str | None = None, scroll_to: str | None = None) -> None:
         for suffix, size in (("", (1280, 800)), ("-phone", (390, 844))):

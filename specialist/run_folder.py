@@ -11,9 +11,13 @@ everything else reads it through `read_summary`.
 
 from __future__ import annotations
 
+import calendar
 import json
+import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +117,8 @@ class RunSummary(BaseModel):
     processes: int | None = None
     threads_per_process: int | None = None  # the torch threads most steps ran with
     threads_used: dict[str, int] | None = None  # steps run at each thread count (they follow the machine's load)
+    pid: int | None = None  # the training process (rank 0): a "running" run whose process is gone was killed
+    host: str | None = None  # where that process runs (another machine's processes cannot be checked)
     # progress: running → completed | interrupted | failed
     status: str | None = None
     started_at: str | None = None
@@ -135,6 +141,51 @@ class RunSummary(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)
+
+
+def live_status(summary: RunSummary) -> str | None:
+    """run.json's status, checked: a "running" run whose training process is gone (killed with
+    SIGKILL, out of memory, the machine restarted) is "stopped". A run written on another host
+    is taken at its word; one without a pid (an older version's) cannot be checked: "stopped"."""
+    if summary.status != "running":
+        return summary.status
+    if summary.host and summary.host != socket.gethostname():
+        return "running"
+    if summary.pid is None:
+        return "stopped"
+    started = _epoch(summary.started_at)
+    # the process started before it stamped started_at (to the second; /proc's boot time is too)
+    return "running" if process_alive(summary.pid, started_before=started + 5 if started else None) else "stopped"
+
+
+def process_alive(pid: int, started_before: float | None = None) -> bool:
+    """Whether process `pid` exists and is not a zombie. With `started_before` (epoch seconds),
+    a process that started later is another one that was given the same id, not the one meant."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:  # Linux: the state and start time; elsewhere existing is all that is known
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(") ", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return True
+    if stat[0] == "Z":
+        return False
+    # field 22 of /proc/PID/stat (index 19 after the name): start time in clock ticks since boot
+    return started_before is None or boot + int(stat[19]) / os.sysconf("SC_CLK_TCK") <= started_before
+
+
+def _epoch(stamp: str | None) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -143,8 +143,19 @@ def running(app) -> Iterator[str]:
     """The app on a real uvicorn server on a loopback port, in a thread; yields its URL."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    try:
+        with serving(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")) as url:
+            yield url
+    finally:
+        app.state.worker.stop()
+
+
+@contextlib.contextmanager
+def serving(config) -> Iterator[str]:
+    """uvicorn with `config` (a uvicorn.Config on 127.0.0.1) in a thread; yields its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -152,8 +163,7 @@ def running(app) -> Iterator[str]:
         assert time.time() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        app.state.worker.stop()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from tests.helpers import free_port, serving
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
@@ -24,35 +24,17 @@ def browser_binaries() -> tuple[str, str] | None:
     return (chrome, driver) if chrome and driver else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def running_studio(runs: Path, api_key: str | None = None) -> Iterator[str]:
-    """The studio served by uvicorn in a thread of this process; yields its base URL."""
-    import uvicorn
+def running_studio(runs: Path, api_key: str | None = None, **settings: Any) -> Iterator[str]:
+    """The studio served by uvicorn in a thread of this process, as `specialist studio` serves
+    it; yields its base URL. `settings`: more StudioSettings."""
 
-    from specialist.studio.app import create_app
+    from specialist.studio.app import create_app, uvicorn_config
     from specialist.studio.state import StudioSettings
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(StudioSettings(runs=runs, api_key=api_key)), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the studio did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(uvicorn_config(create_app(StudioSettings(runs=runs, api_key=api_key, **settings)),
+                                port=free_port())) as url:
+        yield url
 
 
 def chromium(width: int = 1280, height: int = 800):
@@ -80,3 +62,33 @@ def set_viewport(driver, width: int, height: int) -> None:
     driver.set_window_size(width, height)
     inner = driver.execute_script("return [window.innerWidth, window.innerHeight]")
     driver.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
+
+
+# ---------------------------------------------------------------- what the tests and the screenshots do on a page
+def css(where, selector: str) -> list:
+    """The elements matching `selector` in a page (a driver) or under an element."""
+    from selenium.webdriver.common.by import By
+
+    return where.find_elements(By.CSS_SELECTOR, selector)
+
+
+def wait(driver, condition, seconds: float = 60.0, what: str = ""):
+    """condition(driver)'s first truthy value, polled; a TimeoutException saying `what` after `seconds`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+
+
+def fill(driver, element_id: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, element_id)
+    field.clear()
+    field.send_keys(value)
+
+
+def click(driver, selector: str) -> None:
+    """Click the first match, scrolled into view first (a phone-sized window hides much)."""
+    element = css(driver, selector)[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()

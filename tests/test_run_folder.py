@@ -313,3 +313,52 @@ def test_a_failed_plot_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatc
     with pytest.raises(OSError):
         plot_loss([{"step": 1, "loss": 2.0}], png, "run")
     assert png.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+# ------------------------------------------------------------------ the status of a run
+def _stamp(seconds: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def test_a_running_run_is_running_only_while_its_process_lives(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from specialist.run_folder import live_status
+
+    here = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = RunSummary(status="running", pid=alive.pid, host=here, started_at=_stamp(time.time()))
+        assert live_status(running) == "running"
+        # the same pid given to a process that started after the run did (a restart later): not the run's
+        assert live_status(running.model_copy(update={"started_at": _stamp(time.time() - 3600)})) == "stopped"
+    finally:
+        alive.kill()
+        alive.wait()
+    assert live_status(running) == "stopped"  # killed: run.json still says running
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(1.0)  # ended, not yet reaped
+    assert live_status(running.model_copy(update={"pid": zombie.pid})) == "stopped"
+    zombie.wait()
+    # another machine's process cannot be looked at; a run.json of an older version has no pid
+    assert live_status(running.model_copy(update={"host": here + "-elsewhere"})) == "running"
+    assert live_status(RunSummary(status="running")) == "stopped"
+    for finished in ("completed", "interrupted", "failed"):
+        assert live_status(running.model_copy(update={"status": finished})) == finished
+
+
+def test_train_records_its_process_in_run_json(tmp_path, tiny_chat_model, run_cli):
+    import socket
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}?", "completion": f"a{i}."}) + "\n" for i in range(4)))
+    result = run_cli("train", "--data", data, "--model", tiny_chat_model, "--out", tmp_path / "run",
+                     "--max-steps", "1", "--batch-size", "2")
+    assert result.exit_code == 0, result.stderr
+    summary = read_summary(tmp_path / "run")
+    assert summary.pid == os.getpid() and summary.host == socket.gethostname() and summary.status == "completed"

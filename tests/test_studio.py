@@ -31,6 +31,11 @@ def _dataset(path: Path) -> Path:
     return path
 
 
+def _clean_dataset(path: Path) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def runs(tmp_path) -> Path:
     return tmp_path / "runs"
@@ -221,8 +226,7 @@ def test_training_runs_as_the_cli_holds_its_lock_and_streams_its_loss(client, ru
 
 def test_stop_interrupts_the_run_and_resume_continues_it(client, runs, tmp_path, tiny_chat_model):
     studio = client.app.state.studio
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    data = _clean_dataset(tmp_path / "d.jsonl")
     form = {"data": str(data), "model": str(tiny_chat_model), "run_name": "long", "max_steps": "5000",
             "logging_steps": "1", "batch_size": "2", "save_steps": "2"}
     assert client.post("/train", data=form, follow_redirects=False).status_code == 303
@@ -242,6 +246,28 @@ def test_stop_interrupts_the_run_and_resume_continues_it(client, runs, tmp_path,
     assert len(studio.jobs.all("train", "long")) == 2
 
 
+def test_stop_works_when_the_studio_ignores_ctrl_c(client, runs, tmp_path, tiny_chat_model):
+    """A studio started in the background by a shell ignores SIGINT; its trainings must not
+    inherit that, or Stop waits for the SIGKILL and run.json never says interrupted."""
+    import signal
+
+    studio = client.app.state.studio
+    data = _clean_dataset(tmp_path / "d.jsonl")
+    form = {"data": str(data), "model": str(tiny_chat_model), "run_name": "bg", "max_steps": "5000",
+            "logging_steps": "1", "batch_size": "2", "threads": "1"}
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `sh -c 'specialist studio &'` leaves it
+    try:
+        assert client.post("/train", data=form, follow_redirects=False).status_code == 303
+        _wait(lambda: (runs / "bg" / "metrics.jsonl").exists() and (runs / "bg" / "metrics.jsonl").stat().st_size)
+        assert client.post("/train/bg/stop", follow_redirects=False).status_code == 303
+        _wait(lambda: not studio.jobs.latest("train", "bg").running, 20)  # the SIGKILL would come after 30 s
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    job = studio.jobs.latest("train", "bg")
+    assert job.status == "cancelled" and job.returncode == 130, studio.jobs.log(job)
+    assert json.loads((runs / "bg" / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_a_training_that_cannot_start_shows_the_cli_error(client, runs, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n", encoding="utf-8")
@@ -253,6 +279,42 @@ def test_a_training_that_cannot_start_shows_the_cli_error(client, runs, tmp_path
     page = client.get("/train/bad", headers=HTML).text
     assert re.search(r'class="badge failed" id="run-status"', page)
     assert "error: unknown model reference &#39;no-such-model-anywhere&#39;" in page and "Traceback" not in page
+
+
+def test_runs_started_in_a_terminal_show_their_true_status(client, runs, tmp_path, tiny_chat_model, run_cli):
+    """A run the CLI trains (no studio lock) is running while its process lives, completed when
+    done, and stopped when killed: run.json's status and pid, not the studio's jobs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    studio = client.app.state.studio
+    data = _clean_dataset(tmp_path / "d.jsonl")
+    args = ["train", "--data", str(data), "--model", str(tiny_chat_model), "--batch-size", "2"]
+    assert run_cli(*args, "--out", runs / "done", "--max-steps", "2").exit_code == 0
+    assert studio.run("done").status == "completed"
+    child = subprocess.Popen([sys.executable, "-m", "specialist", *args, "--out", str(runs / "cli"),
+                              "--max-steps", "5000", "--set", "logging_steps=1", "--set", "threads=1"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        _wait(lambda: (runs / "cli" / "metrics.jsonl").exists() and (runs / "cli" / "metrics.jsonl").stat().st_size)
+        assert studio.run("cli").status == "running"
+        listed = client.get("/train", headers=HTML).text
+        assert re.search(r'href="/train/cli">cli</a> <span class="badge running">', listed)
+        assert re.search(r'href="/train/done">done</a> <span class="badge completed">', listed)
+        page = client.get("/train/cli", headers=HTML).text
+        assert 'id="run-status">running<' in page and 'id="stop"' not in page  # not the studio's to stop
+        refused = client.post("/train", data={"data": str(data), "run_name": "cli", "overwrite": "on"}, headers=HTML)
+        assert "already running in this run folder" in refused.text
+        assert "already running" in client.post("/train/cli/resume", headers=HTML).text
+        assert not studio.jobs.all()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert json.loads((runs / "cli" / "run.json").read_text())["status"] == "running"  # nobody wrote otherwise
+    assert studio.run("cli").status == "stopped"
 
 
 def _wait(condition, seconds: float = 120.0) -> None:
@@ -300,17 +362,11 @@ def test_job_progress_rows_and_error_line_from_a_real_rich_log():
 def test_a_job_reports_its_exit_code(client):
     jobs = client.app.state.studio.jobs
     job = jobs.start("eval", "k", ["--help"], "t", "busy")
-    for _ in range(100):
-        if not jobs.get(job.id).running:
-            break
-        time.sleep(0.1)
+    _wait(lambda: not jobs.get(job.id).running, 10)
     done = jobs.get(job.id)
     assert done.status == "done" and done.returncode == 0 and "Usage" in jobs.log(done)
     job = jobs.start("eval", "k", ["no-such-command"], "t", "busy")
-    for _ in range(100):
-        if not jobs.get(job.id).running:
-            break
-        time.sleep(0.1)
+    _wait(lambda: not jobs.get(job.id).running, 10)
     failed = jobs.get(job.id)
     assert failed.status == "failed" and failed.returncode == 2
     page = client.get(f"/jobs/{job.id}").text
@@ -362,6 +418,20 @@ def test_eval_of_a_training_run_is_refused(client, runs, tmp_path):
     assert "still training" in r.text
 
 
+def test_a_short_eval_can_ask_for_fewer_generic_answers(client, runs, tmp_path):
+    """The style classifier's generic answers cost the same however few prompts are evaluated
+    (64 by default): the form offers the CLI's --style-negatives, and says so."""
+    _report(runs / "r")
+    page = client.get("/proof?run=r", headers=HTML).text
+    assert 'name="style_negatives"' in page and "however few prompts are evaluated" in page
+    form = {"run": "r", "data": str(_clean_dataset(tmp_path / "e.jsonl")), "limit": "4", "style_negatives": "8"}
+    assert client.post("/proof", data=form, follow_redirects=False).status_code == 303
+    job = client.app.state.studio.jobs.latest("eval", "r")
+    assert job.argv[job.argv.index("--limit") + 1] == "4" and job.argv[job.argv.index("--style-negatives") + 1] == "8"
+    r = client.post("/proof", data={**form, "run": "r2", "style_negatives": "many"}, headers=HTML)
+    assert "error: --style-negatives: a whole number" in r.text
+
+
 # ---------------------------------------------------------------- chat and export
 def test_chat_streams_pieces_and_reports_errors_in_one_line(client, tiny_chat_model):
     r = client.post("/chat/stream", json={"model": str(tiny_chat_model), "prompt": "Czy macie kawę?",
@@ -391,3 +461,51 @@ def test_downloads_stay_inside_the_runs_folder(client, runs, tmp_path):
     assert 'href="/files/exports/r-gguf-f16/r-f16.gguf"' in page
     r = client.post("/export", data={"run": "r", "format": "zip"}, headers=HTML)
     assert "use one of merged, gguf, ollama" in r.text
+
+
+# ---------------------------------------------------------------- the server's deadlines
+def test_slow_clients_get_the_serve_commands_deadlines(runs):
+    """A request head or body trickled in gets 408 at the request deadline (the serve command's
+    protocol, specialist.serve.http), and the studio answers others meanwhile."""
+    import socket
+    import threading
+
+    import httpx
+
+    from tests.studio_browser import running_studio
+    from tests.test_server_hardening import trickle
+
+    with running_studio(runs, request_timeout=1.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        outs: list[dict] = [{}, {}]
+        head = b"POST /data/open HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\n"
+        threads = [threading.Thread(target=trickle, args=(port, head, (b"x-%d: y\r\n" % i for i in range(100)),
+                                                          outs[0])),
+                   threading.Thread(target=trickle, args=(port, head + b"content-length: 200\r\n\r\n",
+                                                          (b"a" for _ in range(200)), outs[1]))]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        assert httpx.get(url + "/train", timeout=10).status_code == 200  # served meanwhile
+        for t in threads:
+            t.join(timeout=30)
+        for out in outs:
+            assert out["reply"].startswith(b"HTTP/1.1 408"), out["reply"][:200]
+            assert 1.5 <= out["seconds"] < 1.5 + 3
+        with socket.create_connection(("127.0.0.1", port)) as idle:  # a connection that never asks is closed
+            idle.settimeout(10)
+            assert idle.recv(100) == b""
+
+
+def test_specialist_studio_serves_with_the_deadlines(runs, monkeypatch):
+    import uvicorn
+
+    from specialist.serve.http import TimedH11Protocol
+    from specialist.studio.app import serve
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    serve("127.0.0.1", 7861, StudioSettings(runs=runs, request_timeout=7.0))
+    (config,) = served
+    assert issubclass(config.http, TimedH11Protocol) and config.http.request_timeout == 7.0
+    assert config.http.send_timeout == StudioSettings().send_timeout and config.port == 7861

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
@@ -116,6 +117,19 @@ def _escape(text: str) -> str:
     return html.escape(text)
 
 
+def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 7860, **kwargs: Any) -> Any:
+    """uvicorn's settings for a studio app: the serve command's HTTP protocol, with its request
+    (slow headers or body: 408) and send (a client that takes nothing) deadlines."""
+    import uvicorn
+
+    from specialist.serve.http import protocol_class
+
+    settings: StudioSettings = app.state.studio.settings
+    kwargs = {"log_level": "warning", **kwargs}
+    return uvicorn.Config(app, host=host, port=port, http=protocol_class(settings.request_timeout,
+                                                                          settings.send_timeout), **kwargs)
+
+
 def serve(host: str, port: int, settings: StudioSettings) -> None:
     import uvicorn
 
@@ -126,5 +140,5 @@ def serve(host: str, port: int, settings: StudioSettings) -> None:
     err_console.print(f"specialist studio: open [bold]http://{shown}:{port}/[/bold]  "
                       f"(runs in {app.state.studio.runs_dir}; "
                       "Ctrl-C stops the studio, not the trainings it started)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
 

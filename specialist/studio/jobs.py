@@ -29,6 +29,7 @@ from typing import Any
 
 from specialist.errors import SpecialistError
 from specialist.io import atomic_write_text
+from specialist.run_folder import process_alive
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 # a rich progress row: "fine-tuned: answering ━━━━╺━━━ 3/8 0:00:05"
@@ -129,7 +130,7 @@ class Jobs:
         with (folder / "log").open("wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                     env={**env, "SPECIALIST_JOB_RC": str(folder / "rc")}, pass_fds=(lock_fd,),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_signals)
         job.pid = proc.pid
         self._write(job)
         threading.Thread(target=proc.wait, daemon=True).start()  # reaps the child: no zombie
@@ -153,7 +154,7 @@ class Jobs:
             job.status = "done" if job.returncode == 0 else "cancelled" if cancelled else "failed"
             if job.returncode != 0:
                 job.error = error_line(self.log(job)) or f"exited with code {job.returncode}"
-        elif not _alive(job.pid):
+        elif not process_alive(job.pid):
             job.status, job.error = "failed", error_line(self.log(job)) or "the process ended without an exit code"
         return job
 
@@ -191,11 +192,18 @@ class Jobs:
         def finish() -> None:
             for _ in range(60):
                 time.sleep(0.5)
-                if not _alive(job.pid) or (self.root / job.id / "rc").exists():
+                if not process_alive(job.pid) or (self.root / job.id / "rc").exists():
                     return
             _signal(job.pid, signal.SIGKILL)
 
         threading.Thread(target=finish, daemon=True).start()
+
+
+def _default_signals() -> None:
+    """In the child before exec: Ctrl-C's default back. A studio started in the background by a
+    shell (`specialist studio &`) ignores SIGINT, children inherit that, and sh cannot trap a
+    signal ignored on entry: Stop would do nothing until the SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -203,22 +211,6 @@ def _signal(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # the child leads its own session: the whole group
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 # ---------------------------------------------------------------- the log

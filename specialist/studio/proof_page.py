@@ -50,13 +50,14 @@ def proof_page(request: Request, run: str = "", show: str = "all", contender: st
 
 @router.post("/proof")
 def start_eval(request: Request, run: str = Form(...), data: str = Form(...), limit: str = Form(""),
-               max_new_tokens: str = Form(""), knowledge: str = Form("")) -> Response:
+               max_new_tokens: str = Form(""), style_negatives: str = Form(""), knowledge: str = Form("")) -> Response:
     studio = studio_of(request)
     path = studio.run_path(check_name(run))
     if studio.jobs.is_locked(studio.train_key(run)):
         raise SpecialistError(f"{run}: still training; evaluate it when the training has finished")
     argv = ["eval", "--model", str(path), "--data", str(existing_file(data, "evaluation data"))]
-    for flag, value in (("--limit", limit), ("--max-new-tokens", max_new_tokens)):
+    for flag, value in (("--limit", limit), ("--max-new-tokens", max_new_tokens),
+                        ("--style-negatives", style_negatives)):
         if value.strip():
             if not value.strip().isdigit() or int(value) < 1:
                 raise SpecialistError(f"{flag}: a whole number of at least 1 (got {value!r})")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from specialist.errors import SpecialistError
-from specialist.run_folder import RunFolder, read_summary
+from specialist.run_folder import RunFolder, live_status, read_summary
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -21,7 +21,7 @@ class RunView:
     name: str
     path: Path
     summary: dict[str, Any]
-    status: str  # run.json's status; "running" only while a training process holds the run's lock
+    status: str  # run.json's status; "running" only while its training process lives (run_folder.live_status)
 
     @property
     def loadable(self) -> bool:
@@ -61,17 +61,16 @@ def read_metrics(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
 
 def run_view(runs_dir: Path, name: str, locked: bool) -> RunView:
     path = runs_dir / check_name(name)
+    summary, status = {}, None
     try:
-        summary = read_summary(path).to_json() if RunFolder(path).summary.exists() else {}
+        if RunFolder(path).summary.exists():
+            read = read_summary(path)
+            summary, status = read.to_json(), live_status(read)  # "running" only while its process lives
     except SpecialistError:  # a broken run.json shows as "unknown" on the list; its page says why
-        summary = {}
-    status = summary.get("status") or ("not started" if (path / "config.yaml").exists() else "unknown")
-    if locked:
+        pass
+    if locked:  # the studio's child holds the run (it may not have written run.json yet)
         status = "running"
-    elif status == "running":
-        # run.json says running but no studio process holds the run: killed, or started in a terminal
-        status = "stopped"
-    return RunView(name, path, summary, status)
+    return RunView(name, path, summary, status or ("not started" if (path / "config.yaml").exists() else "unknown"))
 
 
 def list_runs(runs_dir: Path, locked: Any) -> list[RunView]:

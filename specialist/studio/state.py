@@ -22,6 +22,10 @@ class StudioSettings:
     runs: Path = Path("runs")
     api_key: str | None = None
     max_loaded_models: int = 2  # chat models kept in memory (an arena needs two)
+    # the serve command's deadlines against slow clients (specialist.serve.http); the request's
+    # is longer than the server's: an upload of up to 200 MB must fit in it
+    request_timeout: float = 60.0
+    send_timeout: float = 30.0
 
 
 @dataclass

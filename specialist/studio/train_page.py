@@ -49,7 +49,7 @@ async def start_training(request: Request) -> Response:
             values[key] = str(Path(str(values[key])).expanduser().resolve())
     config = await asyncio.to_thread(parse_train_form, values, run)  # the CLI's validation and message
     overwrite = form.get("overwrite") is not None
-    if studio.jobs.is_locked(studio.train_key(name)):
+    if studio.jobs.is_locked(studio.train_key(name)) or studio.run(name).status == "running":
         raise SpecialistError(_busy(name))
     if is_used(run) and not overwrite:
         raise SpecialistError(f"{name}: a run folder already exists there; resume it from its page, tick "
@@ -67,6 +67,8 @@ def resume(request: Request, name: str) -> Response:
     run = studio.run_path(name)
     if not (run / "config.yaml").exists():
         raise SpecialistError(f"{name}: no run to resume (config.yaml missing); start it from the form")
+    if studio.run(name).status == "running":  # started from a terminal: the studio holds no lock on it
+        raise SpecialistError(_busy(name))
     studio.jobs.start("train", studio.train_key(name), ["train", "--out", str(run), "--resume"], name, _busy(name))
     return redirect(request, f"/train/{name}")
 
@@ -151,4 +153,4 @@ def _event(kind: str, data: dict[str, Any]) -> str:
 
 def _busy(name: str) -> str:
     return (f"{name}: a training is already running in this run folder; stop it first (its page has the "
-            "button) or choose another run name")
+            "button, or Ctrl-C where it was started) or choose another run name")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         mixed_precision=plan.precision.mixed,
         processes=world,
         threads_per_process=threads,
+        pid=os.getpid(),
+        host=socket.gethostname(),
         status="running",
         started_at=_now(),
     )
