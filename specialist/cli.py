@@ -423,6 +423,12 @@ def train(
                                                "retrieved passages go into every prompt; the run keeps a snapshot."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, max=20,
                                      help="Passages retrieved into each prompt (default 3)."),
+    mix_general: str | None = typer.Option(None, "--mix-general",
+                                           help="General examples mixed into training against forgetting: a JSONL "
+                                                "of prompt/completion or chat messages, or `canary` for the shipped "
+                                                "ones."),
+    mix_share: float | None = typer.Option(None, "--mix-share", min=0.0, max=1.0,
+                                           help="Share of the training set that is general examples (default 0.1)."),
     config_file: Path | None = typer.Option(None, "--config", help="YAML settings; command-line options win."),
     settings: list[str] = typer.Option([], "--set",
                                        help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
@@ -439,7 +445,8 @@ def train(
         config_file, settings, resume=resume, out=out,
         overrides=dict(data=data, eval_data=eval_data, model=model, method=method, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length,
-                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, knowledge=knowledge, knowledge_top_k=top_k))
+                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, knowledge=knowledge, knowledge_top_k=top_k,
+                       mix_general=mix_general, mix_general_share=mix_share))
     if dry_run:
         show_dry_run(config)
         return
