@@ -510,6 +510,12 @@ def eval_command(
                                     help="Only these contenders, comma-separated (e.g. "
                                          "fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering "
                                          "and fine-tuned."),
+    canary: bool = typer.Option(True, "--canary/--no-canary",
+                                help="General ability on the shipped canary set: held-out loss and answer "
+                                     "sanity, base vs specialist, with flips."),
+    canary_max_new_tokens: int = typer.Option(128, "--canary-max-new-tokens", min=1,
+                                              help="Room for each canary answer; one that has not ended by then "
+                                                   "counts as not ending by itself."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -529,12 +535,17 @@ def eval_command(
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
-        knowledge_system_prompt=knowledge_system_prompt)
+        knowledge_system_prompt=knowledge_system_prompt, canary=canary,
+        canary_max_new_tokens=canary_max_new_tokens)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html
     write_reports(doc, json_out, html_out)
     console.print(rich_table(doc))
+    if doc.get("general_ability"):
+        from specialist.evaluate.canary import console_table
+
+        console.print(console_table(doc["general_ability"]))
     console.print(doc["verdict"], markup=False, highlight=False)
     err_console.print(f"wrote {json_out} and {html_out}")
 

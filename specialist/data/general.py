@@ -57,8 +57,11 @@ def language(example: Example) -> str | None:
 def load_canary(root: Path = CANARY_DIR) -> CanarySet:
     from specialist.data import load_examples
 
-    return CanarySet(load_examples(root / CANARY_QUESTIONS.name), load_examples(root / CANARY_HELDOUT.name),
-                     load_examples(root / CANARY_TRAINING.name))
+    return CanarySet(
+        load_examples(root / CANARY_QUESTIONS.name),
+        load_examples(root / CANARY_HELDOUT.name),
+        load_examples(root / CANARY_TRAINING.name),
+    )
 
 
 def general_path(source: str | Path) -> Path:
@@ -73,8 +76,10 @@ def read_general(source: str | Path) -> list[Example]:
 
     path = general_path(source)
     if not path.exists():
-        raise SpecialistError(f"{path}: no such file (--mix-general takes a JSONL of prompt/completion or "
-                              f"chat messages, or `{SHIPPED}` for the shipped general examples)")
+        raise SpecialistError(
+            f"{path}: no such file (--mix-general takes a JSONL of prompt/completion or "
+            f"chat messages, or `{SHIPPED}` for the shipped general examples)"
+        )
     examples = load_examples(path)
     if not examples:
         raise SpecialistError(f"{path}: no examples")
@@ -100,8 +105,9 @@ def general_count(task_examples: int, share: float) -> int:
     return max(1, round(share * task_examples / (1.0 - share))) if task_examples else 0
 
 
-def mix_general(task: Sequence[Example], general: Sequence[Example], share: float, seed: int,
-                canary: CanarySet | None = None) -> tuple[list[Example], dict[str, Any]]:
+def mix_general(
+    task: Sequence[Example], general: Sequence[Example], share: float, seed: int, canary: CanarySet | None = None
+) -> tuple[list[Example], dict[str, Any]]:
     """The task examples followed by general examples making `share` of the result. General
     examples are drawn in a seeded order, cycled when the file has fewer than needed (then
     some repeat, and the report says how many distinct ones there are). Canary evaluation
@@ -109,14 +115,18 @@ def mix_general(task: Sequence[Example], general: Sequence[Example], share: floa
     overlap = set(canary_overlap(general, canary))
     pool = [e for i, e in enumerate(general) if i not in overlap]
     if not pool:
-        raise SpecialistError("--mix-general: no usable general examples (every one repeats a canary "
-                              "evaluation item)")
+        raise SpecialistError("--mix-general: no usable general examples (every one repeats a canary evaluation item)")
     wanted = general_count(len(task), share)
     order = list(pool)
     random.Random(seed).shuffle(order)
     drawn = [order[i % len(order)] for i in range(wanted)]
-    report = {"share": share, "examples": len(drawn), "distinct": min(wanted, len(order)),
-              "available": len(general), "excluded_canary_items": len(overlap),
-              "actual_share": len(drawn) / (len(task) + len(drawn)) if task or drawn else 0.0,
-              "repeats": math.ceil(wanted / len(order)) > 1}
+    report = {
+        "share": share,
+        "examples": len(drawn),
+        "distinct": min(wanted, len(order)),
+        "available": len(general),
+        "excluded_canary_items": len(overlap),
+        "actual_share": len(drawn) / (len(task) + len(drawn)) if task or drawn else 0.0,
+        "repeats": math.ceil(wanted / len(order)) > 1,
+    }
     return [*task, *drawn], report
