@@ -184,6 +184,8 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
         "zero-shot,fine-tuned",
         "--canary-max-new-tokens",
         "4",
+        "--style-negatives",
+        "4",
     )
     assert res.exit_code == 0, res.stderr
     doc = json.loads((run / "eval" / "report.json").read_text(encoding="utf-8"))
@@ -205,7 +207,7 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
     assert [f["id"] for f in section["flips"]["lost"]] == lost
     assert [f["id"] for f in section["flips"]["gained"]] == gained
     assert section["sanity"]["base"]["sane"] == sum(a["base"]["sane"] for a in answers) / len(answers)
-    assert section["seconds"] > 0 and section["base_from_cache"] is False
+    assert section["seconds"] > 0 and section["base_from_cache"] is False and section["max_new_tokens"] == 4
     assert "General ability (canary set)" in (run / "eval" / "report.html").read_text(encoding="utf-8")
     assert "general ability" in res.stdout and "held-out loss" in res.stdout
     # a second eval reuses the base model's canary answers
@@ -224,6 +226,8 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
         "--contenders",
         "zero-shot,fine-tuned",
         "--canary-max-new-tokens",
+        "4",
+        "--style-negatives",
         "4",
         "--json",
         tmp_path / "again.json",
@@ -250,6 +254,8 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
         "--contenders",
         "zero-shot,fine-tuned",
         "--canary-max-new-tokens",
+        "4",
+        "--style-negatives",
         "4",
         "--no-canary",
         "--json",
