@@ -430,6 +430,12 @@ def train(
                                                "retrieved passages go into every prompt; the run keeps a snapshot."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, max=20,
                                      help="Passages retrieved into each prompt (default 3)."),
+    mix_general: str | None = typer.Option(None, "--mix-general",
+                                           help="General examples mixed into training against forgetting: a JSONL "
+                                                "of prompt/completion or chat messages, or `canary` for the shipped "
+                                                "ones."),
+    mix_share: float | None = typer.Option(None, "--mix-share", min=0.0, max=1.0,
+                                           help="Share of the training set that is general examples (default 0.1)."),
     config_file: Path | None = typer.Option(None, "--config", help="YAML settings; command-line options win."),
     settings: list[str] = typer.Option([], "--set",
                                        help="Any other setting, KEY=VALUE (e.g. --set lora_dropout=0.05)."),
@@ -446,7 +452,8 @@ def train(
         config_file, settings, resume=resume, out=out,
         overrides=dict(data=data, eval_data=eval_data, model=model, method=method, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, lr=lr, max_length=max_length,
-                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, knowledge=knowledge, knowledge_top_k=top_k))
+                       lora_r=lora_r, lora_alpha=lora_alpha, seed=seed, knowledge=knowledge, knowledge_top_k=top_k,
+                       mix_general=mix_general, mix_general_share=mix_share))
     if dry_run:
         show_dry_run(config)
         return
@@ -511,6 +518,12 @@ def eval_command(
                                     help="Only these contenders, comma-separated (e.g. "
                                          "fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering "
                                          "and fine-tuned."),
+    canary: bool = typer.Option(True, "--canary/--no-canary",
+                                help="General ability on the shipped canary set: held-out loss and answer "
+                                     "sanity, base vs specialist, with flips."),
+    canary_max_new_tokens: int = typer.Option(128, "--canary-max-new-tokens", min=1,
+                                              help="Room for each canary answer; one that has not ended by then "
+                                                   "counts as not ending by itself."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -530,12 +543,17 @@ def eval_command(
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
-        knowledge_system_prompt=knowledge_system_prompt)
+        knowledge_system_prompt=knowledge_system_prompt, canary=canary,
+        canary_max_new_tokens=canary_max_new_tokens)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html
     write_reports(doc, json_out, html_out)
     console.print(rich_table(doc))
+    if doc.get("general_ability"):
+        from specialist.evaluate.canary import console_table
+
+        console.print(console_table(doc["general_ability"]))
     console.print(doc["verdict"], markup=False, highlight=False)
     err_console.print(f"wrote {json_out} and {html_out}")
 

@@ -42,6 +42,13 @@ class TrainConfig(BaseModel):
         "abstention examples added (share of the training examples): unrelated passages, an answer "
         "that offers to check instead of inventing"))
 
+    # general examples mixed in, against forgetting (specialist.data.general)
+    mix_general: str | None = Field(None, description=(
+        "general examples mixed into training: a JSONL of prompt/completion or chat messages, or `canary` "
+        "for the shipped general examples (never the canary's evaluation items)"))
+    mix_general_share: float = Field(0.1, gt=0.0, lt=1.0, description=(
+        "share of the mixed training set that is general examples (with --mix-general)"))
+
     # method
     method: Method = "lora"
     lora_r: int = Field(16, gt=0)
@@ -172,7 +179,7 @@ def load_train_config(path: Path | None = None, overrides: Mapping[str, Any] | N
     if path is not None:
         values = read_yaml(path)
         source = str(path)
-        for key in ("data", "eval_data", "knowledge"):  # a config next to its data finds it from any cwd
+        for key in ("data", "eval_data", "knowledge", "mix_general"):  # a config next to its data finds it from any cwd
             v = values.get(key)
             if isinstance(v, str) and v and not Path(v).is_absolute() and not Path(v).exists():
                 candidate = Path(path).parent / v

@@ -45,6 +45,7 @@ class DemoSettings:
     eval_limit: int = 8  # style prompts from eval.jsonl in the measured comparison
     fact_limit: int = 12  # fact questions from facts.jsonl there (with a knowledge base)
     show: int = 3  # prompts shown before/after (style-only demo)
+    canary: bool = True  # general ability on the canary set in the measured comparison
 
 
 def _step(n: int, title: str) -> None:
@@ -123,7 +124,8 @@ def run_demo(s: DemoSettings) -> Path:
     knowledge_prompt = s.knowledge_system_prompt if s.knowledge and s.knowledge_system_prompt.exists() else None
     doc = run_eval(EvalSettings(model=str(run_dir), data=data, system_prompt=s.system_prompt,
                                 rules=s.rules if s.rules.exists() else None, limit=limit,
-                                knowledge=s.knowledge, knowledge_system_prompt=knowledge_prompt))
+                                knowledge=s.knowledge, knowledge_system_prompt=knowledge_prompt,
+                                canary=s.canary))
     json_path, html_path = RunFolder(run_dir).eval_json, RunFolder(run_dir).eval_html
     write_reports(doc, json_path, html_path)
     console.print(rich_table(doc))

@@ -124,6 +124,8 @@ class RunSummary(BaseModel):
     started_at: str | None = None
     training_examples: int | None = None  # with the knowledge base: the examples actually trained on
     knowledge: dict[str, Any] | None = None  # the knowledge snapshot's summary (knowledge/knowledge.json)
+    # --mix-general: source, fingerprint, share, examples drawn (distinct), canary items excluded
+    general_mix: dict[str, Any] | None = None
     resumed_from: str | None = None  # the checkpoint a --resume continued from
     error: str | None = None  # why a failed run failed
     finished_at: str | None = None

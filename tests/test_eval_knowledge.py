@@ -81,7 +81,7 @@ def _settings(run: Path, shop: dict[str, Path], **kw):
     from specialist.evaluate.runner import EvalSettings
 
     base = dict(model=str(run), data=shop["facts"], max_new_tokens=8, batch_size=3, dtype="fp32", seed=1,
-                few_shot=2, style_negatives=4)
+                few_shot=2, style_negatives=4, canary=False)
     return EvalSettings(**{**base, **kw})
 
 
@@ -322,7 +322,8 @@ def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, s
     shutil.copytree(plain_run, run)
     monkeypatch.setattr("sys.argv", ["specialist", "eval", "--model", str(run), "--data", str(shop["facts"]),
                                      "--knowledge", str(shop["knowledge"]), "--top-k", "1", "--few-shot", "1",
-                                     "--max-new-tokens", "6", "--style-negatives", "4", "--dtype", "fp32"])
+                                     "--max-new-tokens", "6", "--style-negatives", "4", "--dtype", "fp32",
+                                     "--no-canary"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code in (0, None)

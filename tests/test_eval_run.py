@@ -91,7 +91,8 @@ def run_dir(tiny_base_model, coffee, tmp_path_factory) -> Path:
 def _settings(run_dir: Path, coffee: dict[str, Path], **kw):
     from specialist.evaluate.runner import EvalSettings
 
-    base = dict(model=str(run_dir), data=coffee["eval"], max_new_tokens=12, batch_size=2, dtype="fp32", seed=3)
+    base = dict(model=str(run_dir), data=coffee["eval"], max_new_tokens=12, batch_size=2, dtype="fp32", seed=3,
+                canary=False)  # the canary section has tests of its own (test_general.py)
     return EvalSettings(**{**base, **kw})
 
 
@@ -237,7 +238,8 @@ def test_cli_end_to_end(run_dir, coffee, tmp_path, monkeypatch, capsys):
 
     shutil.copytree(run_dir, run)
     monkeypatch.setattr("sys.argv", ["specialist", "eval", "--model", str(run), "--data", str(coffee["eval"]),
-                                     "--limit", "2", "--max-new-tokens", "8", "--few-shot", "2", "--dtype", "fp32"])
+                                     "--limit", "2", "--max-new-tokens", "8", "--few-shot", "2", "--dtype", "fp32",
+                                     "--no-canary"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code in (0, None)

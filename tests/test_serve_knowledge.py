@@ -296,7 +296,7 @@ def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model,
     monkeypatch.setattr(console, "_width", 250)  # the table's headers on one line each
 
     run = run_demo(DemoSettings(model=str(tiny_chat_model), out=tmp_path / "run", max_steps=1, eval_limit=2,
-                                fact_limit=4))
+                                fact_limit=4, canary=False))
     assert (run / "knowledge" / "knowledge.json").is_file()  # chat/serve/export find it there
     assert json.loads((run / "run.json").read_text())["knowledge"]["passages"] >= 30
     pairs = load_eval_examples(run / "demo_eval.jsonl")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from specialist.charts import png_data_uri, subplots
+from specialist.evaluate.canary import html_section
 from specialist.evaluate.facts import number_spans, shown_fact
 from specialist.evaluate.report import METRICS, fmt, metric_rows
 from specialist.io import atomic_write_json, atomic_write_text
@@ -218,6 +219,7 @@ def render_html(doc: dict[str, Any]) -> str:
 <p class="dim">Style classifier: {_e(clf['method'])}, {clf['target_examples']} target-style vs {clf['generic_examples']}
 generic answers, held-out accuracy {_e(acc)}.</p>
 {_knowledge(doc)}
+{html_section(doc.get("general_ability"))}
 <h2>Rules</h2>{_rules_table(doc)}
 <h2>Charts</h2><div class="charts">{charts}</div>
 <h2>Length and style-score distributions</h2><img alt="distributions" src="{distribution_chart(doc)}">

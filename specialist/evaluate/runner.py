@@ -75,6 +75,8 @@ class EvalSettings:
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
     cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
     contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
+    canary: bool = True  # general ability on the shipped canary set, base vs specialist (canary.py)
+    canary_max_new_tokens: int = 128  # room for an everyday answer of a few sentences
 
 
 @dataclass
@@ -315,6 +317,13 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             results.append(ContenderResult(c, replies, None))
         classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step,
                                        base_weights, from_cache, answers_dtype)
+        general = None
+        if s.canary:
+            from specialist.evaluate.canary import general_ability
+
+            general = general_ability(base, tuned, generators, [p.completion for p in inputs.train_examples],
+                                      inputs.run.system_prompt, s.seed, s.batch_size, step, base_weights, s.cache,
+                                      s.canary_max_new_tokens, answers_dtype)
 
     usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
                                            [x.completion_tokens for x in r.replies],
@@ -340,6 +349,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
     doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features())}
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
+    doc["general_ability"] = general  # None with --no-canary
     return doc
 
 

@@ -109,6 +109,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     knowledge = None
     if config.knowledge is not None:
         knowledge, train_examples, eval_examples = _add_knowledge(config, train_examples, eval_examples)
+    task_examples = len(train_examples)
+    general_mix = None
+    if config.mix_general:  # after the knowledge base: general examples carry no retrieved passages
+        train_examples, general_mix = _mix_general(config, train_examples)
     train_features = tokenize_examples(tokenizer, train_examples, config.max_length)
     eval_features = tokenize_examples(tokenizer, eval_examples, config.max_length) if eval_examples else None
 
@@ -120,7 +124,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         method=config.method,
         dataset=str(config.data),
         dataset_fingerprint=fingerprint(config.data),
-        examples=len(train_examples) if knowledge is None else knowledge["summary"]["augment"]["examples"],
+        examples=task_examples if knowledge is None else knowledge["summary"]["augment"]["examples"],
         eval_data=str(config.eval_data) if config.eval_data else None,
         eval_dataset_fingerprint=fingerprint(config.eval_data) if config.eval_data else None,
         eval_examples=len(eval_examples),
@@ -134,8 +138,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         status="running",
         started_at=_now(),
     )
-    if knowledge is not None:
-        summary.training_examples = len(train_examples)  # with the abstention examples
+    if knowledge is not None or general_mix is not None:
+        summary.training_examples = len(train_examples)  # with the abstention and general examples
+    summary.general_mix = general_mix
     if is_main:
         if knowledge is not None:
             from specialist.knowledge.snapshot import save_snapshot
@@ -253,6 +258,21 @@ def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: lis
         f"{context.retriever.language or 'no stemming'}); answer's passage added to {report['answer_passage_added']} "
         f"examples, {report['abstentions']} abstention examples ({report['abstention_source'] or 'none'})[/dim]")
     return {"context": context, "summary": {"augment": report}}, train_examples, eval_examples
+
+
+def _mix_general(config: TrainConfig, train_examples: list) -> tuple[list, dict[str, Any]]:
+    """General examples making config.mix_general_share of the training set (data.general)."""
+    from specialist.console import err_console
+    from specialist.data.general import general_path, mix_general, read_general
+
+    path = general_path(config.mix_general or "")
+    mixed, report = mix_general(train_examples, read_general(path), config.mix_general_share, config.seed)
+    err_console.print(
+        f"[dim]general examples: {report['examples']} from {path} ({report['distinct']} distinct, "
+        f"{report['actual_share']:.1%} of {len(mixed)} training examples"
+        + (f", {report['excluded_canary_items']} canary evaluation items left out" if report["excluded_canary_items"]
+           else "") + ")[/dim]")
+    return mixed, {"source": str(path), "fingerprint": fingerprint(path), **report}
 
 
 def _tensorboard(run_dir: Path) -> list[Any]:
