@@ -210,3 +210,22 @@ def test_compare_answers_stops_identity_and_task_metrics():
     # the prompt tokens differ: a template or tokenizer that is not training's
     (tokens, *_) = compare_answers("gguf", run, run, ids, [[1, 2], [3, 9], [4]], refs, tol)
     assert tokens.name == "prompt tokens" and tokens.status == "fail" and "1 of 3 prompts" in tokens.detail
+
+
+def test_an_interrupted_check_leaves_no_artefact_without_its_parity(run, tmp_path, monkeypatch):
+    """The check runs on the folder before it is moved into place: Ctrl-C during it keeps the old
+    folder (here: none), not a new artefact whose parity.json was never written."""
+    import specialist.export.build as build
+    from specialist.export.build import export
+
+    seen: list[list[str]] = []
+
+    def interrupted(model_ref, fmt, folder, settings):
+        seen.append(sorted(p.name for p in Path(folder).iterdir()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "check_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export(str(run), "merged", tmp_path / "merged", check=CheckSettings(limit=1, max_new_tokens=4))
+    assert seen and "model.safetensors" in seen[0]  # the artefact was complete when the check began
+    assert list(tmp_path.iterdir()) == []

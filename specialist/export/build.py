@@ -72,9 +72,10 @@ def export(model_ref: str, fmt: str, out: Path, outtype: str = "f16", system: st
             copy_knowledge(knowledge[0], tmp, fmt)
             summary = {k: knowledge[1].get(k) for k in ("passages", "fingerprint")}
             summary["top_k"] = knowledge[1].get("retrieval", {}).get("top_k")
+        # the check runs before the folder is moved into place, so an interrupted check leaves
+        # the old folder (or none), never an artefact without its parity.json
+        parity = check_export(model_ref, fmt, tmp, check) if check is not None else None
         files = sorted(p.name for p in tmp.iterdir())
     result = ExportResult(fmt, out, files, summary)
-    if check is not None:
-        result.parity = check_export(model_ref, fmt, out, check)
-        result.files = sorted(p.name for p in out.iterdir())
+    result.parity = parity
     return result
