@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from specialist.errors import ConfigError
+from specialist.knowledge.retrieve import MIN_SHARE
 from specialist.models.registry import DEFAULT_MODEL
 
 Method = Literal["lora", "dora", "qlora", "full"]
@@ -36,6 +37,9 @@ class TrainConfig(BaseModel):
     knowledge: Path | None = Field(None,
                                    description="knowledge base (Markdown/text file, folder, or JSONL of passages)")
     knowledge_top_k: int = Field(3, gt=0, le=20, description="passages retrieved into each prompt")
+    knowledge_min_share: float = Field(MIN_SHARE, ge=0.0, le=1.0, description=(
+        "bm25: of the top passages, leave out those scoring below this share of the best one's score "
+        "(0 keeps all top k)"))
     retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
     embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")
     abstain_share: float = Field(0.15, ge=0.0, lt=1.0, description=(

@@ -67,13 +67,14 @@ def plain_run(tiny_base_model, shop, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def knowledge_run(tiny_base_model, shop, tmp_path_factory) -> Path:
-    """A run folder as `train --knowledge` leaves it: with a snapshot (top 2) and a training system prompt."""
+    """A run folder as `train --knowledge --top-k 2 --set knowledge_min_share=0` leaves it: with a snapshot
+    (top 2, no score cut: every prompt gets 2 passages) and a training system prompt."""
     from specialist.knowledge.passages import load_knowledge
     from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
 
     run = make_run(tmp_path_factory.mktemp("runs") / "with-kb", tiny_base_model, shop["train"],
                    config={"data": str(shop["train"]), "system_prompt": "Sklep z kawą."})
-    save_snapshot(load_knowledge(shop["knowledge"]), run, RetrievalSettings(top_k=2))
+    save_snapshot(load_knowledge(shop["knowledge"]), run, RetrievalSettings(top_k=2, min_share=0.0))
     return run
 
 

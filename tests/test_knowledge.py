@@ -15,7 +15,7 @@ from specialist.data.check import CheckSettings, run_check
 from specialist.knowledge.analyze import Analyzer
 from specialist.knowledge.check import check_knowledge, conflicts
 from specialist.knowledge.passages import Passage, read_knowledge
-from specialist.knowledge.retrieve import Retriever
+from specialist.knowledge.retrieve import MIN_SHARE, Retriever
 from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
 from tests.helpers import write_run_files
 
@@ -164,12 +164,35 @@ def test_retrieval_forgives_missing_diacritics_and_inflection(shop, query):
     assert hits[0].passage.id == "dostawa#koszt-wysylki-kurierem"
 
 
+def test_retrieval_leaves_out_passages_far_weaker_than_the_best(shop):
+    """A weak neighbour is a distractor the specialist restates: bm25 keeps, of its top k, the
+    passages scoring at least MIN_SHARE of the best one (by default, and so in every prompt)."""
+    import numpy as np
+
+    from specialist.knowledge.runtime import KnowledgeContext
+
+    kb = read_knowledge(shop)
+    bm25 = Retriever(kb, language="pl")
+    question = "Skąd jest kawa bezkofeinowa?"
+    every = bm25.search(question, k=3)
+    assert len(every) == 3 and every[1].score < MIN_SHARE * every[0].score
+    cut = bm25.search(question, k=3, min_share=MIN_SHARE)
+    assert [h.passage.id for h in cut] == ["kawy#kawa-bezkofeinowa"]
+    assert [h.passage.id for h in KnowledgeContext(kb, RetrievalSettings(language="pl")).retrieve(question)] == [
+        "kawy#kawa-bezkofeinowa"]
+    close = bm25.search("kurier", k=3, min_share=MIN_SHARE)  # two passages about couriers score alike
+    assert len(close) == 2 and close[1].score >= MIN_SHARE * close[0].score
+    # dense and hybrid scores are not on a scale where a share of the best means the same
+    dense = Retriever(kb, "dense", language="pl", encoder=lambda texts: np.ones((len(texts), 2), dtype=np.float32))
+    assert len(dense.search(question, k=3, min_share=MIN_SHARE)) == 3
+
+
 def test_knowledge_search_json_document(shop, run_cli):
-    result = run_cli("knowledge", "search", "--knowledge", str(shop), "wysylke kurierem", "--json",
+    result = run_cli("knowledge", "search", "--knowledge", str(shop), "kurier", "--json",
                                  "--top-k", "2")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["query"] == "wysylke kurierem"
+    assert doc["query"] == "kurier"
     assert {"passages", "fingerprint", "method", "top_k", "origin"} <= set(doc["knowledge"])
     assert doc["knowledge"]["passages"] == 5 and doc["knowledge"]["method"] == "bm25"
     assert [h["rank"] for h in doc["hits"]] == [1, 2]
@@ -184,14 +207,16 @@ def test_knowledge_search_json_document(shop, run_cli):
 def run_folder(tmp_path: Path, kb_path: Path) -> Path:
     run = tmp_path / "run"
     write_run_files(run)
-    save_snapshot(read_knowledge(kb_path), run, RetrievalSettings(top_k=2))
+    save_snapshot(read_knowledge(kb_path), run, RetrievalSettings(top_k=2, min_share=0.0))
     return run
 
 
 def test_knowledge_search_and_check_take_a_run_folder(shop, tmp_path, run_cli):
     run = run_folder(tmp_path, shop)
     doc = json.loads(run_cli("knowledge", "search", "--knowledge", str(run), "zwrot", "--json").stdout)
-    assert len(doc["hits"]) == 2 and doc["hits"][0]["id"] == "zwroty#zwrot-towaru"  # the run's top_k
+    # the run's settings: top 2 without a score cut (by default "zwrot" would get its one passage)
+    assert len(doc["hits"]) == 2 and doc["hits"][0]["id"] == "zwroty#zwrot-towaru"
+    assert doc["knowledge"]["top_k"] == 2 and doc["knowledge"]["min_share"] == 0.0
     check = json.loads(run_cli("knowledge", "check", str(run), "--json").stdout)
     assert check["passages"] == 5 and check["errors"] == []
 
@@ -413,3 +438,24 @@ def test_without_pystemmer_retrieval_still_works_and_says_why_it_is_weaker(monke
     assert "14,99" in terms and "wysylka" in terms  # folded, unstemmed
     err = capsys.readouterr().err
     assert "PyStemmer is not installed" in err and "polish" in err
+
+
+if given is not None:
+    _shop_retriever: list[Retriever] = []
+
+    def _shop(tmp: Path) -> Retriever:
+        if not _shop_retriever:
+            _shop_retriever.append(Retriever(read_knowledge(write_tree(tmp / "kb", SHOP)), language="pl"))
+        return _shop_retriever[0]
+
+    @settings(max_examples=40, deadline=None)
+    @given(words=st.lists(st.sampled_from(["kawa", "kurier", "zwrot", "dni", "espresso", "Kolumbia", "zł", "i",
+                                           "dostawa", "paczka", "woda"]), min_size=1, max_size=6),
+           share=st.floats(0.0, 1.0), k=st.integers(1, 5))
+    def test_the_score_cut_keeps_a_prefix_of_the_ranking(tmp_path_factory, words, share, k):
+        retriever = _shop(tmp_path_factory.mktemp("shop"))
+        query = " ".join(words)
+        every, cut = retriever.search(query, k), retriever.search(query, k, min_share=share)
+        assert 1 <= len(cut) <= len(every) and cut == every[:len(cut)]
+        assert all(h.score >= share * cut[0].score for h in cut)
+        assert all(h.score < share * cut[0].score for h in every[len(cut):])

@@ -49,9 +49,10 @@ def kb_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def kb_run(lively_chat_model, kb_dir, tmp_path_factory) -> Path:
-    """A LoRA run folder with a knowledge snapshot, as `train --knowledge --top-k 2` leaves it."""
+    """A LoRA run folder with a knowledge snapshot, as `train --knowledge --top-k 2 --set
+    knowledge_min_share=0` leaves it (without the score cut every prompt gets 2 passages)."""
     run = make_adapter_run(lively_chat_model, tmp_path_factory.mktemp("run-kb"))
-    save_snapshot(load_knowledge(kb_dir), run, RetrievalSettings(top_k=2))
+    save_snapshot(load_knowledge(kb_dir), run, RetrievalSettings(top_k=2, min_share=0.0))
     return run
 
 
@@ -265,6 +266,22 @@ def test_export_carries_the_knowledge_base_and_documents_the_context(kb_run, tmp
     exec(code, scope)
     for found in (scope["passages"][:2], scope["passages"][2:], []):
         assert scope["user_message"]("Ile?", found) == format_context("Ile?", [kb.by_id(p["id"]) for p in found])
+
+
+def test_the_export_readme_gives_the_runs_score_cut():
+    """Clients doing their own retrieval must leave out the weak passages the run never saw."""
+    from specialist.export.knowledge import knowledge_readme
+    from specialist.knowledge.retrieve import MIN_SHARE
+
+    def readme(**retrieval):
+        return knowledge_readme({"passages": 3, "fingerprint": "sha256:0", "retrieval": {"top_k": 3, **retrieval}},
+                                "gguf", "…")
+
+    rule = "leaving out those whose BM25 score is below {:g} × the best one's"
+    assert rule.format(0.5) in readme(method="bm25", min_share=0.5)
+    assert rule.format(MIN_SHARE) in readme(method="bm25")  # a snapshot from before the cut: the default
+    assert "leaving out" not in readme(method="bm25", min_share=0.0)
+    assert "leaving out" not in readme(method="hybrid", min_share=0.5)
 
 
 def test_export_without_knowledge_is_unchanged(lively_chat_model, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from specialist.knowledge.augment import ABSTENTIONS, AugmentSettings, augment_examples
 from specialist.knowledge.passages import read_knowledge
-from specialist.knowledge.retrieve import Retriever
+from specialist.knowledge.retrieve import MIN_SHARE, Retriever
 from specialist.models.template import CONTEXT_HEADER, QUESTION_HEADER
 
 KNOWLEDGE = """# Sklep
@@ -60,7 +60,8 @@ def _context_ids(text: str, kb) -> list[str]:
 
 
 def test_every_example_reads_its_retrieved_passages_in_the_documented_layout(kb):
-    out, report = augment_examples(_examples(), Retriever(kb, language="pl"), AugmentSettings(top_k=2, abstain_share=0))
+    settings = AugmentSettings(top_k=2, min_share=0.0, abstain_share=0)  # no score cut: always 2 passages
+    out, report = augment_examples(_examples(), Retriever(kb, language="pl"), settings)
     assert len(out) == len(ROWS) and report.abstentions == 0
     for ex, row in zip(out, ROWS):
         user = ex.messages[-1]["content"]
@@ -68,6 +69,23 @@ def test_every_example_reads_its_retrieved_passages_in_the_documented_layout(kb)
         assert len(ex.passage_ids) == 2 and _context_ids(user, kb) == sorted(ex.passage_ids, key=[
             p.id for p in kb.passages].index)
         assert ex.completion == row["completion"]
+
+
+def test_training_contexts_get_the_same_score_cut_as_inference(kb):
+    """By default a passage far weaker than the best one is left out, in training exactly as in
+    generate/chat/serve/eval (KnowledgeContext.retrieve): the prompts stay identical."""
+    from specialist.knowledge.runtime import KnowledgeContext
+    from specialist.knowledge.snapshot import RetrievalSettings
+
+    context = KnowledgeContext(kb, RetrievalSettings(top_k=3, language="pl"))
+    out, _ = augment_examples(_examples(), context.retriever, AugmentSettings(top_k=3, abstain_share=0))
+    assert out[0].passage_ids == ["kb#koszt-dostawy"]  # the other passages share no term with the question
+    for ex, row in zip(out, ROWS):
+        if ex.kind == "retrieved":
+            assert ex.passage_ids == [h.passage.id for h in context.retrieve(row["prompt"])]
+    uncut, _ = augment_examples(_examples(), context.retriever, AugmentSettings(top_k=3, min_share=0.0,
+                                                                                abstain_share=0))
+    assert len(uncut[0].passage_ids) == 3
 
 
 def test_the_answers_passage_replaces_the_weakest_hit_when_retrieval_misses_it(kb):
@@ -129,6 +147,7 @@ def test_a_tiny_run_with_a_knowledge_base_keeps_its_snapshot(tiny_chat_model, tm
     kb, settings, snap = load_snapshot(run)
     assert summary["knowledge"]["fingerprint"] == kb.fingerprint == read_knowledge(tmp_path / "kb.md").fingerprint
     assert settings.top_k == 2 and len(kb) == 6
+    assert settings.min_share == config.knowledge_min_share == MIN_SHARE > 0  # the cut is on by default
     assert summary["examples"] == len(ROWS) and summary["training_examples"] == len(ROWS) + 2
     assert summary["knowledge"]["augment"]["abstentions"] == 2
     assert Path(snap["source"]) == (tmp_path / "kb.md").resolve()

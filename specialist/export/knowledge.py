@@ -21,7 +21,7 @@ def context_layout() -> str:
 
 def modelfile_note(knowledge: dict) -> str:
     k = knowledge["retrieval"].get("top_k", 3)
-    return (f"This specialist was trained to answer from {k} passages retrieved from its knowledge base\n"
+    return (f"This specialist was trained to answer from up to {k} passages retrieved from its knowledge base\n"
             f"(knowledge/passages.jsonl next to this file). Ollama does no retrieval: search the passages\n"
             f"yourself and send each question as this user message (see README.md):\n\n"
             + "\n".join("  " + line for line in context_layout().splitlines()))
@@ -44,6 +44,22 @@ def user_message(question: str, found: list[dict]) -> str:
 '''
 
 
+def _share(r: dict) -> float:
+    """The score cut retrieval applies (Retriever.search's min_share; snapshots from before it
+    existed get the default, as at inference); dense and hybrid retrieval have none."""
+    from specialist.knowledge.retrieve import MIN_SHARE
+
+    return r.get("min_share", MIN_SHARE) if r.get("method", "bm25") == "bm25" else 0.0
+
+
+def _cut_note(r: dict) -> str:
+    return f", score cut {_share(r):g}" if _share(r) else ""
+
+
+def _cut_rule(r: dict) -> str:
+    return f", leaving out those whose BM25 score is below {_share(r):g} × the best one's" if _share(r) else ""
+
+
 def knowledge_readme(knowledge: dict, fmt: str, example: str) -> str:
     r = knowledge["retrieval"]
     runtime = {"merged": "transformers (or any runtime loading this folder)", "gguf": "llama.cpp",
@@ -58,9 +74,9 @@ layout the specialist was trained on, or it will guess facts instead of reading 
 - `knowledge/passages.jsonl`: the {knowledge["passages"]} passages (`id`, `title`, `text`, …), fingerprint
   `{knowledge["fingerprint"]}`.
 - `knowledge/knowledge.json`: where they came from and the retrieval settings of training:
-  method `{r.get("method")}`, top {r.get("top_k")} passages, language `{r.get("language")}`.
-- For each question, take the top {r.get("top_k")} passages (best first) and send as the **user
-  message** (the system prompt, if any, stays the system prompt; earlier turns stay plain):
+  method `{r.get("method")}`, top {r.get("top_k")} passages, language `{r.get("language")}`{_cut_note(r)}.
+- For each question, take the top {r.get("top_k")} passages (best first){_cut_rule(r)} and send as the
+  **user message** (the system prompt, if any, stays the system prompt; earlier turns stay plain):
 
 ```
 {context_layout()}

@@ -1,7 +1,7 @@
 """Retrieval-augmented fine-tuning examples: teach the specialist to answer from its context.
 
-Every training example gets the passages retrieved for its question (top k, exactly as at
-inference) in its prompt (models.template.format_context). Two additions make the context
+Every training example gets the passages retrieved for its question (top k with the same
+score cut, exactly as at inference) in its prompt (models.template.format_context). Two additions make the context
 worth reading:
 
 - the answer's passage: when the retrieved passages miss a fact the answer states (a number or
@@ -25,7 +25,7 @@ from typing import Any
 
 from specialist.knowledge.grounding import FactIndex, facts, numbers
 from specialist.knowledge.passages import Passage
-from specialist.knowledge.retrieve import Retriever
+from specialist.knowledge.retrieve import MIN_SHARE, Retriever
 from specialist.models.template import Message, attach_context, last_user_text
 
 MIN_OWN_ABSTENTIONS = 3
@@ -51,6 +51,7 @@ ABSTENTIONS = {
 @dataclass
 class AugmentSettings:
     top_k: int = 3
+    min_share: float = MIN_SHARE  # retrieval's score cut (Retriever.search), as at inference
     abstain_share: float = 0.15  # abstention examples added, as a share of the training examples
     seed: int = 0
 
@@ -110,7 +111,7 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
     own_abstentions = [c for (_, c, _), ok in zip(examples, answerable or [True] * len(examples)) if not ok]
     for i, (messages, completion, source) in enumerate(examples):
         question = last_user_text(messages) or ""
-        hits = [h.passage for h in retriever.search(question, settings.top_k)]
+        hits = [h.passage for h in retriever.search(question, settings.top_k, min_share=settings.min_share)]
         kind = "retrieved"
         if training and (answerable is None or answerable[i]):
             hits, added = _with_answer_passage(hits, completion, retriever, rng, settings.top_k)

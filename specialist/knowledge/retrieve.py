@@ -6,6 +6,12 @@
   installed model; `pip install sentence-transformers`).
 - hybrid: both, fused by reciprocal rank (RRF, k=60), which needs no score calibration.
 
+A weak passage is a distractor: a 270M specialist with the right passage first and two weaker
+neighbours restates a neighbour's figure. So bm25 search keeps, of its top k, only the passages
+scoring at least `min_share` of the best one's score (MIN_SHARE; measured on the coffee example
+in benchmarks/README.md, "Knowledge"). Dense cosines and RRF scores are not on a scale where a
+share of the best means the same, so dense and hybrid keep their top k.
+
 Recall@k against labelled questions is measured by `recall_at_k` (and by the knowledge
 benchmark on examples/coffee/facts.jsonl)."""
 
@@ -24,6 +30,7 @@ from specialist.knowledge.passages import KnowledgeBase, Passage
 Method = Literal["bm25", "dense", "hybrid"]
 METHODS = ("bm25", "dense", "hybrid")
 RRF_K = 60
+MIN_SHARE = 0.6  # bm25: passages scoring below this share of the best one are left out
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,10 @@ class Retriever:
             return dense.astype(np.float64)
         return _rrf(lexical) + _rrf(dense)
 
-    def search(self, query: str, k: int = 3, exclude: Sequence[str] = ()) -> list[Hit]:
-        """The k best passages, best first. Ties keep the knowledge base's order."""
+    def search(self, query: str, k: int = 3, exclude: Sequence[str] = (), min_share: float = 0.0) -> list[Hit]:
+        """The k best passages, best first. Ties keep the knowledge base's order. With bm25,
+        `min_share` > 0 leaves out passages scoring below that share of the best one's score
+        (the best passage is always kept)."""
         scores = self.scores(query)
         order = np.argsort(-scores, kind="stable")
         hits: list[Hit] = []
@@ -89,6 +98,8 @@ class Retriever:
             p = self.kb.passages[int(i)]
             if p.id in exclude:
                 continue
+            if hits and self.method == "bm25" and scores[i] < min_share * hits[0].score:
+                break
             hits.append(Hit(p, float(scores[i]), len(hits) + 1))
             if len(hits) == k:
                 break

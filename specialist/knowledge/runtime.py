@@ -29,7 +29,7 @@ class KnowledgeContext:
         self.retriever = Retriever(kb, self.settings.method, self.settings.language, self.settings.embedding_model)
 
     def retrieve(self, question: str) -> list[Hit]:
-        return self.retriever.search(question, self.settings.top_k)
+        return self.retriever.search(question, self.settings.top_k, min_share=self.settings.min_share)
 
     def messages(self, prompt: str, system: str | None = None,
                  history: Sequence[Message] = ()) -> tuple[list[Message], list[Hit]]:
@@ -38,7 +38,8 @@ class KnowledgeContext:
 
     def describe(self) -> dict[str, Any]:
         return {"origin": self.origin, "passages": len(self.kb), "fingerprint": self.kb.fingerprint,
-                "top_k": self.settings.top_k, "method": self.settings.method, "language": self.retriever.language}
+                "top_k": self.settings.top_k, "min_share": self.settings.min_share, "method": self.settings.method,
+                "language": self.retriever.language}
 
 
 def run_folder_of(model_ref: str | None) -> Path | None:

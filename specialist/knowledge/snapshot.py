@@ -12,12 +12,14 @@ from typing import Any
 from specialist.errors import SpecialistError
 from specialist.io import atomic_write_jsonl, atomic_write_text
 from specialist.knowledge.passages import KnowledgeBase, Passage
+from specialist.knowledge.retrieve import MIN_SHARE
 from specialist.run_folder import RunFolder
 
 
 @dataclass
 class RetrievalSettings:
     top_k: int = 3
+    min_share: float = MIN_SHARE  # bm25: leave out passages below this share of the best one's score
     method: str = "bm25"
     language: str | None = "auto"
     embedding_model: str | None = None

@@ -47,7 +47,8 @@ def with_knowledge(examples: Sequence[Example], context: Any, abstain_share: flo
     examples also get the answer's passage and abstention examples, eval examples retrieval only."""
     from specialist.knowledge.augment import AugmentSettings, augment_examples
 
-    settings = AugmentSettings(top_k=context.settings.top_k, abstain_share=abstain_share, seed=seed)
+    settings = AugmentSettings(top_k=context.settings.top_k, min_share=context.settings.min_share,
+                               abstain_share=abstain_share, seed=seed)
     out, report = augment_examples([(e.messages, e.completion, e) for e in examples], context.retriever,
                                    settings, [e.answerable for e in examples], training=training)
     return [_augmented(a) for a in out], report.to_dict()

@@ -248,7 +248,8 @@ def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: lis
     from specialist.knowledge.snapshot import RetrievalSettings
 
     context = KnowledgeContext(load_knowledge(config.knowledge),
-                               RetrievalSettings(top_k=config.knowledge_top_k, method=config.retrieval,
+                               RetrievalSettings(top_k=config.knowledge_top_k, min_share=config.knowledge_min_share,
+                                                 method=config.retrieval,
                                                  embedding_model=config.embedding_model))
     train_examples, report = with_knowledge(train_examples, context, config.abstain_share, config.seed)
     if eval_examples:
