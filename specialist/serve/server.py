@@ -122,6 +122,13 @@ def _unsupported(param: str, why: str = "not supported by this server") -> APIEr
     return APIError(400, f"{param}: {why}", param=param, code="unsupported_parameter")
 
 
+def _off(*values: Any, schema: dict[str, Any] | None = None, **constraints: Any) -> Any:
+    """A field of OpenAI's this server does not implement: the request model accepts any value, so
+    `refuse_unsupported` can name it in a 400; the OpenAPI document lists only the `values` that
+    mean "off" (or the `schema` they meet), the ones a client can send."""
+    return Field(None, json_schema_extra=schema or {"enum": list(values)}, **constraints)
+
+
 class _Sampling(BaseModel):
     """The fields both completion routes share. A request body is a closed set: a field this
     server does not know is refused (400, naming it), and OpenAI's fields it does not implement
@@ -138,13 +145,13 @@ class _Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**64)  # what both engines' generators accept
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, json_schema_extra={"enum": [1]})
     # accepted, and without effect on the answer
     user: str | None = None
     # OpenAI's, not implemented: only their "off" values pass
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    frequency_penalty: float | None = _off(schema={"minimum": 0, "maximum": 0}, ge=-2.0, le=2.0)  # 0 and -0.0
+    presence_penalty: float | None = _off(schema={"minimum": 0, "maximum": 0}, ge=-2.0, le=2.0)  # 0 and -0.0
+    logit_bias: dict[str, float] | None = _off(None, {})
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -175,16 +182,16 @@ class ChatCompletionRequest(_Sampling):
     service_tier: str | None = None
     parallel_tool_calls: bool | None = None
     # OpenAI's, not implemented: only their "off" values pass
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
-    function_call: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    modalities: list[str] | None = None
-    audio: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
-    web_search_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = _off(None, [])
+    tool_choice: str | dict[str, Any] | None = _off(None, "none")
+    functions: list[dict[str, Any]] | None = _off(None, [])
+    function_call: str | dict[str, Any] | None = _off(None, "none")
+    response_format: dict[str, Any] | None = _off(None, {"type": "text"})
+    modalities: list[str] | None = _off(None, ["text"])
+    audio: dict[str, Any] | None = _off(None)
+    prediction: dict[str, Any] | None = _off(None)
+    reasoning_effort: str | None = _off(None)
+    web_search_options: dict[str, Any] | None = _off(None)
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
@@ -212,8 +219,8 @@ class CompletionRequest(_Sampling):
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     # OpenAI's, not implemented: only their "off" values pass
-    best_of: int | None = Field(None, ge=1)
-    suffix: str | None = None
+    best_of: int | None = _off(None, 1, ge=1)
+    suffix: str | None = _off(None, "")
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
