@@ -168,25 +168,10 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
     train = write_pairs(tmp_path / "train.jsonl", TRAIN)
     data = write_pairs(tmp_path / "eval.jsonl", EVAL)
     run = make_run(tmp_path / "run", tiny_base_model, train)
-    res = run_cli(
-        "eval",
-        "--model",
-        run,
-        "--data",
-        data,
-        "--max-new-tokens",
-        "8",
-        "--batch-size",
-        "8",
-        "--dtype",
-        "fp32",
-        "--contenders",
-        "zero-shot,fine-tuned",
-        "--canary-max-new-tokens",
-        "4",
-        "--style-negatives",
-        "4",
-    )
+    quick_eval = ("eval", "--model", run, "--data", data, "--max-new-tokens", "8", "--batch-size", "8",
+                  "--dtype", "fp32", "--contenders", "zero-shot,fine-tuned", "--canary-max-new-tokens", "4",
+                  "--style-negatives", "4")
+    res = run_cli(*quick_eval)
     assert res.exit_code == 0, res.stderr
     doc = json.loads((run / "eval" / "report.json").read_text(encoding="utf-8"))
     section = doc["general_ability"]
@@ -212,23 +197,7 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
     assert "general ability" in res.stdout and "held-out loss" in res.stdout
     # a second eval reuses the base model's canary answers
     again = run_cli(
-        "eval",
-        "--model",
-        run,
-        "--data",
-        data,
-        "--max-new-tokens",
-        "8",
-        "--batch-size",
-        "8",
-        "--dtype",
-        "fp32",
-        "--contenders",
-        "zero-shot,fine-tuned",
-        "--canary-max-new-tokens",
-        "4",
-        "--style-negatives",
-        "4",
+        *quick_eval,
         "--json",
         tmp_path / "again.json",
         "--html",
@@ -240,23 +209,7 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
     assert second["answers"] == section["answers"]
     # and --no-canary leaves the section out
     off = run_cli(
-        "eval",
-        "--model",
-        run,
-        "--data",
-        data,
-        "--max-new-tokens",
-        "8",
-        "--batch-size",
-        "8",
-        "--dtype",
-        "fp32",
-        "--contenders",
-        "zero-shot,fine-tuned",
-        "--canary-max-new-tokens",
-        "4",
-        "--style-negatives",
-        "4",
+        *quick_eval,
         "--no-canary",
         "--json",
         tmp_path / "off.json",
