@@ -170,6 +170,7 @@ def test_the_whole_road_in_a_browser(browser, tmp_path, tiny_chat_model):
 
 
 def test_keyboard_reaches_the_stages_and_the_key_page(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     with running_studio(tmp_path / "runs", api_key="sekret") as url:
@@ -179,16 +180,19 @@ def test_keyboard_reaches_the_stages_and_the_key_page(browser, tmp_path):
         key = css(d, "#key")[0]
         assert d.switch_to.active_element == key  # focused for typing
         key.send_keys("sekret", Keys.ENTER)
-        wait(d, lambda d: d.current_url.endswith("/train"), what="the train page after the key")
-        body = css(d, "body")[0]
-        body.send_keys(Keys.TAB)
+        wait(
+            d,
+            lambda d: d.current_url.endswith("/train") and d.execute_script("return document.readyState") == "complete",
+            what="the train page after the key",
+        )
+        # keys go to whatever has the focus, as a user's do: no element reference that a page
+        # still loading could make stale
+        ActionChains(d).send_keys(Keys.TAB).perform()
         assert d.switch_to.active_element.text == "Skip to content"
-        body = d.switch_to.active_element
         stages = []
         for _ in range(5):
-            body.send_keys(Keys.TAB)
-            body = d.switch_to.active_element
-            stages.append(body.text)
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            stages.append(d.switch_to.active_element.text)
         assert stages == ["1. Data", "2. Train", "3. Proof", "4. Chat", "5. Export"]
 
 
