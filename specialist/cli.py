@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from specialist.console import console, err_console
-from specialist.errors import Interrupted, SpecialistError, Terminated, interrupt_exit_code
+from specialist.errors import Interrupted, SpecialistError, Terminated, interrupt_behind, interrupt_exit_code
 from specialist.io import read_text
 from specialist.models.registry import DEFAULT_MODEL
 
@@ -782,24 +782,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _interrupt_behind(exc: BaseException) -> BaseException | None:
-    """The KeyboardInterrupt (or Terminated) behind an exit: Typer turns one into a silent
-    `Exit(130)`, which would hide SIGTERM's code and what was kept."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        seen = seen.__cause__ or seen.__context__ if seen is not None else None
-        if isinstance(seen, KeyboardInterrupt):
-            return seen
-    return None
-
-
 def main() -> None:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         app()
     except SystemExit as exc:
-        cause = _interrupt_behind(exc)
+        cause = interrupt_behind(exc)
         if cause is None:
             raise
         err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
@@ -813,8 +802,12 @@ def main() -> None:
     except KeyboardInterrupt as exc:
         err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
         sys.exit(interrupt_exit_code(exc))
-    except OSError as exc:
-        if exc.errno not in _WRITE_ERRNOS:
+    except Exception as exc:
+        cause = interrupt_behind(exc)
+        if cause is not None:  # the signal landed inside a library, which reported it as its own error
+            err_console.print(_NOTHING_HALF_WRITTEN, style="yellow", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(interrupt_exit_code(cause))
+        if not isinstance(exc, OSError) or exc.errno not in _WRITE_ERRNOS:
             raise
         from rich.markup import escape
 

@@ -29,6 +29,20 @@ class Terminated(KeyboardInterrupt):
     the exit code differs: 143 instead of 130, as a shell reports a signal 15."""
 
 
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or Terminated) behind an exception: a signal that lands inside a library turns
+    into that library's error (Typer's silent `Exit(130)`, transformers' lazy import reporting a
+    ModuleNotFoundError), with the interrupt as its cause or context."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        if seen is None:
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def interrupt_exit_code(exc: BaseException) -> int:
     return 143 if isinstance(exc, Terminated) else 130
 

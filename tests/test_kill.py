@@ -142,6 +142,55 @@ def test_other_commands_end_with_the_exit_code_of_their_signal(monkeypatch, tmp_
     assert signal.getsignal(signal.SIGTERM) is not cli._on_sigterm  # main() gives the handler back
 
 
+def _lazy_import_interrupted(exc: KeyboardInterrupt):
+    """What transformers' lazy import raises when the signal lands inside it (found by the kill
+    benchmark: a SIGTERM during `train`'s set-up ended with exit 1 and this error's text)."""
+
+    def stop(*args, **kwargs):
+        try:
+            raise exc
+        except KeyboardInterrupt as inner:
+            raise ModuleNotFoundError("Could not import module 'EarlyStoppingCallback'.") from inner
+
+    return stop
+
+
+def test_a_signal_a_library_reports_as_its_own_error_is_still_the_signal(monkeypatch, tmp_path, capsys):
+    import specialist.data.split as split
+    from specialist import cli
+
+    data = kill.write_data(tmp_path, big=10, prompts=1)["big"]
+    monkeypatch.setattr(split, "split_dataset", _lazy_import_interrupted(Terminated()))
+    monkeypatch.setattr(
+        "sys.argv", ["specialist", "data", "split", str(data), "--eval-fraction", "0.5", "--out", str(tmp_path / "o")]
+    )
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 143
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: no output was half-written") and len(err.splitlines()) == 1
+    # any other library error is still an error (a traceback, as before: a bug to report)
+    monkeypatch.setattr(split, "split_dataset", _boom)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main()
+
+
+def _boom(*args, **kwargs):
+    raise ModuleNotFoundError("a real missing module")
+
+
+def test_train_interrupted_inside_a_library_is_interrupted_not_failed(monkeypatch, tiny_chat_model, tmp_path, run_cli):
+    from specialist.train.trainer import CompletionTrainer
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}?", "completion": f"a{i}."}) + "\n" for i in range(4)))
+    monkeypatch.setattr(CompletionTrainer, "train", _lazy_import_interrupted(Terminated()))
+    proc = run_cli("train", "--data", data, "--model", tiny_chat_model, "--out", tmp_path / "run", "--max-steps", "2")
+    assert proc.exit_code == 143, proc.stderr
+    assert proc.stderr.strip().startswith("interrupted at step 0") and "--resume" in proc.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_interrupted_maps_its_cause_to_the_exit_code():
     assert Interrupted("interrupted", KeyboardInterrupt()).exit_code == 130
     assert Interrupted("interrupted", Terminated()).exit_code == 143

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from specialist.config import TrainConfig
-from specialist.errors import Interrupted
+from specialist.errors import Interrupted, interrupt_behind
 from specialist.io import atomic_dir, is_disk_full
 from specialist.run_folder import (
     RunFolder,
@@ -177,30 +177,17 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
         )
         trainer.remove_callback(PrinterCallback)  # our MetricsCallback prints the progress line
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through the CLI's handler
+    except BaseException as exc:
+        interrupt = interrupt_behind(exc)  # Ctrl-C or SIGTERM, maybe reported as a library's error
+        if interrupt is None:
+            _failed(exc, run, run_dir, summary, trainer, is_main)
+            raise
         step = trainer.state.global_step if trainer is not None else 0
         if is_main:
             remove_incomplete_checkpoints(run_dir)  # the signal may have come mid-save
             write_summary(run_dir, summary.model_copy(update={"status": "interrupted", "steps": step}))
         raise Interrupted(f"interrupted at step {step} ({_kept(run_dir)}); continue with: "
-                          f"specialist train --out {run_dir} --resume", exc) from None
-    except BaseException as exc:
-        full = is_disk_full(exc, run.checkpoints if run.checkpoints.is_dir() else run_dir)
-        step = trainer.state.global_step if trainer is not None else 0
-        if is_main:
-            # a checkpoint cut short is useless and holds the space run.json needs now
-            cut = remove_incomplete_checkpoints(run_dir)
-            try:
-                write_summary(run_dir, summary.model_copy(update={
-                    "status": "failed", "error": str(exc)[:500], "steps": step}))
-            except OSError:
-                pass  # still no room: the error below matters more than the status
-            if full:
-                saving = f" while saving checkpoints/{cut[0].name}" if cut else ""
-                raise OSError(errno.ENOSPC, f"no space left on device{saving} at step {step} ({_kept(run_dir)}); "
-                              f"free some space and continue with: specialist train --out {run_dir} --resume",
-                              str(run_dir)) from exc
-        raise
+                          f"specialist train --out {run_dir} --resume", interrupt) from None
 
     if trainer.is_world_process_zero():
         try:
@@ -285,3 +272,23 @@ def _tensorboard(run_dir: Path) -> list[Any]:
     from transformers.integrations import TensorBoardCallback
 
     return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(RunFolder(run_dir).tensorboard)))]
+
+
+def _failed(exc: BaseException, run: RunFolder, run_dir: Path, summary: RunSummary, trainer: Any,
+            is_main: bool) -> None:
+    """A training that failed: run.json says so; a full disk becomes its one-line error."""
+    full = is_disk_full(exc, run.checkpoints if run.checkpoints.is_dir() else run_dir)
+    step = trainer.state.global_step if trainer is not None else 0
+    if is_main:
+        # a checkpoint cut short is useless and holds the space run.json needs now
+        cut = remove_incomplete_checkpoints(run_dir)
+        try:
+            write_summary(run_dir, summary.model_copy(update={
+                "status": "failed", "error": str(exc)[:500], "steps": step}))
+        except OSError:
+            pass  # still no room: the error below matters more than the status
+        if full:
+            saving = f" while saving checkpoints/{cut[0].name}" if cut else ""
+            raise OSError(errno.ENOSPC, f"no space left on device{saving} at step {step} ({_kept(run_dir)}); "
+                          f"free some space and continue with: specialist train --out {run_dir} --resume",
+                          str(run_dir)) from exc
