@@ -432,6 +432,21 @@ def test_a_short_eval_can_ask_for_fewer_generic_answers(client, runs, tmp_path):
     assert "error: --style-negatives: a whole number" in r.text
 
 
+def test_the_canary_is_a_ticked_box_and_unticking_it_skips_it(client, runs, tmp_path):
+    """The general-ability section costs minutes whatever the eval's size: the form shows it
+    ticked (the CLI's default) and an unticked box (left out of the form) is --no-canary."""
+    _report(runs / "r")
+    page = client.get("/proof?run=r", headers=HTML).text
+    assert 'id="e-canary" name="canary" type="checkbox" value="on" checked' in page
+    data = str(_clean_dataset(tmp_path / "e.jsonl"))
+    jobs = client.app.state.studio.jobs
+    for run, form, skipped in (("r", {"canary": "on"}, False), ("r2", {}, True)):
+        assert client.post("/proof", data={"run": run, "data": data, **form}, follow_redirects=False).status_code == 303
+        job = jobs.latest("eval", run)
+        assert ("--no-canary" in job.argv) is skipped
+        jobs.cancel(job)
+
+
 # ---------------------------------------------------------------- chat and export
 def test_chat_streams_pieces_and_reports_errors_in_one_line(client, tiny_chat_model):
     r = client.post("/chat/stream", json={"model": str(tiny_chat_model), "prompt": "Czy macie kawę?",

@@ -115,6 +115,7 @@ def test_the_whole_road_in_a_browser(browser, tmp_path, tiny_chat_model):
         d.get(f"{url}/proof?run=e2e")
         fill(d, "e-data", str(held_out))
         fill(d, "e-max", "8")
+        click(d, "#e-canary")  # unticked: this eval is about the answers side by side
         click(d, "#eval-form button[type=submit]")
         wait(d, lambda d: css(d, ".job progress, .job .badge"), what="the eval job")
         wait(d, lambda d: css(d, "article.prompt"), 240, "the report")

@@ -50,7 +50,9 @@ def proof_page(request: Request, run: str = "", show: str = "all", contender: st
 
 @router.post("/proof")
 def start_eval(request: Request, run: str = Form(...), data: str = Form(...), limit: str = Form(""),
-               max_new_tokens: str = Form(""), style_negatives: str = Form(""), knowledge: str = Form("")) -> Response:
+               max_new_tokens: str = Form(""), style_negatives: str = Form(""), knowledge: str = Form(""),
+               canary: str = Form("")) -> Response:
+    """`canary`: the form's checkbox, sent only when ticked (HTML leaves an unticked one out)."""
     studio = studio_of(request)
     path = studio.run_path(check_name(run))
     if studio.jobs.is_locked(studio.train_key(run)):
@@ -64,6 +66,8 @@ def start_eval(request: Request, run: str = Form(...), data: str = Form(...), li
             argv += [flag, value.strip()]
     if knowledge.strip():
         argv += ["--knowledge", str(existing_file(knowledge, "knowledge base"))]
+    if not canary:
+        argv.append("--no-canary")
     studio.jobs.start("eval", f"eval:{path}", argv, run,
                       f"{run}: an evaluation of this run is already running; wait for it or cancel it")
     return redirect(request, "/proof", run=run)
