@@ -28,20 +28,9 @@ COFFEE = ROOT / "examples" / "coffee"
 
 def tiny_model(folder: Path) -> Path:
     """The test suite's tiny Llama with SmolLM2's real tokenizer (built in seconds)."""
-    from transformers import AutoTokenizer
+    from tests.helpers import build_tiny_model, save_chat_tokenizer
 
-    home = os.environ.get("SPECIALIST_HOME")
-    from tests.conftest import build_tiny_model, smollm2_gguf  # sets a throw-away SPECIALIST_HOME for tests
-
-    if home is None:
-        os.environ.pop("SPECIALIST_HOME", None)  # the user's cache: --arena-model is prepared once
-    else:
-        os.environ["SPECIALIST_HOME"] = home
-
-    gguf = smollm2_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tok.save_pretrained(folder / "tokenizer")
-    return build_tiny_model(folder / "tiny-model", folder / "tokenizer", "llama")
+    return build_tiny_model(folder / "tiny-model", save_chat_tokenizer(folder / "tokenizer"), "llama")
 
 
 def main() -> None:
@@ -112,6 +101,7 @@ def main() -> None:
             fill("e-data", str(COFFEE / "eval.jsonl"))
             fill("e-limit", "4")
             fill("e-max", "24")
+            click("#e-canary")  # the answers side by side are the picture; the canary takes minutes
             click("#eval-form button[type=submit]")
             wait(lambda: bool(css("article.prompt")), 600, "the evaluation")
             shoot("proof", f"{url}/proof?run=coffee-tiny", scroll_to="#verdict-h")

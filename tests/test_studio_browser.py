@@ -324,3 +324,15 @@ def _answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_the_screenshot_script_builds_its_model(tmp_path):
+    """docs/screenshots.py (make screenshots) is run by hand, so its set-up is checked here: it
+    broke once when the test helpers it borrows moved."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshots", Path(__file__).parents[1] / "docs" / "screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.tiny_model(tmp_path)
+    assert (model / "config.json").exists() and (tmp_path / "tokenizer" / "tokenizer_config.json").exists()
