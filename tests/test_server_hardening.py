@@ -17,14 +17,13 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 
 from specialist.inference.generator import Answer
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
 from specialist.serve import server as server_module
 from specialist.serve.server import ServerLimits, create_app, uvicorn_config
-from tests.helpers import build_lively_model, free_port
+from tests.helpers import build_lively_model, free_port, serving
 
 MODEL_ID = "tiny"
 KEY = "sk-hardening-42"
@@ -33,19 +32,12 @@ CHAT = "/v1/chat/completions"
 
 @contextlib.contextmanager
 def running(app, **config):
+    """The app behind serve's own HTTP protocol (its request and send deadlines); yields URL and port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, **config))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", port
+        with serving(uvicorn_config(app, "127.0.0.1", port, **config)) as url:
+            yield url, port
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         app.state.worker.stop()
 
 
