@@ -524,6 +524,9 @@ def eval_command(
     canary_max_new_tokens: int = typer.Option(128, "--canary-max-new-tokens", min=1,
                                               help="Room for each canary answer; one that has not ended by then "
                                                    "counts as not ending by itself."),
+    canary_limit: int | None = typer.Option(None, "--canary-limit", min=1,
+                                            help="At most N canary questions and N paragraphs, spread over both "
+                                                 "languages (default: all 40 and 32); for quick evals."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -544,7 +547,7 @@ def eval_command(
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
         knowledge_system_prompt=knowledge_system_prompt, canary=canary,
-        canary_max_new_tokens=canary_max_new_tokens)
+        canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html

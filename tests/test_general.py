@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specialist.config import load_train_config
 from specialist.data.dedup import normalize
@@ -217,6 +219,27 @@ def test_eval_reports_general_ability(tiny_base_model, tmp_path, run_cli):
         tmp_path / "off.html",
     )
     assert off.exit_code == 0 and json.loads((tmp_path / "off.json").read_text())["general_ability"] is None
+    # --canary-limit: a few questions and paragraphs from both languages, the same numbers as the full run's
+    few = run_cli(*quick_eval, "--canary-limit", "4", "--json", tmp_path / "few.json", "--html", tmp_path / "few.html")
+    assert few.exit_code == 0, few.stderr
+    small = json.loads((tmp_path / "few.json").read_text(encoding="utf-8"))["general_ability"]
+    assert small["limit"] == 4 and len(small["answers"]) == 4 and len(small["loss"]["per_example"]) == 4
+    assert {a["language"] for a in small["answers"]} == {"pl", "en"}
+    full_losses = {p["id"]: p for p in per}
+    assert all(p == full_losses[p["id"]] for p in small["loss"]["per_example"])
+
+
+@given(st.lists(st.integers(), max_size=50), st.integers(min_value=0, max_value=60))
+def test_spread_keeps_order_and_reaches_both_ends(items, n):
+    from specialist.evaluate.canary import spread
+
+    picked = spread(items, n)
+    assert len(picked) == min(n, len(items))
+    indices = [i * len(items) // n for i in range(n)] if n < len(items) else list(range(len(items)))
+    assert picked == [items[i] for i in indices] and indices == sorted(set(indices))
+    if 2 <= n < len(items):  # a set grouped in two halves (the languages) gives both
+        assert indices[0] < len(items) // 2 <= indices[-1]
+    assert spread(items, None) == items
 
 
 # ------------------------------------------------------------------ sanity checks and flips

@@ -313,14 +313,15 @@ def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model,
     monkeypatch.setattr(console, "_width", 250)  # the table's headers on one line each
 
     run = run_demo(DemoSettings(model=str(tiny_chat_model), out=tmp_path / "run", max_steps=1, eval_limit=2,
-                                fact_limit=4, canary=False))
+                                fact_limit=4, canary_limit=2))
     assert (run / "knowledge" / "knowledge.json").is_file()  # chat/serve/export find it there
     assert json.loads((run / "run.json").read_text())["knowledge"]["passages"] >= 30
     pairs = load_eval_examples(run / "demo_eval.jsonl")
     assert len(pairs) == 6 and sum(not p.answerable for p in pairs) == 1 and sum(bool(p.facts) for p in pairs) == 3
     printed = capsys.readouterr().out
     assert "facts (before → after)" in printed and "with knowledge" in printed
-    assert (run / "eval" / "report.json").is_file()
+    general = json.loads((run / "eval" / "report.json").read_text())["general_ability"]
+    assert general["limit"] == 2 and len(general["answers"]) == 2  # the demo's canary is a sample too
 
 
 def test_demo_flags_conflict(run_cli):

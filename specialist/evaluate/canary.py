@@ -210,6 +210,14 @@ def build_section(
     }
 
 
+def spread(items: Sequence[Any], n: int | None) -> list[Any]:
+    """n items evenly spread over `items`, in order (all of them when n is None or not smaller):
+    the canary files are grouped by language, so the first n would all be Polish."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(max(0, n))]
+
+
 def general_ability(
     base: Any,
     tuned: Any,
@@ -223,18 +231,21 @@ def general_ability(
     cache: bool = True,
     max_new_tokens: int = MAX_NEW_TOKENS,
     answers_dtype: Any = None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Ask the canary questions and measure the canary paragraphs' loss with the base (`base`,
     adapter off) and the specialist (`tuned`, adapter on: the same object for a LoRA run).
-    `answers_dtype`: what the base's answers were computed in (the cache keeps int8 apart)."""
+    `answers_dtype`: what the base's answers were computed in (the cache keeps int8 apart).
+    `limit`: at most this many questions and as many paragraphs, spread over the set (see spread)."""
     from specialist.inference.sampling import GenerationSettings
     from specialist.models.template import build_messages
 
     started = time.perf_counter()
     canary = load_canary()
-    q_convs = [build_messages(q.prompt, system) for q in canary.questions]
-    h_convs = [build_messages(h.prompt, system) for h in canary.heldout]
-    references = [h.completion for h in canary.heldout]
+    questions, heldout = spread(canary.questions, limit), spread(canary.heldout, limit)
+    q_convs = [build_messages(q.prompt, system) for q in questions]
+    h_convs = [build_messages(h.prompt, system) for h in heldout]
+    references = [h.completion for h in heldout]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
 
     def run(
@@ -261,11 +272,12 @@ def general_ability(
     tuned_result = run(tuned, True, "specialist")[0]()
     ordinary = [f"{e.prompt}\n{e.completion}" for e in [*canary.eval_items, *canary.training]]
     phrases = house_phrases(train_completions, ordinary)
-    section = build_section(canary.questions, canary.heldout, (base_replies, base_loss), tuned_result, phrases)
+    section = build_section(questions, heldout, (base_replies, base_loss), tuned_result, phrases)
     section.update(
         {
             "system_prompt": system,
             "max_new_tokens": max_new_tokens,
+            "limit": limit,
             "base_from_cache": hit,
             "seconds": round(time.perf_counter() - started, 1),
         }

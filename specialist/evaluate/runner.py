@@ -77,6 +77,7 @@ class EvalSettings:
     contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
     canary: bool = True  # general ability on the shipped canary set, base vs specialist (canary.py)
     canary_max_new_tokens: int = 128  # room for an everyday answer of a few sentences
+    canary_limit: int | None = None  # questions (and as many paragraphs) of the canary set; None: all
 
 
 @dataclass
@@ -323,7 +324,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
 
             general = general_ability(base, tuned, generators, [p.completion for p in inputs.train_examples],
                                       inputs.run.system_prompt, s.seed, s.batch_size, step, base_weights, s.cache,
-                                      s.canary_max_new_tokens, answers_dtype)
+                                      s.canary_max_new_tokens, answers_dtype, s.canary_limit)
 
     usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
                                            [x.completion_tokens for x in r.replies],
