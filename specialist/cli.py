@@ -141,6 +141,8 @@ def generate(
 
     context = _open_knowledge(model, knowledge, top_k)  # a bad knowledge base fails before the model loads
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    if context is not None:
+        settings = context.generation(settings)
     # one prompt needs one sequence of llama.cpp's cache, a file a batch of them
     load = lambda: make_generator(model, engine, threads, quant, max_batch=batch_size if input_file else 1,  # noqa: E731
                                   dtype=dtype)
@@ -524,6 +526,10 @@ def eval_command(
     canary_max_new_tokens: int = typer.Option(128, "--canary-max-new-tokens", min=1,
                                               help="Room for each canary answer; one that has not ended by then "
                                                    "counts as not ending by itself."),
+    grounded_numbers: bool | None = typer.Option(
+        None, "--grounded-numbers/--free-numbers",
+        help="+knowledge answers state only numbers their prompt holds (enforced while decoding) or any "
+             "(default: the run's setting, on unless trained with knowledge_grounded_numbers=false)."),
     canary_limit: int | None = typer.Option(None, "--canary-limit", min=1,
                                             help="At most N canary questions and N paragraphs, spread over both "
                                                  "languages (default: all 40 and 32); for quick evals."),
@@ -547,7 +553,7 @@ def eval_command(
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
         knowledge_system_prompt=knowledge_system_prompt, canary=canary,
-        canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit)
+        canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit, grounded_numbers=grounded_numbers)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html

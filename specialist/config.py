@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
     knowledge_min_share: float = Field(MIN_SHARE, ge=0.0, le=1.0, description=(
         "bm25: of the top passages, leave out those scoring below this share of the best one's score "
         "(0 keeps all top k)"))
+    knowledge_grounded_numbers: bool = Field(True, description=(
+        "answers that read the knowledge base state only numbers their prompt (passages, question, system "
+        "prompt) holds: enforced while decoding, in generate, chat, serve and eval"))
     retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
     embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")
     abstain_share: float = Field(0.15, ge=0.0, lt=1.0, description=(

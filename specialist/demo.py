@@ -106,7 +106,8 @@ def run_demo(s: DemoSettings) -> Path:
     settings = GenerationSettings(max_new_tokens=96)
     with loaded.model.disable_adapter():
         before = generator.generate([build_messages(p) for p in prompts], settings)
-    after = generator.generate([context.messages(p)[0] if context else build_messages(p) for p in prompts], settings)
+    after = generator.generate([context.messages(p)[0] if context else build_messages(p) for p in prompts],
+                               context.generation(settings) if context else settings)
     table = Table(show_lines=True)
     table.add_column("prompt", ratio=1)
     table.add_column("base model (before)", ratio=2)

@@ -93,18 +93,20 @@ def recorded(knowledge_run, shop):
     from specialist.evaluate import runner
 
     seen: list[list] = []
+    generation: list = []  # the settings of each call
     original = runner.answer_locally
 
-    def record(generator, conversations, *args, **kwargs):
+    def record(generator, conversations, settings, *args, **kwargs):
         seen.append([list(c) for c in conversations])
-        return original(generator, conversations, *args, **kwargs)
+        generation.append(settings)
+        return original(generator, conversations, settings, *args, **kwargs)
 
     runner.answer_locally = record
     try:
         doc = runner.run_eval(_settings(knowledge_run, shop))
     finally:
         runner.answer_locally = original
-    return doc, seen
+    return doc, seen, generation
 
 
 NAMES = ["zero-shot", "prompt-engineering", "fine-tuned", "prompt-engineering+knowledge", "fine-tuned+knowledge"]
@@ -270,7 +272,7 @@ def test_no_knowledge_base_no_knowledge_contenders(plain_run, shop):
 
 
 def test_run_snapshot_is_used_without_the_flag(recorded, knowledge_run):
-    doc, _ = recorded
+    doc, _, _ = recorded
     assert [c["name"] for c in doc["contenders"]] == NAMES
     k = doc["knowledge"]
     assert str(knowledge_run) in k["origin"] and k["top_k"] == 2 and k["passages"] == 4
@@ -297,7 +299,7 @@ def test_run_snapshot_is_used_without_the_flag(recorded, knowledge_run):
 def test_knowledge_prompts_carry_the_passages(recorded, knowledge_run):
     from specialist.knowledge.runtime import open_knowledge
 
-    _doc, seen = recorded
+    _doc, seen, _ = recorded
     convs = dict(zip(NAMES, seen[:5]))  # the contenders in order; the style classifier's negatives come last
     ctx = open_knowledge(None, str(knowledge_run))
     for i, record in enumerate(FACTS):
@@ -315,6 +317,13 @@ def test_knowledge_prompts_carry_the_passages(recorded, knowledge_run):
     assert "14,99" in convs["prompt-engineering"][0][0]["content"]  # the normal prompt keeps its fact list
 
 
+def test_answers_that_read_passages_keep_to_their_prompts_numbers(recorded):
+    doc, _, generation = recorded
+    grounded = {name: s.grounded_numbers for name, s in zip(NAMES, generation)}
+    assert grounded == {name: name.endswith("+knowledge") for name in NAMES}
+    assert doc["knowledge"]["grounded_numbers"] is True  # the run's setting (the default), in the report
+
+
 def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, shop, tmp_path, monkeypatch, capsys):
     from specialist import cli
     from specialist.evaluate.html import render_html
@@ -324,7 +333,7 @@ def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, s
     monkeypatch.setattr("sys.argv", ["specialist", "eval", "--model", str(run), "--data", str(shop["facts"]),
                                      "--knowledge", str(shop["knowledge"]), "--top-k", "1", "--few-shot", "1",
                                      "--max-new-tokens", "6", "--style-negatives", "4", "--dtype", "fp32",
-                                     "--no-canary"])
+                                     "--no-canary", "--free-numbers"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code in (0, None)
@@ -333,6 +342,7 @@ def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, s
     doc = json.loads((run / "eval" / "report.json").read_text(encoding="utf-8"))
     assert [c["name"] for c in doc["contenders"]] == NAMES
     assert doc["knowledge"]["top_k"] == 1 and doc["knowledge"]["origin"] == str(shop["knowledge"])
+    assert doc["knowledge"]["grounded_numbers"] is False  # --free-numbers
     page = (run / "eval" / "report.html").read_text(encoding="utf-8")
     assert "<details class='passages'>" in page and "Kurier w Polsce kosztuje 14,99 zł" in page
     assert "faq#dostawa" in page  # the passage id

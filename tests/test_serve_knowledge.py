@@ -149,6 +149,7 @@ def test_chat_retrieves_per_message_and_keeps_plain_history(kb_run, generator):
     context = open_knowledge(None, str(kb_run))
     rec = Recording(generator)
     session = ChatSession(rec, "Jesteś baristą.", 1024, SETTINGS, knowledge=context)
+    assert session.settings.grounded_numbers and not SETTINGS.grounded_numbers  # its answers keep to its numbers
     first = session.ask(QUESTION, lambda piece: None)
     assert next(h.passage.id for h in session.last_hits) == "sklep#dostawa"
     assert rec.seen[-1] == context.messages(QUESTION, "Jesteś baristą.")[0]
@@ -196,8 +197,24 @@ def test_server_retrieves_into_the_last_user_message(server, kb_run, generator):
     assert messages == attach_context(build_messages(QUESTION, "Krótko."),
                                       [h.passage for h in context.retrieve(QUESTION)])
     assert r["usage"]["prompt_tokens"] == len(generator.prompt_ids(messages))
-    expected = generator.generate([messages], GenerationSettings(max_new_tokens=4))[0].text
+    expected = generator.generate([messages], GenerationSettings(max_new_tokens=4, grounded_numbers=True))[0].text
     assert r["choices"][0]["message"]["content"] == expected
+
+
+def test_server_answers_that_read_passages_keep_to_their_numbers(server, generator, monkeypatch):
+    guards = []
+    original = type(generator).run_batch
+
+    def spy(self, prompts, rows, settings, adapters=None):
+        guards.extend(row.guard for row in rows)
+        return original(self, prompts, rows, settings, adapters)
+
+    monkeypatch.setattr(type(generator), "run_batch", spy)
+    assert httpx.post(server + "/v1/chat/completions", json=chat_body(), timeout=60).status_code == 200
+    assert httpx.post(server + "/v1/chat/completions", json=chat_body(knowledge=False), timeout=60).status_code == 200
+    with_passages, without = guards
+    assert {"14,99", "150", "30"} <= with_passages.allowed  # the retrieved passages' numbers
+    assert without is None  # no passages, no guard: the request opted out
 
 
 def test_server_request_can_opt_out(server, generator):

@@ -148,6 +148,7 @@ def test_a_tiny_run_with_a_knowledge_base_keeps_its_snapshot(tiny_chat_model, tm
     assert summary["knowledge"]["fingerprint"] == kb.fingerprint == read_knowledge(tmp_path / "kb.md").fingerprint
     assert settings.top_k == 2 and len(kb) == 6
     assert settings.min_share == config.knowledge_min_share == MIN_SHARE > 0  # the cut is on by default
+    assert settings.grounded_numbers is config.knowledge_grounded_numbers is True  # so are grounded numbers
     assert summary["examples"] == len(ROWS) and summary["training_examples"] == len(ROWS) + 2
     assert summary["knowledge"]["augment"]["abstentions"] == 2
     assert Path(snap["source"]) == (tmp_path / "kb.md").resolve()

@@ -36,8 +36,11 @@ def cache_key(base_weights: str, what: str, conversations: Sequence[Any], refere
 
     from specialist.models.cache import weight_stamps
 
+    fields = asdict(settings)
+    if fields.get("grounded_numbers") is False:  # added later: off, the keys written before it still hold
+        del fields["grounded_numbers"]
     doc = {"version": CACHE_VERSION, "what": what, "weights": [base_weights, *weight_stamps(base_weights)],
-           "conversations": list(conversations), "references": list(references), "settings": asdict(settings),
+           "conversations": list(conversations), "references": list(references), "settings": fields,
            "batch_size": batch_size, "dtype": str(dtype), "torch": torch.__version__,
            "transformers": transformers.__version__}
     return hashlib.sha256(json.dumps(doc, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()

@@ -73,6 +73,7 @@ class EvalSettings:
     knowledge: Path | None = None  # default: the run's own knowledge snapshot, if any
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
+    grounded_numbers: bool | None = None  # +knowledge answers keep to their prompt's numbers; None: the run's setting
     cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
     contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
     canary: bool = True  # general ability on the shipped canary set, base vs specialist (canary.py)
@@ -167,7 +168,8 @@ def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
     next to the data, else the normal one (which may still list facts)."""
     from specialist.knowledge.runtime import open_knowledge
 
-    inputs.knowledge = open_knowledge(s.knowledge, str(inputs.run.path), top_k=s.top_k)
+    inputs.knowledge = open_knowledge(s.knowledge, str(inputs.run.path), top_k=s.top_k,
+                                      grounded_numbers=s.grounded_numbers)
     if inputs.knowledge is None:
         if s.top_k is not None or s.knowledge_system_prompt is not None:
             err_console.print("[yellow]no knowledge base (give --knowledge, or a run trained with one): "
@@ -280,10 +282,14 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
 
+    def settings_for(c: Contender) -> GenerationSettings:
+        # answers that read passages keep to the numbers of their prompt, as chat and serve do
+        return inputs.knowledge.generation(settings) if c.knowledge else settings
+
     def compute(c: Contender, convs: list, advance: Callable[[int], None]) -> tuple[list[Reply], LossResult]:
         loaded = loaded_for(c)
         with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
-            replies = answer_locally(generators[id(loaded)], convs, settings, s.batch_size, advance)
+            replies = answer_locally(generators[id(loaded)], convs, settings_for(c), s.batch_size, advance)
             return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
 
     results: list[ContenderResult] = []
@@ -294,7 +300,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_examples, contexts)]
             advance = step(f"{c.name}: answering", len(convs))
             # the base model's answers do not depend on the run: kept for the next eval
-            key = (cache_key(base_weights, c.name, convs, references, settings, s.batch_size, answers_dtype)
+            key = (cache_key(base_weights, c.name, convs, references, settings_for(c), s.batch_size, answers_dtype)
                    if s.cache and c.kind == "base" else None)
             replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance)
             if hit:

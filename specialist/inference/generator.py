@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from specialist.inference.logprobs import TokenLogprob
+from specialist.inference.numbers import NumberGuard
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
 from specialist.models.template import Message, encode_prompt, stop_strings, stop_token_ids
@@ -85,12 +86,16 @@ class Generator(ABC):
 
     def row_decoder(self, prompt_tokens: int, settings: GenerationSettings,
                     on_piece: Callable[[str], None] | None = None, chat: bool = True,
-                    logprobs: int | None = None, prompt_logprobs: int | None = None) -> RowDecoder:
+                    logprobs: int | None = None, prompt_logprobs: int | None = None,
+                    prompt: Sequence[int] | None = None) -> RowDecoder:
         """A row for one answer; chat=False (raw text completion) drops the template's stop
-        strings; `logprobs`/`prompt_logprobs`: see RowDecoder."""
+        strings; `logprobs`/`prompt_logprobs`: see RowDecoder. With settings.grounded_numbers,
+        the answer states only numbers that `prompt` (its token ids) holds."""
         stops = [*settings.stop, *(self.template_stops if chat else [])]
+        guard = (NumberGuard.for_prompt(self.tokenizer, prompt)
+                 if settings.grounded_numbers and prompt is not None else None)
         return RowDecoder(self.tokenizer, self.eos_ids, stops, settings.max_new_tokens, prompt_tokens, on_piece,
-                          logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+                          logprobs=logprobs, prompt_logprobs=prompt_logprobs, guard=guard)
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Answer]:
@@ -98,7 +103,7 @@ class Generator(ABC):
         answers: list[Answer] = []
         for start in range(0, len(conversations), batch_size):
             chunk = [self.prompt_ids(c) for c in conversations[start:start + batch_size]]
-            rows = [self.row_decoder(len(p), settings) for p in chunk]
+            rows = [self.row_decoder(len(p), settings, prompt=p) for p in chunk]
             for answer in self.run_batch(chunk, rows, settings):
                 answer.seconds /= len(chunk)
                 answers.append(answer)
@@ -119,7 +124,7 @@ class TextStream:
         self.answer: Answer | None = None
         self._error: BaseException | None = None
         prompt = generator.prompt_ids(messages)
-        self.row = generator.row_decoder(len(prompt), settings, on_piece=self._pieces.put)
+        self.row = generator.row_decoder(len(prompt), settings, on_piece=self._pieces.put, prompt=prompt)
 
         def work() -> None:
             try:

@@ -146,8 +146,12 @@ class LlamaCppGenerator(Generator):
             raise SpecialistError(f"llama.cpp returned no logits for batch entry {index} ({_Log.tail()})")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def _pick(self, index: int, settings: GenerationSettings, rng: np.random.Generator) -> int:
+    def _pick(self, index: int, settings: GenerationSettings, rng: np.random.Generator,
+              row: RowDecoder | None = None) -> int:
         logits = self._logits(index)
+        if row is not None and row.guard is not None:
+            logits = logits.copy()  # llama.cpp's own buffer stays as it gave it
+            row.guard.apply(row.text, logits)
         if settings.greedy:
             return int(logits.argmax())
         return sample(logits, settings.temperature, settings.top_p, rng)
@@ -186,7 +190,7 @@ class LlamaCppGenerator(Generator):
                 self._decode(chunk)
                 for j, (_, _, i, last) in enumerate(chunk):
                     if last:
-                        pending[i] = self._pick(j, settings, rng)
+                        pending[i] = self._pick(j, settings, rng, rows[i])
             while True:
                 active = []
                 for i, row in enumerate(rows):
@@ -204,7 +208,7 @@ class LlamaCppGenerator(Generator):
                 self._decode([(pending[i], pos[i], i, True) for i in active])
                 for j, i in enumerate(active):
                     pos[i] += 1
-                    pending[i] = self._pick(j, settings, rng)
+                    pending[i] = self._pick(j, settings, rng, rows[i])
             seconds = time.perf_counter() - t0
         return finish_rows(rows, seconds)
 

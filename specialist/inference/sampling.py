@@ -15,6 +15,8 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    # state only numbers the prompt holds (inference/numbers.py): on with a knowledge base
+    grounded_numbers: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from specialist.inference.logprobs import TokenLogprob, score_positions
+from specialist.inference.numbers import NumberGuard
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -43,8 +44,10 @@ class RowDecoder:
 
     def __init__(self, tokenizer, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
                  prompt_tokens: int, on_piece: Callable[[str], None] | None = None,
-                 logprobs: int | None = None, prompt_logprobs: int | None = None) -> None:
+                 logprobs: int | None = None, prompt_logprobs: int | None = None,
+                 guard: NumberGuard | None = None) -> None:
         self.tokenizer = tokenizer
+        self.guard = guard  # the numbers this answer may state (inference/numbers.py), or None
         self.eos_ids = set(eos_ids)
         self.stops = [s for s in stops if s]
         self.max_new_tokens = max_new_tokens
@@ -109,6 +112,20 @@ class RowDecoder:
             self.emitted = upto
             if self.on_piece is not None:
                 self.on_piece(piece)
+
+
+class GuardRows:
+    """A transformers logits processor: each row with a NumberGuard gets its logits masked by it,
+    from the row's text so far (RowDecoder has taken every token before this step)."""
+
+    def __init__(self, rows: Sequence[RowDecoder]) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for i, row in enumerate(self.rows):
+            if row.guard is not None and not row.done:
+                row.guard.apply(row.text, scores[i])
+        return scores
 
 
 def wants_logprobs(rows: Sequence[RowDecoder]) -> bool:

@@ -26,7 +26,7 @@ from specialist.inference.batching import left_pad
 from specialist.inference.generator import Answer, Generator, finish_rows
 from specialist.inference.logprobs import TokenLogprob, score_positions
 from specialist.inference.sampling import GenerationSettings
-from specialist.inference.stops import FollowRows, RowDecoder, StepLogits, wants_logprobs
+from specialist.inference.stops import FollowRows, GuardRows, RowDecoder, StepLogits, wants_logprobs
 from specialist.models.resolve import LoadedModel
 
 # the most logits (rows x positions x vocabulary) one scoring forward pass materializes
@@ -125,6 +125,7 @@ class TorchGenerator(Generator):
                     **self.batch_inputs(prompts), **self._adapter_names(len(prompts), adapters),
                     max_new_tokens=max(r.max_new_tokens for r in rows), eos_token_id=eos,
                     pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows, step)],
+                    **({"logits_processor": [GuardRows(rows)]} if any(r.guard for r in rows) else {}),
                     **settings.generate_kwargs(),
                 )
             finally:

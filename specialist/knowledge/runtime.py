@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specialist.knowledge.passages import KnowledgeBase, load_knowledge
 from specialist.knowledge.retrieve import Hit, Retriever
 from specialist.knowledge.snapshot import RetrievalSettings, has_snapshot, load_snapshot
 from specialist.models.template import Message, build_messages
 from specialist.run_folder import is_run_dir
+
+if TYPE_CHECKING:  # inference sits above knowledge: the settings are only passed through
+    from specialist.inference.sampling import GenerationSettings
 
 
 class KnowledgeContext:
@@ -36,10 +39,15 @@ class KnowledgeContext:
         hits = self.retrieve(prompt)
         return build_messages(prompt, system, history, [h.passage for h in hits]), hits
 
+    def generation(self, settings: GenerationSettings) -> GenerationSettings:
+        """`settings` for an answer that reads this knowledge base: with grounded numbers when
+        the run was trained so (the default): the answer states only numbers its prompt holds."""
+        return replace(settings, grounded_numbers=self.settings.grounded_numbers)
+
     def describe(self) -> dict[str, Any]:
         return {"origin": self.origin, "passages": len(self.kb), "fingerprint": self.kb.fingerprint,
                 "top_k": self.settings.top_k, "min_share": self.settings.min_share, "method": self.settings.method,
-                "language": self.retriever.language}
+                "language": self.retriever.language, "grounded_numbers": self.settings.grounded_numbers}
 
 
 def run_folder_of(model_ref: str | None) -> Path | None:
@@ -50,7 +58,8 @@ def run_folder_of(model_ref: str | None) -> Path | None:
 
 
 def open_knowledge(path: str | Path | None, model_ref: str | None = None, top_k: int | None = None,
-                   method: str | None = None, embedding_model: str | None = None) -> KnowledgeContext | None:
+                   method: str | None = None, embedding_model: str | None = None,
+                   grounded_numbers: bool | None = None) -> KnowledgeContext | None:
     """--knowledge PATH when given; else the knowledge snapshot of a run folder `model_ref`;
     else None (no retrieval). Options left None keep the run's retrieval settings."""
     run = run_folder_of(model_ref)
@@ -65,6 +74,6 @@ def open_knowledge(path: str | Path | None, model_ref: str | None = None, top_k:
         kb, origin = load_knowledge(path), str(path)
     if kb is None:
         return None
-    changes = {k: v for k, v in (("top_k", top_k), ("method", method), ("embedding_model", embedding_model))
-               if v is not None}
+    changes = {k: v for k, v in (("top_k", top_k), ("method", method), ("embedding_model", embedding_model),
+                                 ("grounded_numbers", grounded_numbers)) if v is not None}
     return KnowledgeContext(kb, replace(settings, **changes), origin)

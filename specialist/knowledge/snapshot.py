@@ -23,6 +23,8 @@ class RetrievalSettings:
     method: str = "bm25"
     language: str | None = "auto"
     embedding_model: str | None = None
+    # answers state only numbers their prompt holds (inference/numbers.py); older runs: on
+    grounded_numbers: bool = True
 
 
 def snapshot_dir(run_dir: Path) -> Path:

@@ -32,6 +32,8 @@ class ChatSession:
         self.generator = generator
         self.system = system
         self.settings = settings or GenerationSettings()
+        if knowledge is not None:
+            self.settings = knowledge.generation(self.settings)
         self.max_context = max_context or generator.context_length
         self.knowledge = knowledge
         self.history: list[Message] = []

@@ -597,7 +597,7 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
             loop.call_soon_threadsafe(events.put_nowait, ("done", answer if error is None else error))
 
         row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat, logprobs=logprobs,
-                                    prompt_logprobs=prompt_logprobs)
+                                    prompt_logprobs=prompt_logprobs, prompt=prompt)
         # the first specialist's jobs name no generator: they run on the worker's own
         worker.submit(Job(prompt, settings, row, on_done, None if generator is specialists[0].generator else generator))
         return row, events
@@ -725,6 +725,8 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
+        if "context" in extra:  # the answer reads passages: it states only numbers its prompt holds
+            settings = knowledge.generation(settings)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra, logprobs=logprobs,
                                       spec=spec)
