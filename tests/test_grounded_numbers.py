@@ -122,3 +122,20 @@ def test_generation_with_grounded_numbers_keeps_to_the_prompts_numbers(sevens_mo
     # the same with streaming (the server's and chat's path)
     streamed = generator.stream(conversations[0], GenerationSettings(max_new_tokens=12, grounded_numbers=True))
     assert "".join(streamed) == grounded[0].text
+
+
+def test_the_llama_cpp_engine_keeps_to_the_same_numbers(sevens_model, monkeypatch, tmp_path):
+    """The llama.cpp engine masks the logits it samples from with the same guard: the same
+    answers as PyTorch's (its C API stood in for by the same model, tests/test_llama_cpp_engine)."""
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
+    from tests.test_llama_cpp_engine import fake_engine
+
+    torch_generator = TorchGenerator(sevens_model)
+    _, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)
+    conversations = [[{"role": "user", "content": "Dostawa kosztuje 14,99 zł, od 150 zł gratis. Ile?"}]]
+    for grounded in (False, True):
+        settings = GenerationSettings(max_new_tokens=12, grounded_numbers=grounded)
+        got = engine.generate(conversations, settings)[0].text
+        assert got == torch_generator.generate(conversations, settings)[0].text
+        assert ("7" in got) is not grounded
