@@ -652,9 +652,11 @@ def export(
     fmt: str = typer.Option(..., "--format", "-f",
                             help="merged (Hugging Face folder), gguf (llama.cpp) or ollama (GGUF + Modelfile)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to create."),
-    outtype: str = typer.Option("f16", "--outtype",
-                                help="GGUF weights: f16, bf16, q8_0 or q4_0 (smallest and fastest; can break small "
-                                     "models' answers)."),
+    outtype: str | None = typer.Option(None, "--outtype",
+                                       help="GGUF weights: f16 (default), bf16, q8_0 or q4_0 (smallest and fastest; "
+                                            "can break small models' answers). Merged weights: auto (default: float32 "
+                                            "when a LoRA is merged into a half-precision base, else the base's dtype), "
+                                            "f32, bf16 or f16."),
     system: Path | None = typer.Option(None, "--system-prompt", help="File with a system prompt for the Modelfile."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
     check_data: Path | None = typer.Option(None, "--check-data", exists=True, dir_okay=False,

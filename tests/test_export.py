@@ -96,6 +96,33 @@ def test_bad_format_and_outtype(chat_run, tmp_path, run_cli):
     proc = run_cli("export", "--model", str(chat_run), "--format", "gguf", "--outtype", "q4", "--out",
                    str(tmp_path / "x"))
     assert proc.exit_code == 2 and "q8_0" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("export", "--model", str(chat_run), "--format", "merged", "--outtype", "q8_0", "--out",
+                   str(tmp_path / "x"))
+    assert proc.exit_code == 2 and "auto, f32, bf16, f16" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_a_lora_merged_into_a_half_precision_base_stays_float32(tiny_chat_model, tmp_path):
+    """A LoRA's change is mostly below bf16's step: rounding the merged weights would drop it."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    from specialist.export.merged import merged_dtype
+
+    config = AutoConfig.from_pretrained(tiny_chat_model)
+    config.dtype = "bfloat16"
+    config.save_pretrained(tmp_path / "bf16-base")
+    lora = SimpleNamespace(source=SimpleNamespace(weights=str(tmp_path / "bf16-base"), adapter="adapter"))
+    plain = SimpleNamespace(source=SimpleNamespace(weights=str(tmp_path / "bf16-base"), adapter=None))
+    assert merged_dtype(lora)[0] == torch.float32 and "exactly" in merged_dtype(lora)[1]
+    assert merged_dtype(plain)[0] == torch.bfloat16  # nothing merged: the base as it is
+    assert merged_dtype(lora, "bf16")[0] == torch.bfloat16
+    # why: a weight plus a change of 0.1% of it, rounded to bf16, is mostly the weight unchanged
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(4096, generator=gen).to(torch.bfloat16).float()
+    change = weight * 1e-3 * torch.randn(4096, generator=gen)
+    lost = ((weight + change).to(torch.bfloat16).float() == weight).float().mean()
+    assert lost > 0.9  # 98.9% here
 
 
 # ---------------------------------------------------------------- GGUF

@@ -96,10 +96,10 @@ def test_altered_weights_are_refused_with_exit_1(run, tmp_path, monkeypatch, run
 
     real = build.save_merged
 
-    def altered(loaded, folder):
+    def altered(loaded, folder, outtype="auto"):
         with torch.no_grad():
             loaded.model.model.layers[0].mlp.down_proj.weight.mul_(-3.0)
-        real(loaded, folder)
+        real(loaded, folder, outtype)
 
     monkeypatch.setattr(build, "save_merged", altered)
     out = tmp_path / "merged"

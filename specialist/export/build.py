@@ -22,7 +22,7 @@ from typing import Literal
 
 from specialist.errors import SpecialistError
 from specialist.export.knowledge import copy_knowledge, run_knowledge
-from specialist.export.merged import save_merged
+from specialist.export.merged import MERGED_OUTTYPES, save_merged
 from specialist.export.ollama import modelfile
 from specialist.export.parity import CheckSettings, Parity, check_export
 from specialist.io import atomic_dir
@@ -45,13 +45,17 @@ class ExportResult:
                 "parity": self.parity.as_dict() if self.parity else None}
 
 
-def export(model_ref: str, fmt: str, out: Path, outtype: str = "f16", system: str | None = None,
+def export(model_ref: str, fmt: str, out: Path, outtype: str | None = None, system: str | None = None,
            overwrite: bool = False, name: str | None = None, check: CheckSettings | None = None) -> ExportResult:
-    """`check` runs the written artefact against the run (export/parity.py); None skips it."""
+    """`check` runs the written artefact against the run (export/parity.py); None skips it.
+    `outtype`: GGUF weights (default f16), or the merged folder's dtype (default auto: merged_dtype)."""
     if fmt not in FORMATS:
         raise SpecialistError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}", exit_code=2)
-    if outtype not in OUTTYPES:
-        raise SpecialistError(f"unknown --outtype {outtype!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
+    allowed = MERGED_OUTTYPES if fmt == "merged" else OUTTYPES
+    outtype = outtype or ("auto" if fmt == "merged" else "f16")
+    if outtype not in allowed:
+        raise SpecialistError(f"unknown --outtype {outtype!r} for --format {fmt}; use one of {', '.join(allowed)}",
+                              exit_code=2)
     out = Path(out)
     if out.exists() and not overwrite:  # before minutes of loading and merging
         raise SpecialistError(f"{out} already exists; choose another --out or pass --overwrite", exit_code=2)
@@ -60,7 +64,7 @@ def export(model_ref: str, fmt: str, out: Path, outtype: str = "f16", system: st
     name = name or Path(str(model_ref).rstrip("/")).name or "specialist"
     with atomic_dir(out) as tmp:
         if fmt == "merged":
-            save_merged(loaded, tmp)
+            save_merged(loaded, tmp, outtype)
         else:
             gguf_name = f"{name}-{outtype}.gguf"
             add_bos = save_gguf(loaded, tmp / gguf_name, outtype, name)
