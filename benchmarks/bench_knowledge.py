@@ -95,7 +95,8 @@ def _eval(run: Path, data: Path, knowledge: Path, contenders: tuple[str, ...] | 
     return run_eval(EvalSettings(model=str(run), data=data, system_prompt=COFFEE / "system_prompt.txt",
                                  rules=COFFEE / "eval.yaml", knowledge=knowledge,
                                  knowledge_system_prompt=COFFEE / "system_prompt_knowledge.txt",
-                                 train_data=COFFEE / "train.jsonl", contenders=contenders))
+                                 train_data=COFFEE / "train.jsonl", contenders=contenders,
+                                 canary=False))  # facts and voice only: forgetting is measured apart (canary)
 
 
 KEYS = ("fact_accuracy", "unsupported_number_rate", "abstention_rate", "style_adherence", "chrf", "rule_pass_rate",
