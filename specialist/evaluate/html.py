@@ -180,8 +180,13 @@ def _knowledge(doc: dict[str, Any]) -> str:
     return (f"<h2>Knowledge base</h2><p><code>{_e(k['origin'])}</code>: {k['passages']} passages "
             f"(<code>{_e(k['fingerprint'][:19])}</code>), top {k['top_k']} by {_e(k['method'])}, "
             f"language {_e(k.get('language') or '?')}; retrieval recall@{k['top_k']} {_e(recall)}{sys_prompt}. "
+            f"{_GROUNDED[bool(k.get('grounded_numbers'))]} "
             "The passages retrieved for each prompt are under it below; "
             "<mark>highlighted</mark> numbers are in neither the question nor the knowledge base.</p>")
+
+
+_GROUNDED = {True: "The +knowledge answers could state only numbers their prompt holds (grounded numbers).",
+             False: "The +knowledge answers could state any number (grounded numbers off)."}
 
 
 CSS = """
