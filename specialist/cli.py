@@ -515,7 +515,7 @@ def eval_command(
                                                              "normal one)."),
     no_cache: bool = typer.Option(False, "--no-cache",
                                   help="Generate the base model's answers again instead of reusing an earlier eval's "
-                                       "(same prompts, settings and weights)."),
+                                       "(same prompts, settings and weights); the fresh ones replace the cached."),
     only: str | None = typer.Option(None, "--contenders",
                                     help="Only these contenders, comma-separated (e.g. "
                                          "fine-tuned,fine-tuned+knowledge); the comparison needs prompt-engineering "

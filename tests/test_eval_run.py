@@ -329,6 +329,17 @@ def test_second_eval_of_another_run_reuses_the_base_answers(tiny_base_model, cof
     third = runner.run_eval(_settings(second_run, coffee, system_prompt=other_prompt))
     assert set(third["cached"]) == {"zero-shot", "style classifier (generic answers)"}
     assert len(calls) == 2  # prompt engineering (new system prompt) and fine-tuned
+    # --no-cache answers again and the fresh answers replace the cached: the eval after it reuses them
+    from specialist.evaluate.answer_cache import cache_dir
+
+    for path in cache_dir().glob("*.json"):
+        path.write_text("{}", encoding="utf-8")  # damaged: unless refreshed, the next eval answers again
+    calls.clear()
+    assert runner.run_eval(_settings(first_run, coffee, cache=False))["cached"] == []
+    assert len(calls) == 4
+    calls.clear()
+    again = runner.run_eval(_settings(second_run, coffee))
+    assert calls == [len(EVAL)] and set(again["cached"]) == set(second["cached"])
 
 
 def test_contenders_option_runs_only_the_named_ones(run_dir, coffee):

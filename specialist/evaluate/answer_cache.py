@@ -47,10 +47,12 @@ def cache_key(base_weights: str, what: str, conversations: Sequence[Any], refere
 
 
 def cached(key: str | None, compute: Callable[[], tuple[list[Reply], LossResult | None]],
-           on_hit: Callable[[int], None] | None = None) -> tuple[list[Reply], LossResult | None, bool]:
-    """(replies, loss, came from the cache). key None: no caching."""
+           on_hit: Callable[[int], None] | None = None,
+           reuse: bool = True) -> tuple[list[Reply], LossResult | None, bool]:
+    """(replies, loss, came from the cache). key None: no caching. reuse False (eval --no-cache):
+    computed again, and what is computed replaces the cached copy, so the next eval reuses it."""
     path = cache_dir() / f"{key}.json" if key else None
-    if path is not None and path.is_file():
+    if reuse and path is not None and path.is_file():
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             replies = [Reply(**r) for r in doc["replies"]]

@@ -261,14 +261,10 @@ def general_ability(
         return compute, advance
 
     compute, advance = run(base, False, "base")
-    key = (
-        cache_key(
-            base_weights, "canary", [*q_convs, *h_convs], references, settings, batch_size, answers_dtype or base.dtype
-        )
-        if cache
-        else None
+    key = cache_key(
+        base_weights, "canary", [*q_convs, *h_convs], references, settings, batch_size, answers_dtype or base.dtype
     )
-    base_replies, base_loss, hit = cached(key, compute, advance)
+    base_replies, base_loss, hit = cached(key, compute, advance, reuse=cache)
     tuned_result = run(tuned, True, "specialist")[0]()
     ordinary = [f"{e.prompt}\n{e.completion}" for e in [*canary.eval_items, *canary.training]]
     phrases = house_phrases(train_completions, ordinary)

@@ -301,8 +301,8 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             advance = step(f"{c.name}: answering", len(convs))
             # the base model's answers do not depend on the run: kept for the next eval
             key = (cache_key(base_weights, c.name, convs, references, settings_for(c), s.batch_size, answers_dtype)
-                   if s.cache and c.kind == "base" else None)
-            replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance)
+                   if c.kind == "base" else None)
+            replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance, reuse=s.cache)
             if hit:
                 from_cache.append(c.name)
             ids = [[p.id for p in ctx] for ctx in contexts] if c.knowledge else None
@@ -375,9 +375,8 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
         with adapter_enabled(base.model, False):
             return answer_locally(generator, convs, settings, s.batch_size, advance), None
 
-    key = (cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, answers_dtype or base.dtype)
-           if s.cache else None)
-    replies, _, hit = cached(key, compute, advance)
+    key = cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, answers_dtype or base.dtype)
+    replies, _, hit = cached(key, compute, advance, reuse=s.cache)
     if hit and from_cache is not None:
         from_cache.append("style classifier (generic answers)")
     generic = [r.text for r in replies]
