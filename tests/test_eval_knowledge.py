@@ -211,6 +211,14 @@ def test_facts_verdict_names_the_most_accurate_and_the_voice():
     assert text.startswith("Facts: fine-tuned+knowledge is right most often (85% vs ")
     assert "40% fine-tuned" in text and "62% prompt-engineering+knowledge" in text
     assert "the voice: fine-tuned+knowledge keeps 96% style adherence vs 100% fine-tuned" in text
+    # a tie for the most facts goes to the one that abstains when it cannot know, and says so
+    # (the demo's one-epoch run: both +knowledge contenders right on 2 of 9, only one abstaining)
+    tied = [c("prompt-engineering+knowledge", 0.22, 0.75), c("fine-tuned+knowledge", 0.22, 1.0)]
+    tied[0]["metrics"]["abstention_rate"], tied[1]["metrics"]["abstention_rate"] = 0.0, 1.0
+    text = facts_verdict({"contenders": [c("fine-tuned", 0.0, 1.0), *tied]})
+    assert text.startswith("Facts: fine-tuned+knowledge is right most often (tied with prompt-engineering+knowledge) "
+                           "(22% vs 0% fine-tuned, 22% prompt-engineering+knowledge)"), text
+    assert "it abstains on 100% of unanswerable questions" in text
     doc["contenders"] = [dict(x, metrics={**x["metrics"], "fact_accuracy": None}) for x in doc["contenders"]]
     assert facts_verdict(doc) == ""  # no facts measured: no sentence
 

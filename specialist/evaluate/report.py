@@ -246,11 +246,20 @@ def facts_verdict(doc: dict[str, Any]) -> str:
     if len({c["metrics"]["fact_accuracy"] for c in measured}) == 1 and len(measured) > 1:
         same = _pct(measured[0]["metrics"]["fact_accuracy"])
         return f"Facts: no contender is right more often than another (all {same})."
-    # ties go to the contender listed first: the simpler setup
-    best = max(measured, key=lambda c: c["metrics"]["fact_accuracy"])
+    top = max(c["metrics"]["fact_accuracy"] for c in measured)
+    tied = [c for c in measured if c["metrics"]["fact_accuracy"] == top]
+
+    def safer(c: dict[str, Any]) -> tuple[float, float]:
+        m = c["metrics"]
+        return (m.get("abstention_rate") or 0.0, m.get("style_adherence") or 0.0)
+
+    # a tie goes to the one that abstains more when it cannot know, then keeps the voice better,
+    # then to the one listed first (the simpler setup); the sentence says it was a tie
+    best = max(tied, key=safer)
     others = [c for c in measured if c is not best and c["metrics"]["fact_accuracy"] is not None]
     vs = ", ".join(f"{_pct(c['metrics']['fact_accuracy'])} {c['name']}" for c in others)
-    sentence = (f"Facts: {best['name']} is right most often ({_pct(best['metrics']['fact_accuracy'])}"
+    tie = " (tied with " + ", ".join(c["name"] for c in tied if c is not best) + ")" if len(tied) > 1 else ""
+    sentence = (f"Facts: {best['name']} is right most often{tie} ({_pct(best['metrics']['fact_accuracy'])}"
                 + (f" vs {vs}" if vs else "") + ")")
     unsupported = best["metrics"].get("unsupported_number_rate")
     if unsupported is not None:
