@@ -22,6 +22,7 @@ from rich.table import Table
 
 from specialist.console import console, err_console
 from specialist.errors import SpecialistError
+from specialist.evaluate.canary import spread
 from specialist.io import read_text
 from specialist.models.registry import DEFAULT_MODEL
 from specialist.run_folder import RunFolder
@@ -155,16 +156,6 @@ def _records(path: Path) -> list[dict[str, Any]]:
         raise SpecialistError(f"{path}: cannot read ({exc})") from exc
 
 
-def _spread(items: list, n: int) -> list:
-    """n items evenly spread over the list (deterministic): the shop's facts are grouped by
-    topic, so the first n would all ask about delivery."""
-    if n <= 0 or not items:
-        return []
-    if n >= len(items):
-        return list(items)
-    return [items[i * len(items) // n] for i in range(n)]
-
-
 def _fact_questions(facts: Path) -> tuple[list[dict], list[dict]]:
     records = _records(facts)
     answerable = [r for r in records if r.get("answerable", True) and r.get("facts")]
@@ -174,7 +165,7 @@ def _fact_questions(facts: Path) -> tuple[list[dict], list[dict]]:
 def shown_questions(s: DemoSettings) -> list[dict]:
     """Two fact questions, one the knowledge base cannot answer, one style question."""
     answerable, unanswerable = _fact_questions(s.facts)
-    return [*_spread(answerable, 2), *_spread(unanswerable, 1),
+    return [*spread(answerable, 2), *spread(unanswerable, 1),
             *[{"prompt": p} for p in _eval_prompts(s.eval_data)[:1]]]
 
 
@@ -195,6 +186,6 @@ def _eval_mix(s: DemoSettings, path: Path) -> Path:
 
     answerable, unanswerable = _fact_questions(s.facts)
     n_unanswerable = min(len(unanswerable), s.fact_limit // 4)
-    facts = _spread(answerable, s.fact_limit - n_unanswerable) + _spread(unanswerable, n_unanswerable)
+    facts = spread(answerable, s.fact_limit - n_unanswerable) + spread(unanswerable, n_unanswerable)
     atomic_write_jsonl(path, [*_records(s.eval_data)[: s.eval_limit], *facts])
     return path
