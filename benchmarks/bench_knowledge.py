@@ -89,14 +89,42 @@ def _train(out: Path, knowledge: bool) -> Path:
     return out
 
 
-def _eval(run: Path, data: Path, knowledge: Path, contenders: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _eval(run: Path, data: Path, knowledge: Path, contenders: tuple[str, ...] | None = None,
+          context_contrast: float | None = None) -> dict[str, Any]:
     from specialist.evaluate.runner import EvalSettings, run_eval
 
     return run_eval(EvalSettings(model=str(run), data=data, system_prompt=COFFEE / "system_prompt.txt",
                                  rules=COFFEE / "eval.yaml", knowledge=knowledge,
                                  knowledge_system_prompt=COFFEE / "system_prompt_knowledge.txt",
                                  train_data=COFFEE / "train.jsonl", contenders=contenders,
+                                 context_contrast=context_contrast,
                                  canary=False))  # facts and voice only: forgetting is measured apart (canary)
+
+
+def _facts_and_style(tmp: str, style_prompts: int) -> Path:
+    data = Path(tmp) / "facts_and_style.jsonl"
+    records = _jsonl(COFFEE / "facts.jsonl") + _jsonl(COFFEE / "eval.jsonl")[:style_prompts]
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return data
+
+
+ENDS_RULE = "ends with a question or an offer to help"
+
+
+def contrast_sweep(run: Path, alphas: list[float], style_prompts: int,
+                   knowledge: Path = COFFEE / "knowledge") -> list[dict[str, Any]]:
+    """fine-tuned+knowledge of one run at each strength of context-aware decoding (0: off), on
+    the same prompts: what the contrast buys in facts and what it costs in voice and time."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _facts_and_style(tmp, style_prompts)
+        for alpha in alphas:
+            doc = _eval(run, data, knowledge, ("fine-tuned+knowledge",), context_contrast=alpha)
+            m = doc["contenders"][0]["metrics"]
+            rows.append({"context_contrast": alpha, **{k: round(m[k], 4) for k in KEYS if k != "prompt_tokens_mean"},
+                         "ends_with_question_or_offer": round(m["rules"].get(ENDS_RULE, float("nan")), 4),
+                         "latency_ms_p50": round(m["latency_ms_p50"])})
+    return rows
 
 
 KEYS = ("fact_accuracy", "unsupported_number_rate", "abstention_rate", "style_adherence", "chrf", "rule_pass_rate",
@@ -108,9 +136,7 @@ def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COF
     """Both runs on the same prompts. The run without knowledge answers as plain fine-tuned only
     (its base-model contenders would be the same answers again)."""
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "facts_and_style.jsonl"
-        records = _jsonl(COFFEE / "facts.jsonl") + _jsonl(COFFEE / "eval.jsonl")[:style_prompts]
-        data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        data = _facts_and_style(tmp, style_prompts)
         docs = {"with knowledge": _eval(run, data, knowledge, contenders),
                 "without knowledge": _eval(baseline, data, knowledge, ("fine-tuned",))}
     rows = []
@@ -159,7 +185,8 @@ def machine() -> dict[str, Any]:
 
 
 def bench(quick: bool = False, run: Path | None = None, baseline: Path | None = None,
-          style_prompts: int = 24, contenders: tuple[str, ...] | None = None) -> dict[str, Any]:
+          style_prompts: int = 24, contenders: tuple[str, ...] | None = None,
+          contrast: list[float] | None = None) -> dict[str, Any]:
     recall = retrieval()
     rows = [{"what": f"retrieval recall@{k}", "facts.jsonl": round(recall[f"recall_at_{k}"], 3),
              "train prompts (proxy)": round(recall[f"train_recall_at_{k}"], 3)} for k in (1, 3, 5)]
@@ -172,6 +199,9 @@ def bench(quick: bool = False, run: Path | None = None, baseline: Path | None = 
         q = quality(Path(run), Path(baseline), style_prompts, contenders=contenders)
         rows += q["rows"]
         summary.update(q["summary"])
+        if contrast:
+            doc["contrast_sweep"] = contrast_sweep(Path(run), contrast, style_prompts)
+            rows += [{"what": "fine-tuned+knowledge, context-aware decoding", **r} for r in doc["contrast_sweep"]]
     doc.update({"rows": rows, "summary": summary, "ok": goals_met(summary)})
     return doc
 
@@ -183,10 +213,13 @@ def main() -> None:
     parser.add_argument("--style-prompts", type=int, default=24, help="eval.jsonl prompts added for the voice")
     parser.add_argument("--quick", action="store_true", help="retrieval only")
     parser.add_argument("--contenders", help="contenders of the knowledge run's eval, comma-separated (default: all)")
+    parser.add_argument("--contrast", help="also the knowledge run at these strengths of context-aware decoding, "
+                                           "comma-separated (e.g. 0,1,2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     only = tuple(n.strip() for n in args.contenders.split(",")) if args.contenders else None
-    doc = bench(args.quick, args.run, args.baseline, args.style_prompts, only)
+    alphas = [float(a) for a in args.contrast.split(",")] if args.contrast else None
+    doc = bench(args.quick, args.run, args.baseline, args.style_prompts, only, alphas)
     if args.json:
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return

@@ -533,6 +533,10 @@ def eval_command(
     canary_limit: int | None = typer.Option(None, "--canary-limit", min=1,
                                             help="At most N canary questions and N paragraphs, spread over both "
                                                  "languages (default: all 40 and 32); for quick evals."),
+    context_contrast: float | None = typer.Option(
+        None, "--context-contrast", min=0.0,
+        help="+knowledge answers: context-aware decoding, how much more an answer follows its passages than "
+             "the model without them (0: off; default: the run's setting)."),
 ) -> None:
     """Fine-tuned vs prompt-engineered vs zero-shot base, measured on held-out data (with a
     knowledge base also fine-tuned+knowledge and prompt-engineering+knowledge, and facts)."""
@@ -553,7 +557,8 @@ def eval_command(
         knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
         knowledge_system_prompt=knowledge_system_prompt, canary=canary,
-        canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit, grounded_numbers=grounded_numbers)
+        canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit, grounded_numbers=grounded_numbers,
+        context_contrast=context_contrast)
     doc = run_eval(settings)
     json_out = json_path or RunFolder(model).eval_json
     html_out = html_path or RunFolder(model).eval_html

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from specialist.errors import ConfigError
 from specialist.knowledge.retrieve import MIN_SHARE
+from specialist.knowledge.snapshot import CONTEXT_CONTRAST
 from specialist.models.registry import DEFAULT_MODEL
 
 Method = Literal["lora", "dora", "qlora", "full"]
@@ -43,6 +44,9 @@ class TrainConfig(BaseModel):
     knowledge_grounded_numbers: bool = Field(True, description=(
         "answers that read the knowledge base state only numbers their prompt (passages, question, system "
         "prompt) holds: enforced while decoding, in generate, chat, serve and eval"))
+    knowledge_context_contrast: float = Field(CONTEXT_CONTRAST, ge=0.0, le=10.0, description=(
+        "context-aware decoding for answers that read the knowledge base: each token scored by how much "
+        "the passages raise it over the model's answer without them, this much (0: off; torch engine)"))
     retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
     embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")
     abstain_share: float = Field(0.15, ge=0.0, lt=1.0, description=(

@@ -197,24 +197,37 @@ def test_server_retrieves_into_the_last_user_message(server, kb_run, generator):
     assert messages == attach_context(build_messages(QUESTION, "Krótko."),
                                       [h.passage for h in context.retrieve(QUESTION)])
     assert r["usage"]["prompt_tokens"] == len(generator.prompt_ids(messages))
-    expected = generator.generate([messages], GenerationSettings(max_new_tokens=4, grounded_numbers=True))[0].text
+    # the run's generation settings for answers that read passages: grounded numbers, its contrast
+    settings = context.generation(GenerationSettings(max_new_tokens=4))
+    assert settings.grounded_numbers
+    expected = generator.generate([messages], settings)[0].text
     assert r["choices"][0]["message"]["content"] == expected
 
 
-def test_server_answers_that_read_passages_keep_to_their_numbers(server, generator, monkeypatch):
-    guards = []
+def test_server_answers_that_read_passages_keep_to_their_numbers(kb_run, generator, monkeypatch):
+    guards, contrasts = [], []
     original = type(generator).run_batch
 
     def spy(self, prompts, rows, settings, adapters=None):
         guards.extend(row.guard for row in rows)
+        contrasts.extend((settings.context_contrast, row.contrast) for row in rows)
         return original(self, prompts, rows, settings, adapters)
 
     monkeypatch.setattr(type(generator), "run_batch", spy)
-    assert httpx.post(server + "/v1/chat/completions", json=chat_body(), timeout=60).status_code == 200
-    assert httpx.post(server + "/v1/chat/completions", json=chat_body(knowledge=False), timeout=60).status_code == 200
+    # a run trained with context-aware decoding at 1.5 records it in its snapshot
+    app = create_app(generator, "coffee", limits=ServerLimits(max_tokens=16),
+                     knowledge=open_knowledge(None, str(kb_run), context_contrast=1.5))
+    with running(app) as server:
+        assert httpx.post(server + "/v1/chat/completions", json=chat_body(), timeout=60).status_code == 200
+        assert httpx.post(server + "/v1/chat/completions", json=chat_body(knowledge=False),
+                          timeout=60).status_code == 200
     with_passages, without = guards
     assert {"14,99", "150", "30"} <= with_passages.allowed  # the retrieved passages' numbers
     assert without is None  # no passages, no guard: the request opted out
+    # context-aware decoding contrasts the answer with the same conversation without the passages
+    (alpha, plain), (_, none) = contrasts
+    assert alpha == 1.5 and none is None
+    assert plain == generator.prompt_ids(build_messages(QUESTION, "Krótko."))
 
 
 def test_server_request_can_opt_out(server, generator):

@@ -37,8 +37,10 @@ def cache_key(base_weights: str, what: str, conversations: Sequence[Any], refere
     from specialist.models.cache import weight_stamps
 
     fields = asdict(settings)
-    if fields.get("grounded_numbers") is False:  # added later: off, the keys written before it still hold
-        del fields["grounded_numbers"]
+    # settings added later are left out while off, so the keys written before them still hold
+    for name, off in (("grounded_numbers", False), ("context_contrast", 0.0)):
+        if name in fields and fields[name] == off:
+            del fields[name]
     doc = {"version": CACHE_VERSION, "what": what, "weights": [base_weights, *weight_stamps(base_weights)],
            "conversations": list(conversations), "references": list(references), "settings": fields,
            "batch_size": batch_size, "dtype": str(dtype), "torch": torch.__version__,

@@ -180,9 +180,16 @@ def _knowledge(doc: dict[str, Any]) -> str:
     return (f"<h2>Knowledge base</h2><p><code>{_e(k['origin'])}</code>: {k['passages']} passages "
             f"(<code>{_e(k['fingerprint'][:19])}</code>), top {k['top_k']} by {_e(k['method'])}, "
             f"language {_e(k.get('language') or '?')}; retrieval recall@{k['top_k']} {_e(recall)}{sys_prompt}. "
-            f"{_GROUNDED[bool(k.get('grounded_numbers'))]} "
+            f"{_GROUNDED[bool(k.get('grounded_numbers'))]} {_contrast(k.get('context_contrast'))}"
             "The passages retrieved for each prompt are under it below; "
             "<mark>highlighted</mark> numbers are in neither the question nor the knowledge base.</p>")
+
+
+def _contrast(alpha: float | None) -> str:
+    if not alpha:
+        return "Context-aware decoding was off. "
+    return (f"They were decoded context-aware (alpha {alpha:g}): each token scored by how much the passages "
+            "raise it over the model's answer without them. ")
 
 
 _GROUNDED = {True: "The +knowledge answers could state only numbers their prompt holds (grounded numbers).",

@@ -74,6 +74,7 @@ class EvalSettings:
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
     grounded_numbers: bool | None = None  # +knowledge answers keep to their prompt's numbers; None: the run's setting
+    context_contrast: float | None = None  # +knowledge answers: context-aware decoding's alpha; None: the run's
     cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
     contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
     canary: bool = True  # general ability on the shipped canary set, base vs specialist (canary.py)
@@ -169,7 +170,7 @@ def _add_knowledge(inputs: Inputs, s: EvalSettings) -> None:
     from specialist.knowledge.runtime import open_knowledge
 
     inputs.knowledge = open_knowledge(s.knowledge, str(inputs.run.path), top_k=s.top_k,
-                                      grounded_numbers=s.grounded_numbers)
+                                      grounded_numbers=s.grounded_numbers, context_contrast=s.context_contrast)
     if inputs.knowledge is None:
         if s.top_k is not None or s.knowledge_system_prompt is not None:
             err_console.print("[yellow]no knowledge base (give --knowledge, or a run trained with one): "

@@ -20,7 +20,7 @@ from specialist.inference.logprobs import TokenLogprob
 from specialist.inference.numbers import NumberGuard
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import RowDecoder
-from specialist.models.template import Message, encode_prompt, stop_strings, stop_token_ids
+from specialist.models.template import Message, detach_context, encode_prompt, stop_strings, stop_token_ids
 
 
 @dataclass
@@ -84,26 +84,48 @@ class Generator(ABC):
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         return encode_prompt(self.tokenizer, messages)
 
+    def contrast_ids(self, messages: Sequence[Message], settings: GenerationSettings) -> list[int] | None:
+        """The prompt context-aware decoding contrasts with (inference/contrast.py): the
+        conversation without its retrieved context; None when it is off or there is no context."""
+        if settings.context_contrast <= 0:
+            return None
+        if not self.contrasts:
+            if not self._said_no_contrast:
+                from specialist.console import err_console
+
+                err_console.print(f"[yellow]note:[/yellow] context-aware decoding runs on --engine torch only; "
+                                  f"{type(self).__name__} answers without it")
+                self._said_no_contrast = True
+            return None
+        plain = detach_context(messages)
+        return self.prompt_ids(plain) if plain is not None else None
+
+    contrasts = False  # whether run_batch honours RowDecoder.contrast (context-aware decoding)
+    _said_no_contrast = False
+
     def row_decoder(self, prompt_tokens: int, settings: GenerationSettings,
                     on_piece: Callable[[str], None] | None = None, chat: bool = True,
                     logprobs: int | None = None, prompt_logprobs: int | None = None,
-                    prompt: Sequence[int] | None = None) -> RowDecoder:
+                    prompt: Sequence[int] | None = None, contrast: Sequence[int] | None = None) -> RowDecoder:
         """A row for one answer; chat=False (raw text completion) drops the template's stop
         strings; `logprobs`/`prompt_logprobs`: see RowDecoder. With settings.grounded_numbers,
-        the answer states only numbers that `prompt` (its token ids) holds."""
+        the answer states only numbers that `prompt` (its token ids) holds; `contrast`
+        (contrast_ids) turns on context-aware decoding for it."""
         stops = [*settings.stop, *(self.template_stops if chat else [])]
         guard = (NumberGuard.for_prompt(self.tokenizer, prompt)
                  if settings.grounded_numbers and prompt is not None else None)
         return RowDecoder(self.tokenizer, self.eos_ids, stops, settings.max_new_tokens, prompt_tokens, on_piece,
-                          logprobs=logprobs, prompt_logprobs=prompt_logprobs, guard=guard)
+                          logprobs=logprobs, prompt_logprobs=prompt_logprobs, guard=guard, contrast=contrast)
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Answer]:
         settings = settings or GenerationSettings()
         answers: list[Answer] = []
         for start in range(0, len(conversations), batch_size):
-            chunk = [self.prompt_ids(c) for c in conversations[start:start + batch_size]]
-            rows = [self.row_decoder(len(p), settings, prompt=p) for p in chunk]
+            convs = conversations[start:start + batch_size]
+            chunk = [self.prompt_ids(c) for c in convs]
+            rows = [self.row_decoder(len(p), settings, prompt=p, contrast=self.contrast_ids(c, settings))
+                    for p, c in zip(chunk, convs)]
             for answer in self.run_batch(chunk, rows, settings):
                 answer.seconds /= len(chunk)
                 answers.append(answer)
@@ -124,7 +146,8 @@ class TextStream:
         self.answer: Answer | None = None
         self._error: BaseException | None = None
         prompt = generator.prompt_ids(messages)
-        self.row = generator.row_decoder(len(prompt), settings, on_piece=self._pieces.put, prompt=prompt)
+        self.row = generator.row_decoder(len(prompt), settings, on_piece=self._pieces.put, prompt=prompt,
+                                         contrast=generator.contrast_ids(messages, settings))
 
         def work() -> None:
             try:

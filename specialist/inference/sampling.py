@@ -17,6 +17,9 @@ class GenerationSettings:
     stop: list[str] = field(default_factory=list)
     # state only numbers the prompt holds (inference/numbers.py): on with a knowledge base
     grounded_numbers: bool = False
+    # context-aware decoding (inference/contrast.py): how much more the answer follows its
+    # retrieved context than the model's answer without it; 0 = off
+    context_contrast: float = 0.0
 
     @property
     def greedy(self) -> bool:

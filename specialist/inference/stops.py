@@ -45,9 +45,10 @@ class RowDecoder:
     def __init__(self, tokenizer, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
                  prompt_tokens: int, on_piece: Callable[[str], None] | None = None,
                  logprobs: int | None = None, prompt_logprobs: int | None = None,
-                 guard: NumberGuard | None = None) -> None:
+                 guard: NumberGuard | None = None, contrast: Sequence[int] | None = None) -> None:
         self.tokenizer = tokenizer
         self.guard = guard  # the numbers this answer may state (inference/numbers.py), or None
+        self.contrast = contrast  # the prompt without its context, for context-aware decoding (contrast.py)
         self.eos_ids = set(eos_ids)
         self.stops = [s for s in stops if s]
         self.max_new_tokens = max_new_tokens
@@ -140,8 +141,11 @@ class StepLogits:
 
     def __init__(self) -> None:
         self.logits: torch.Tensor | None = None
+        self.paused = False  # set around forward passes that are not decoding steps (contrast.py)
 
     def __call__(self, module, args, output) -> None:
+        if self.paused:
+            return
         logits = output.logits if hasattr(output, "logits") else output[0]
         self.logits = logits[:, -1, :].detach().clone()
 

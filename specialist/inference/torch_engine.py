@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from specialist.inference.batching import left_pad
+from specialist.inference.contrast import ContrastRows
 from specialist.inference.generator import Answer, Generator, finish_rows
 from specialist.inference.logprobs import TokenLogprob, score_positions
 from specialist.inference.sampling import GenerationSettings
@@ -39,6 +40,7 @@ class TorchGenerator(Generator):
     (load_adapters), or BASE_ADAPTER for the base alone; None for a model that holds at most one."""
 
     scores_logprobs = True
+    contrasts = True
 
     def __init__(self, loaded: LoadedModel, adapter: str | None = None) -> None:
         config = getattr(loaded.model, "config", None)
@@ -120,12 +122,20 @@ class TorchGenerator(Generator):
             hook = self._logits_module().register_forward_hook(step) if step is not None else None
             # every row ends on its own end-of-turn tokens (RowDecoder); generate stops a row on any of them
             eos = sorted({t for r in rows for t in r.eos_ids}) or self.eos_ids
+            processors = []
+            if settings.context_contrast > 0 and any(r.contrast is not None for r in rows):
+                names = self._adapter_names(len(prompts), adapters).get("adapter_names")
+                processors.append(ContrastRows(
+                    self.model, rows, settings.context_contrast, self.pad_id, self.device, step=step,
+                    forward_kwargs=lambda idx: {"adapter_names": [names[i] for i in idx]} if names else {}))
+            if any(r.guard for r in rows):  # after the contrast: a number it prefers must still be grounded
+                processors.append(GuardRows(rows))
             try:
                 self.model.generate(
                     **self.batch_inputs(prompts), **self._adapter_names(len(prompts), adapters),
                     max_new_tokens=max(r.max_new_tokens for r in rows), eos_token_id=eos,
                     pad_token_id=self.pad_id, stopping_criteria=[FollowRows(rows, step)],
-                    **({"logits_processor": [GuardRows(rows)]} if any(r.guard for r in rows) else {}),
+                    **({"logits_processor": processors} if processors else {}),
                     **settings.generate_kwargs(),
                 )
             finally:

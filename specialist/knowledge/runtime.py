@@ -42,12 +42,14 @@ class KnowledgeContext:
     def generation(self, settings: GenerationSettings) -> GenerationSettings:
         """`settings` for an answer that reads this knowledge base: with grounded numbers when
         the run was trained so (the default): the answer states only numbers its prompt holds."""
-        return replace(settings, grounded_numbers=self.settings.grounded_numbers)
+        return replace(settings, grounded_numbers=self.settings.grounded_numbers,
+                       context_contrast=self.settings.context_contrast)
 
     def describe(self) -> dict[str, Any]:
         return {"origin": self.origin, "passages": len(self.kb), "fingerprint": self.kb.fingerprint,
                 "top_k": self.settings.top_k, "min_share": self.settings.min_share, "method": self.settings.method,
-                "language": self.retriever.language, "grounded_numbers": self.settings.grounded_numbers}
+                "language": self.retriever.language, "grounded_numbers": self.settings.grounded_numbers,
+                "context_contrast": self.settings.context_contrast}
 
 
 def run_folder_of(model_ref: str | None) -> Path | None:
@@ -59,7 +61,8 @@ def run_folder_of(model_ref: str | None) -> Path | None:
 
 def open_knowledge(path: str | Path | None, model_ref: str | None = None, top_k: int | None = None,
                    method: str | None = None, embedding_model: str | None = None,
-                   grounded_numbers: bool | None = None) -> KnowledgeContext | None:
+                   grounded_numbers: bool | None = None,
+                   context_contrast: float | None = None) -> KnowledgeContext | None:
     """--knowledge PATH when given; else the knowledge snapshot of a run folder `model_ref`;
     else None (no retrieval). Options left None keep the run's retrieval settings."""
     run = run_folder_of(model_ref)
@@ -75,5 +78,6 @@ def open_knowledge(path: str | Path | None, model_ref: str | None = None, top_k:
     if kb is None:
         return None
     changes = {k: v for k, v in (("top_k", top_k), ("method", method), ("embedding_model", embedding_model),
-                                 ("grounded_numbers", grounded_numbers)) if v is not None}
+                                 ("grounded_numbers", grounded_numbers), ("context_contrast", context_contrast))
+               if v is not None}
     return KnowledgeContext(kb, replace(settings, **changes), origin)

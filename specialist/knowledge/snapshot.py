@@ -15,6 +15,8 @@ from specialist.knowledge.passages import KnowledgeBase, Passage
 from specialist.knowledge.retrieve import MIN_SHARE
 from specialist.run_folder import RunFolder
 
+CONTEXT_CONTRAST = 1.0  # measured on the coffee specialist: benchmarks/README.md
+
 
 @dataclass
 class RetrievalSettings:
@@ -25,6 +27,8 @@ class RetrievalSettings:
     embedding_model: str | None = None
     # answers state only numbers their prompt holds (inference/numbers.py); older runs: on
     grounded_numbers: bool = True
+    # context-aware decoding's strength (inference/contrast.py): 0 = off; older runs get the default too
+    context_contrast: float = CONTEXT_CONTRAST
 
 
 def snapshot_dir(run_dir: Path) -> Path:
@@ -55,6 +59,10 @@ def load_snapshot(run_dir: Path) -> tuple[KnowledgeBase, RetrievalSettings, dict
         retrieval = RetrievalSettings(**summary.get("retrieval", {}))
     except (OSError, ValueError, TypeError) as exc:
         raise SpecialistError(f"{folder}: the run's knowledge snapshot is unreadable ({exc})") from exc
+    alpha = retrieval.context_contrast
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 10:
+        raise SpecialistError(f"{folder / 'knowledge.json'}: retrieval.context_contrast must be a number from 0 "
+                              f"to 10, not {alpha!r}")
     kb = KnowledgeBase(passages, str(folder))
     if summary.get("fingerprint") and kb.fingerprint != summary["fingerprint"]:
         raise SpecialistError(f"{folder}: passages.jsonl does not match the fingerprint in knowledge.json "

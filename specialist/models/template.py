@@ -113,6 +113,22 @@ def attach_context(messages: Sequence[Message], context: Sequence[ContextPassage
     return out
 
 
+def detach_context(messages: Sequence[Message]) -> list[Message] | None:
+    """The conversation as it would be without its retrieved context: the last user turn back to
+    the bare question (the inverse of attach_context). None when that turn carries no context."""
+    out = [dict(m) for m in messages]
+    for m in reversed(out):
+        if m["role"] != "user":
+            continue
+        head, sep = CONTEXT_HEADER + "\n", f"\n\n{QUESTION_HEADER} "
+        # format_context writes every passage on one line, so the first blank line ends them
+        if not m["content"].startswith(head) or sep not in m["content"]:
+            return None
+        m["content"] = m["content"].split(sep, 1)[1]
+        return out
+    return None
+
+
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     """The text the model sees before it answers."""
     ensure_chat_template(tokenizer)

@@ -584,7 +584,7 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
 
     async def run(prompt: list[int], settings: GenerationSettings, chat: bool, stream: bool,
                   logprobs: int | None = None, prompt_logprobs: int | None = None,
-                  generator: Generator = generator):
+                  generator: Generator = generator, contrast: list[int] | None = None):
         """Queue one job; returns (row, asyncio queue of pieces ending in ("done", answer|error))."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -597,22 +597,24 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
             loop.call_soon_threadsafe(events.put_nowait, ("done", answer if error is None else error))
 
         row = generator.row_decoder(len(prompt), settings, on_piece=on_piece, chat=chat, logprobs=logprobs,
-                                    prompt_logprobs=prompt_logprobs, prompt=prompt)
+                                    prompt_logprobs=prompt_logprobs, prompt=prompt, contrast=contrast)
         # the first specialist's jobs name no generator: they run on the worker's own
         worker.submit(Job(prompt, settings, row, on_done, None if generator is specialists[0].generator else generator))
         return row, events
 
     async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
                                chat: bool, extra: dict | None = None, logprobs: int | None = None,
-                               echo: str | None = None, spec: Specialist = specialists[0]):
+                               echo: str | None = None, spec: Specialist = specialists[0],
+                               contrast: list[int] | None = None):
         """`extra`: top-level fields added to the response (the first chunk when streaming);
         `logprobs`: score the answer's tokens, listing that many alternatives; `echo`: the
         prompt's text, put before the answer (completions; with logprobs, its tokens scored too);
-        `spec`: the specialist the request named."""
+        `spec`: the specialist the request named; `contrast`: the prompt without its retrieved
+        context, for context-aware decoding (Generator.contrast_ids)."""
         extra = extra or {}
         generator, model_id = spec.generator, spec.name
         prompt_logprobs = logprobs if echo is not None else None
-        row, events = await run(prompt, settings, chat, req.stream, logprobs, prompt_logprobs, generator)
+        row, events = await run(prompt, settings, chat, req.stream, logprobs, prompt_logprobs, generator, contrast)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         now = int(time.time())
         if not req.stream:
@@ -725,11 +727,13 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
             raise APIError(400, f"the chat template rejects these messages: {exc}", param="messages") from exc
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         settings = _settings(req, requested, len(prompt), context, limits)
-        if "context" in extra:  # the answer reads passages: it states only numbers its prompt holds
+        contrast = None
+        if "context" in extra:  # the answer reads passages: grounded numbers, the run's contrast
             settings = knowledge.generation(settings)
+            contrast = generator.contrast_ids(messages, settings)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         return await answer_or_stream(prompt, settings, req, request, chat=True, extra=extra, logprobs=logprobs,
-                                      spec=spec)
+                                      spec=spec, contrast=contrast)
 
     @app.post("/v1/completions", responses=_COMPLETION)
     async def completions(req: CompletionRequest, request: Request):

@@ -59,14 +59,13 @@ async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
         text_stream = None
         try:
             generator = await asyncio.to_thread(studio.generator, body.model)
-            messages, hits, grounded = await asyncio.to_thread(_prepare, studio, generator, body)
+            messages, hits, knowing = await asyncio.to_thread(_prepare, studio, generator, body)
             if hits is not None:
                 yield _event("passages", {"passages": [{"id": h.passage.id, "title": h.passage.title,
                                                         "score": round(float(h.score), 3)} for h in hits]})
-            from specialist.inference.sampling import GenerationSettings
+            from dataclasses import replace
 
-            settings = GenerationSettings(max_new_tokens=body.max_new_tokens, temperature=body.temperature,
-                                          grounded_numbers=grounded)
+            settings = replace(knowing, max_new_tokens=body.max_new_tokens, temperature=body.temperature)
             text_stream = generator.stream(messages, settings)
             while True:
                 piece = await asyncio.to_thread(next, text_stream, None)
@@ -92,10 +91,10 @@ async def chat_stream(request: Request, body: ChatRequest) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[str, str]], list[Any] | None, bool]:
+def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[str, str]], list[Any] | None, Any]:
     """The conversation as `specialist chat` builds it (ChatSession: history trimmed to fit,
-    the run's knowledge base retrieved into this turn), its hits, and whether its answer keeps
-    to the numbers of its prompt (as chat's does with a knowledge base)."""
+    the run's knowledge base retrieved into this turn), its hits, and the generation settings
+    its knowledge base asks for (grounded numbers, context-aware decoding), as chat's."""
     from specialist.inference.sampling import GenerationSettings
     from specialist.knowledge.runtime import open_knowledge
     from specialist.serve.chat import ChatSession
@@ -106,7 +105,7 @@ def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[
     session.history = [t.model_dump() for t in body.history]
     messages = session.messages_for(body.prompt)
     hits = knowledge.retrieve(body.prompt) if knowledge is not None else None
-    return messages, hits, session.settings.grounded_numbers
+    return messages, hits, session.settings
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:

@@ -238,7 +238,8 @@ def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: lis
                                RetrievalSettings(top_k=config.knowledge_top_k, min_share=config.knowledge_min_share,
                                                  method=config.retrieval,
                                                  embedding_model=config.embedding_model,
-                                                 grounded_numbers=config.knowledge_grounded_numbers))
+                                                 grounded_numbers=config.knowledge_grounded_numbers,
+                                                 context_contrast=config.knowledge_context_contrast))
     train_examples, report = with_knowledge(train_examples, context, config.abstain_share, config.seed)
     if eval_examples:
         eval_examples, _ = with_knowledge(eval_examples, context, 0.0, config.seed, training=False)
