@@ -108,18 +108,21 @@ def test_batched_cached_contrast_equals_the_reference(lively_generator):
 
     g = lively_generator
     convs = _conversations()
-    settings = GenerationSettings(max_new_tokens=10, context_contrast=1.0)
+    alphas = [1.0, 0.5, 1.0]  # each row its own: a server batch mixes specialists and requests
     rows = []
-    for conv in convs:
+    for conv, alpha in zip(convs, alphas):
         prompt = g.prompt_ids(conv)
-        rows.append(g.row_decoder(len(prompt), settings, prompt=prompt, contrast=g.contrast_ids(conv, settings)))
+        own = GenerationSettings(max_new_tokens=10, context_contrast=alpha)
+        rows.append(g.row_decoder(len(prompt), own, prompt=prompt, contrast=g.contrast_ids(conv, own)))
     assert [r.contrast is not None for r in rows] == [True, True, False]
-    g.run_batch([g.prompt_ids(c) for c in convs], rows, settings)
-    for conv, row in zip(convs, rows):
-        expected = _reference(g, conv, 1.0, 10)
+    # the batch's shared settings (the first job's, in the server) do not switch a row's contrast
+    g.run_batch([g.prompt_ids(c) for c in convs], rows, GenerationSettings(max_new_tokens=10))
+    for conv, row, alpha in zip(convs, rows, alphas):
+        expected = _reference(g, conv, alpha, 10)
         taken = [t for t in expected if t not in g.eos_ids]
         assert row.tokens == taken, g.tokenizer.decode(row.tokens)
     # and it changes what the model says: otherwise the test proves nothing
+    settings = GenerationSettings(max_new_tokens=10, context_contrast=1.0)
     plain = g.generate(convs[:2], GenerationSettings(max_new_tokens=10))
     contrasted = g.generate(convs[:2], settings)
     assert [a.text for a in plain] != [a.text for a in contrasted]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from specialist.knowledge.snapshot import CONTEXT_CONTRAST
 from specialist.models.template import CONTEXT_HEADER, NO_CONTEXT, QUESTION_HEADER, format_context
 
 
@@ -104,6 +105,11 @@ base on its own), or `--model <a merged folder, or a .gguf with --engine llama.c
 API: the retrieval happens in the server and each answer lists the passage ids it was given
 (`/v1/chat/completions` only; `/v1/completions` takes the whole prompt from the client).
 `specialist knowledge search --knowledge knowledge/ "question"` previews what is retrieved.
+
+{runtime} also decodes plainly. `specialist serve` (torch engine) decodes an answer that reads
+passages in two ways that make it state its facts right more often: grounded numbers (it may
+state only numbers its prompt holds) and context-aware decoding (each token scored by how much
+the passages raise it, strength {r.get("context_contrast", CONTEXT_CONTRAST):g}, from training).
 """
 
 

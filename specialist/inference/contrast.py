@@ -44,7 +44,8 @@ def contrast(cond: torch.Tensor, plain: torch.Tensor, alpha: float, plausible: f
 
 class ContrastRows:
     """A transformers logits processor for one `generate` call: each row whose RowDecoder has a
-    `contrast` prompt (its question without the context) gets context-aware scores. The plain
+    `contrast` prompt (its question without the context) gets context-aware scores, at the
+    row's own `contrast_alpha`. The plain
     prompts run through `model` alongside generate, fed the token each row took, with their own
     cache. `forward_kwargs(rows)` gives extra model arguments for a subset of rows (the batch's
     adapter names); `step`, the logprobs hook, is paused during these passes so it keeps the
@@ -56,18 +57,18 @@ class ContrastRows:
     neither the greedy pick nor sampling. The output head of a small model is most of its
     per-token work, so this keeps the second pass at about the cost of the model's body."""
 
-    def __init__(self, model: torch.nn.Module, rows: Sequence[RowDecoder], alpha: float, pad_id: int,
+    def __init__(self, model: torch.nn.Module, rows: Sequence[RowDecoder], pad_id: int,
                  device: torch.device | str, forward_kwargs: Callable[[list[int]], dict] | None = None,
                  step: StepLogits | None = None, plausible: float = PLAUSIBLE) -> None:
         self.model = model
         self.rows = rows
-        self.alpha = alpha
         self.plausible = plausible
         self.pad_id = pad_id
         self.device = device
         self.forward_kwargs = forward_kwargs or (lambda idx: {})
         self.step = step
         self.idx = [i for i, row in enumerate(rows) if row.contrast is not None]
+        self.alpha = torch.tensor([[rows[i].contrast_alpha] for i in self.idx], dtype=torch.float32)
         self.mask: torch.Tensor | None = None
         self.cache = None
         self.head = model.get_output_embeddings()
@@ -108,7 +109,7 @@ class ContrastRows:
         return captured[0]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if not self.idx or self.alpha <= 0:
+        if not self.idx:
             return scores
         hidden = self._plain_hidden(input_ids)
         cond = torch.log_softmax(scores[self.idx].float(), dim=-1)
@@ -119,7 +120,7 @@ class ContrastRows:
         if self.softcap:
             plain = torch.tanh(plain / self.softcap) * self.softcap
         mixed = torch.full_like(cond, float("-inf"))
-        mixed[:, cands] = torch.where(keep[:, cands], cond[:, cands] + self.alpha * (cond[:, cands] - plain),
+        mixed[:, cands] = torch.where(keep[:, cands], cond[:, cands] + self.alpha.to(cond.device) * (cond[:, cands] - plain),
                                       torch.tensor(float("-inf")))
         scores[self.idx] = mixed.to(scores.dtype)
         return scores

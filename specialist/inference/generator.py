@@ -115,7 +115,8 @@ class Generator(ABC):
         guard = (NumberGuard.for_prompt(self.tokenizer, prompt)
                  if settings.grounded_numbers and prompt is not None else None)
         return RowDecoder(self.tokenizer, self.eos_ids, stops, settings.max_new_tokens, prompt_tokens, on_piece,
-                          logprobs=logprobs, prompt_logprobs=prompt_logprobs, guard=guard, contrast=contrast)
+                          logprobs=logprobs, prompt_logprobs=prompt_logprobs, guard=guard, contrast=contrast,
+                          contrast_alpha=settings.context_contrast)
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Answer]:

@@ -45,10 +45,14 @@ class RowDecoder:
     def __init__(self, tokenizer, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
                  prompt_tokens: int, on_piece: Callable[[str], None] | None = None,
                  logprobs: int | None = None, prompt_logprobs: int | None = None,
-                 guard: NumberGuard | None = None, contrast: Sequence[int] | None = None) -> None:
+                 guard: NumberGuard | None = None, contrast: Sequence[int] | None = None,
+                 contrast_alpha: float = 0.0) -> None:
         self.tokenizer = tokenizer
         self.guard = guard  # the numbers this answer may state (inference/numbers.py), or None
-        self.contrast = contrast  # the prompt without its context, for context-aware decoding (contrast.py)
+        # context-aware decoding (contrast.py): the prompt without its context, and how strongly;
+        # the row's own, since a server batch may mix specialists and requests with and without it
+        self.contrast = contrast if contrast_alpha > 0 else None
+        self.contrast_alpha = contrast_alpha
         self.eos_ids = set(eos_ids)
         self.stops = [s for s in stops if s]
         self.max_new_tokens = max_new_tokens

@@ -123,10 +123,10 @@ class TorchGenerator(Generator):
             # every row ends on its own end-of-turn tokens (RowDecoder); generate stops a row on any of them
             eos = sorted({t for r in rows for t in r.eos_ids}) or self.eos_ids
             processors = []
-            if settings.context_contrast > 0 and any(r.contrast is not None for r in rows):
+            if any(r.contrast is not None for r in rows):
                 names = self._adapter_names(len(prompts), adapters).get("adapter_names")
                 processors.append(ContrastRows(
-                    self.model, rows, settings.context_contrast, self.pad_id, self.device, step=step,
+                    self.model, rows, self.pad_id, self.device, step=step,
                     forward_kwargs=lambda idx: {"adapter_names": [names[i] for i in idx]} if names else {}))
             if any(r.guard for r in rows):  # after the contrast: a number it prefers must still be grounded
                 processors.append(GuardRows(rows))
