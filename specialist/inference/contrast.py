@@ -119,8 +119,9 @@ class ContrastRows:
         plain = torch.nn.functional.linear(hidden, self.head.weight[cands], bias).float()
         if self.softcap:
             plain = torch.tanh(plain / self.softcap) * self.softcap
+        cond_c = cond[:, cands]
         mixed = torch.full_like(cond, float("-inf"))
-        mixed[:, cands] = torch.where(keep[:, cands], cond[:, cands] + self.alpha.to(cond.device) * (cond[:, cands] - plain),
+        mixed[:, cands] = torch.where(keep[:, cands], cond_c + self.alpha.to(cond.device) * (cond_c - plain),
                                       torch.tensor(float("-inf")))
         scores[self.idx] = mixed.to(scores.dtype)
         return scores
