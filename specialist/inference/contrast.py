@@ -45,9 +45,8 @@ def contrast(cond: torch.Tensor, plain: torch.Tensor, alpha: float, plausible: f
 class ContrastRows:
     """A transformers logits processor for one `generate` call: each row whose RowDecoder has a
     `contrast` prompt (its question without the context) gets context-aware scores, at the
-    row's own `contrast_alpha`. The plain
-    prompts run through `model` alongside generate, fed the token each row took, with their own
-    cache. `forward_kwargs(rows)` gives extra model arguments for a subset of rows (the batch's
+    row's own `contrast_alpha`. The plain prompts run through `model` alongside generate, fed
+    the token each row took, with their own cache. `forward_kwargs(rows)` gives extra model arguments for a subset of rows (the batch's
     adapter names); `step`, the logprobs hook, is paused during these passes so it keeps the
     contextual logits.
 
