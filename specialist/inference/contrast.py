@@ -46,9 +46,9 @@ class ContrastRows:
     """A transformers logits processor for one `generate` call: each row whose RowDecoder has a
     `contrast` prompt (its question without the context) gets context-aware scores, at the
     row's own `contrast_alpha`. The plain prompts run through `model` alongside generate, fed
-    the token each row took, with their own cache. `forward_kwargs(rows)` gives extra model arguments for a subset of rows (the batch's
-    adapter names); `step`, the logprobs hook, is paused during these passes so it keeps the
-    contextual logits.
+    the token each row took, with their own cache. `forward_kwargs(rows)` gives extra model
+    arguments for a subset of rows (the batch's adapter names); `step`, the logprobs hook, is
+    paused during these passes so it keeps the contextual logits.
 
     The plain pass projects onto the vocabulary only the tokens that pass the plausibility cut
     (a handful per row, not 262k): the other tokens get -inf whatever the plain model says, and
