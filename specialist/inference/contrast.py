@@ -32,9 +32,11 @@ from specialist.inference.stops import RowDecoder, StepLogits
 PLAUSIBLE = 0.1
 
 
-def contrast(cond: torch.Tensor, plain: torch.Tensor, alpha: float, plausible: float = PLAUSIBLE) -> torch.Tensor:
+def contrast(cond: torch.Tensor, plain: torch.Tensor, alpha: float | torch.Tensor,
+             plausible: float = PLAUSIBLE) -> torch.Tensor:
     """The contrasted log-scores of one step (rows x vocabulary): `cond` the logits with the
-    context, `plain` without it. Tokens below the plausibility cut get -inf."""
+    context, `plain` without it; `alpha` one strength, or one per row (rows x 1). Tokens below
+    the plausibility cut get -inf."""
     cond = torch.log_softmax(cond.float(), dim=-1)
     plain = torch.log_softmax(plain.float(), dim=-1)
     mixed = cond + alpha * (cond - plain)
@@ -111,16 +113,16 @@ class ContrastRows:
         if not self.idx:
             return scores
         hidden = self._plain_hidden(input_ids)
-        cond = torch.log_softmax(scores[self.idx].float(), dim=-1)
+        cond = scores[self.idx].float()
+        # the cut is relative to each row's best token, so raw logits find the same candidates
         keep = cond >= cond.max(dim=-1, keepdim=True).values + math.log(self.plausible)
         cands = keep.any(dim=0).nonzero().squeeze(-1)
         bias = self.head.bias[cands] if getattr(self.head, "bias", None) is not None else None
         plain = torch.nn.functional.linear(hidden, self.head.weight[cands], bias).float()
         if self.softcap:
             plain = torch.tanh(plain / self.softcap) * self.softcap
-        cond_c = cond[:, cands]
+        # normalised over the candidates instead of the vocabulary: a constant per row, as above
         mixed = torch.full_like(cond, float("-inf"))
-        mixed[:, cands] = torch.where(keep[:, cands], cond_c + self.alpha.to(cond.device) * (cond_c - plain),
-                                      torch.tensor(float("-inf")))
+        mixed[:, cands] = contrast(cond[:, cands], plain, self.alpha.to(cond.device), self.plausible)
         scores[self.idx] = mixed.to(scores.dtype)
         return scores
