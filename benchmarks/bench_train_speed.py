@@ -70,8 +70,9 @@ def dataset_paths(tmp: Path) -> tuple[Path, Path]:
 
 
 def run_specialist(data: Path, model: str, limit: int | None, threads: int | None, seed: int = 42,
-                   adapter_out: Path | None = None) -> dict:
-    """`specialist train` with the benchmark's hyper-parameters (its defaults otherwise)."""
+                   adapter_out: Path | None = None, overrides: dict | None = None) -> dict:
+    """`specialist train` with the benchmark's hyper-parameters (its defaults otherwise, or
+    `overrides`)."""
     from specialist.config import load_train_config
     from specialist.models.resolve import load_tokenizer, resolve
     from specialist.run_folder import RunFolder, read_metrics, read_summary
@@ -87,7 +88,7 @@ def run_specialist(data: Path, model: str, limit: int | None, threads: int | Non
         config = load_train_config(overrides=dict(
             data=subset, model=model, out=Path(tmp) / "run", epochs=1, batch_size=8, max_length=256, lr=2e-4,
             lr_scheduler="linear", warmup_ratio=0.0, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-            logging_steps=1, save_steps=10**6, seed=seed, threads=threads))
+            logging_steps=1, save_steps=10**6, seed=seed, threads=threads, **(overrides or {})))
         cpu: dict[str, float] = {}
         untimed = CompletionTrainer.train
 

@@ -60,6 +60,7 @@ def run_demo(s: DemoSettings) -> Path:
     from specialist.config import load_train_config
     from specialist.data.check import CheckSettings, run_check
     from specialist.data.report import print_report
+    from specialist.evaluate.contenders import adapter_enabled
     from specialist.evaluate.html import write_reports
     from specialist.evaluate.report import rich_table
     from specialist.evaluate.runner import EvalSettings, run_eval
@@ -105,7 +106,7 @@ def run_demo(s: DemoSettings) -> Path:
     shown = shown_questions(s) if s.knowledge else [{"prompt": p} for p in _eval_prompts(s.eval_data)[: s.show]]
     prompts = [q["prompt"] for q in shown]
     settings = GenerationSettings(max_new_tokens=96)
-    with loaded.model.disable_adapter():
+    with adapter_enabled(loaded.model, False):  # the base model alone, over its whole vocabulary
         before = generator.generate([build_messages(p) for p in prompts], settings)
     after = generator.generate([context.messages(p)[0] if context else build_messages(p) for p in prompts],
                                context.generation(settings) if context else settings)

@@ -88,6 +88,11 @@ class RunFolder:
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
 
+    @property
+    def vocabulary(self) -> Path:
+        """The kept vocabulary of a specialist-sized output head (models.vocab_head), if any."""
+        return self.path / "vocabulary.json"
+
     def weights(self, full: bool) -> Path:
         return self.model if full else self.adapter
 
@@ -124,6 +129,8 @@ class RunSummary(BaseModel):
     started_at: str | None = None
     training_examples: int | None = None  # with the knowledge base: the examples actually trained on
     knowledge: dict[str, Any] | None = None  # the knowledge snapshot's summary (knowledge/knowledge.json)
+    # a specialist-sized output head: {"tokens": kept, "vocabulary": the tokenizer's} (vocabulary.json)
+    output_head: dict[str, Any] | None = None
     # --mix-general: source, fingerprint, share, examples drawn (distinct), canary items excluded
     general_mix: dict[str, Any] | None = None
     resumed_from: str | None = None  # the checkpoint a --resume continued from
@@ -237,6 +244,33 @@ def read_merged_info(folder: str | Path) -> dict[str, Any] | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("base_model"), str):
         raise SpecialistError(f"{path}: base_model: expected the base model the export was merged into")
     return doc
+
+
+def write_kept_vocabulary(run_dir: Path, kept: list[int], vocab_size: int) -> None:
+    """vocabulary.json: the token ids a specialist-sized output head keeps (sorted)."""
+    atomic_write_json(RunFolder(run_dir).vocabulary, {"vocabulary": vocab_size, "kept": sorted(kept)})
+
+
+def read_kept_vocabulary(run_dir: str | Path) -> tuple[list[int], int] | None:
+    """(kept token ids, vocabulary size) of a run with a specialist-sized head, else None. A
+    damaged file is a located one-line error: generation must not quietly change heads."""
+    path = RunFolder(Path(run_dir)).vocabulary
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecialistError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+    size = doc.get("vocabulary") if isinstance(doc, dict) else None
+    kept = doc.get("kept") if isinstance(doc, dict) else None
+    if not isinstance(size, int) or size <= 0:
+        raise SpecialistError(f"{path}: vocabulary: expected the tokenizer's vocabulary size")
+    if (not isinstance(kept, list) or not kept
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in kept)):
+        raise SpecialistError(f"{path}: kept: expected a non-empty list of token ids in 0..{size - 1}")
+    return kept, size
 
 
 def write_summary(run_dir: Path, summary: RunSummary) -> None:

@@ -102,3 +102,23 @@ def test_data_check_help_states_the_measured_default_speed():
 
     option = inspect.signature(cli.data_check).parameters["tokens_per_second"].default
     assert f"(default: {DEFAULT_TOKENS_PER_SECOND:g})" in option.help
+
+
+def test_output_head_benchmark_builds_the_kept_set_as_training_does(tiny_chat_model, tmp_path):
+    """The coffee specialist's kept set: every token of its training prompts and answers (with
+    their retrieved passages), a small share of the vocabulary, most of held-out text covered."""
+    from specialist.config import load_train_config
+    from specialist.train.dataset import tokenize_examples
+    from specialist.train.run import training_set
+
+    head = load("bench_output_head")
+    kept, vocab, tokenizer = head.coffee_kept(str(tiny_chat_model))
+    config = load_train_config(overrides={"data": head.COFFEE / "train.jsonl", "model": str(tiny_chat_model),
+                                          "knowledge": head.COFFEE / "knowledge", "out": tmp_path / "unused"})
+    features = tokenize_examples(tokenizer, training_set(config).train, config.max_length)
+    assert {i for f in features for i in f["input_ids"]} <= set(kept)
+    assert len(kept) < vocab / 2
+    reference = [json.loads(line)["completion"] for line in (head.COFFEE / "eval.jsonl").read_text().splitlines()
+                 if line.strip() and "completion" in json.loads(line)]
+    assert 0.9 < head.coverage(tokenizer, kept, reference) <= 1.0
+    assert head.coverage(tokenizer, kept, ["Привет, как дела?"]) < 0.9

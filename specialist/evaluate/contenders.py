@@ -28,6 +28,7 @@ from typing import Any, Literal
 from specialist.data.example import Example
 from specialist.errors import SpecialistError
 from specialist.models.template import ContextPassage, Message, build_messages
+from specialist.models.vocab_head import whole_vocabulary
 
 ZERO_SHOT = "zero-shot"
 PROMPT_ENGINEERING = "prompt-engineering"
@@ -90,11 +91,12 @@ def knowledge_contenders(system_prompt: str | None, shots: list[Example],
 
 @contextlib.contextmanager
 def adapter_enabled(model: Any, enabled: bool) -> Iterator[None]:
-    """Run the block with the PEFT adapter on or off (no-op for a model without one)."""
+    """Run the block with the PEFT adapter on or off (no-op for a model without one). Off, the
+    base model also answers over its whole vocabulary: a specialist-sized head is the run's."""
     if enabled or not hasattr(model, "disable_adapter"):
         yield
         return
-    with model.disable_adapter():
+    with model.disable_adapter(), whole_vocabulary(model):
         yield
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from specialist.inference.batching import left_pad
 from specialist.models.template import Message, encode_example
+from specialist.models.vocab_head import whole_vocabulary
 
 
 @dataclass
@@ -79,8 +80,11 @@ def _batch_nll(model: Any, examples: list[tuple[list[int], list[int]]], pad_id: 
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     keep = max(len(c) for _, c in examples) + 1  # the token before a completion predicts its first token
     keep = min(keep, width)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                logits_to_keep=keep, use_cache=False)
+    # over the whole vocabulary: a specialist-sized head gives a reference token it left out no
+    # probability at all, and every contender's loss is then measured on the same footing
+    with whole_vocabulary(model):
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    logits_to_keep=keep, use_cache=False)
     logits = out.logits[:, -keep:, :].float()
     sums = []
     for i, (_, comp) in enumerate(examples):

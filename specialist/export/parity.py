@@ -437,7 +437,8 @@ def check_export(model_ref: str, fmt: str, out: Path, settings: CheckSettings | 
         checks.append(Check(fmt, "answers", "skipped", NO_LLAMA_CPP))
     else:
         max_new = settings.max_new_tokens or default_max_new_tokens(tokenizer, references)
-        run = TorchGenerator(load_model(model_ref, dtype="float32"))  # the adapter on its base, as evaluated
+        # the adapter on its base, over the whole vocabulary as the artefact holds it
+        run = TorchGenerator(load_model(model_ref, dtype="float32", kept_head=False))
         original, original_ids = _answer(run, conversations, max_new)
         del run
         if fmt == "merged":

@@ -29,6 +29,7 @@ from specialist.inference.logprobs import TokenLogprob, score_positions
 from specialist.inference.sampling import GenerationSettings
 from specialist.inference.stops import FollowRows, GuardRows, RowDecoder, StepLogits, wants_logprobs
 from specialist.models.resolve import LoadedModel
+from specialist.models.vocab_head import whole_vocabulary
 
 # the most logits (rows x positions x vocabulary) one scoring forward pass materializes
 SCORE_LOGITS_BUDGET = 64_000_000
@@ -89,7 +90,9 @@ class TorchGenerator(Generator):
             # generate's position ids for a left-padded row: counted from its first real token
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             extra = self._adapter_names(len(group), [names[i] for i in group])
-            logits = self.model(**batch, **extra, position_ids=positions, use_cache=False).logits
+            # a prompt is scored over the whole vocabulary: a specialist-sized head is for what it writes
+            with whole_vocabulary(self.model):
+                logits = self.model(**batch, **extra, position_ids=positions, use_cache=False).logits
             width = mask.shape[1]
             for row, i in enumerate(group):
                 n = len(prompts[i])

@@ -273,8 +273,9 @@ def write_gguf(model: Any, tokenizer: Any, tok_dir: Path, out_file: Path, outtyp
 
 
 def load_merged(model_ref: str) -> LoadedModel:
-    """The model with its adapter merged, in float32 so the merge itself adds no rounding."""
-    return load_model(model_ref, dtype=torch.float32, device="cpu", merge_adapter=True)
+    """The model with its adapter merged, in float32 so the merge itself adds no rounding, and
+    its full output head: llama.cpp and transformers load a head over the whole vocabulary."""
+    return load_model(model_ref, dtype=torch.float32, device="cpu", merge_adapter=True, kept_head=False)
 
 
 def save_gguf(loaded: LoadedModel, out_file: Path, outtype: str = "f16", name: str = "specialist") -> bool:

@@ -19,7 +19,7 @@ from specialist.models.convert import convert_gguf, gguf_cache_path
 from specialist.models.device import GenerationPath, pick_device, pick_dtype
 from specialist.models.registry import KNOWN_MODELS
 from specialist.models.template import ensure_chat_template
-from specialist.run_folder import RunFolder, is_run_dir, read_summary
+from specialist.run_folder import RunFolder, is_run_dir, read_kept_vocabulary, read_summary
 
 Kind = Literal["known", "run", "folder", "gguf", "hub"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -214,8 +214,11 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     device: str = "auto",
     merge_adapter: bool = False,
+    kept_head: bool = True,
 ) -> LoadedModel:
-    """Load a model for inference (eval mode). A run's adapter is attached (or merged)."""
+    """Load a model for inference (eval mode). A run's adapter is attached (or merged), and a
+    run trained with a specialist-sized output head generates with it (models.vocab_head)
+    unless `kept_head` is False (exports and their parity check: artefacts hold the full head)."""
     source = ref if isinstance(ref, ModelSource) else resolve(ref)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
@@ -227,6 +230,11 @@ def load_model(
         model = PeftModel.from_pretrained(model, _adapter_dir(source.adapter))
         if merge_adapter:
             model = model.merge_and_unload()
+    kept = read_kept_vocabulary(source.run_dir) if kept_head and source.run_dir is not None else None
+    if kept is not None:
+        from specialist.models.vocab_head import use_kept_head
+
+        use_kept_head(model, kept[0], vocab_logits=True, frozen=True)
     return _ready(model, tokenizer, source, dev, torch_dtype)
 
 

@@ -5,7 +5,9 @@ about 60% of a 270M model's FLOPs) and then masks most of them away. Here the po
 next token is a completion token are selected first (`logits_to_keep` with a boolean mask,
 which every transformers causal LM honours before its lm_head), so the head and the softmax
 run on those rows only. The result equals the reference loss (full logits, labels -100 on the
-prompt) — tests/test_train_loss.py checks it."""
+prompt) — tests/test_train_loss.py checks it. With a specialist-sized head
+(models.vocab_head.KeptHead) the logits cover the kept vocabulary only and each target is
+mapped to its place in it: the loss over the kept vocabulary."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from specialist.models.vocab_head import kept_targets
 from specialist.train.dataset import IGNORE_INDEX
 
 
@@ -38,6 +41,7 @@ def completion_loss_sum(model: Any, inputs: dict[str, torch.Tensor], labels: tor
         outputs = model(**inputs, use_cache=False)
         targets = labels[:, 1:].reshape(-1)
         logits = outputs.logits[:, :-1].reshape(-1, outputs.logits.shape[-1])
+    targets = kept_targets(model, targets, IGNORE_INDEX)
     loss_sum = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, (targets != IGNORE_INDEX).sum(), outputs
 

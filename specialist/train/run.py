@@ -14,10 +14,12 @@ import errno
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from specialist.config import TrainConfig
+from specialist.data.example import Example
 from specialist.errors import Interrupted, interrupt_behind
 from specialist.io import atomic_dir, is_disk_full
 from specialist.run_folder import (
@@ -26,10 +28,12 @@ from specialist.run_folder import (
     last_checkpoint,
     plot_loss,
     prepare_run_dir,
+    read_kept_vocabulary,
     read_metrics,
     remove_incomplete_checkpoints,
     trim_metrics,
     write_config,
+    write_kept_vocabulary,
     write_summary,
 )
 from specialist.train.dataset import fingerprint, read_examples, tokenize_examples, with_knowledge
@@ -104,15 +108,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     tokenizer = load_tokenizer(source)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_examples = read_examples(config.data, config.system_prompt)
-    eval_examples = read_examples(config.eval_data, config.system_prompt) if config.eval_data else []
-    knowledge = None
-    if config.knowledge is not None:
-        knowledge, train_examples, eval_examples = _add_knowledge(config, train_examples, eval_examples)
-    task_examples = len(train_examples)
-    general_mix = None
-    if config.mix_general:  # after the knowledge base: general examples carry no retrieved passages
-        train_examples, general_mix = _mix_general(config, train_examples)
+    examples = training_set(config)
+    train_examples, eval_examples, knowledge = examples.train, examples.eval, examples.knowledge
+    task_examples, general_mix = examples.task_examples, examples.general_mix
     train_features = tokenize_examples(tokenizer, train_examples, config.max_length)
     eval_features = tokenize_examples(tokenizer, eval_examples, config.max_length) if eval_examples else None
 
@@ -141,7 +139,13 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     if knowledge is not None or general_mix is not None:
         summary.training_examples = len(train_examples)  # with the abstention and general examples
     summary.general_mix = general_mix
+    saved = read_kept_vocabulary(run_dir) if resume else None  # a resumed run keeps the set it started with
+    head_tokens = saved[0] if saved else kept_vocabulary(config, tokenizer, train_features, eval_features, knowledge)
+    if head_tokens is not None:
+        summary.output_head = {"tokens": len(head_tokens), "vocabulary": len(tokenizer)}
     if is_main:
+        if head_tokens is not None:
+            write_kept_vocabulary(run_dir, head_tokens, len(tokenizer))
         if knowledge is not None:
             from specialist.knowledge.snapshot import save_snapshot
 
@@ -157,6 +161,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     trainer = None
     try:
         model = load_model_for_training(source.weights, plan, config)
+        if head_tokens is not None:
+            from specialist.models.vocab_head import use_kept_head
+
+            use_kept_head(model, head_tokens, vocab_logits=False)
         args = training_arguments(config, plan, run.checkpoints, has_eval=eval_features is not None)
         # a resumed run counts the time its kept steps took (the last record up to the checkpoint)
         before = [m.get("train_seconds", 0.0) for m in read_metrics(metrics_path)] if resume else []
@@ -248,6 +256,45 @@ def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: lis
         f"{context.retriever.language or 'no stemming'}); answer's passage added to {report['answer_passage_added']} "
         f"examples, {report['abstentions']} abstention examples ({report['abstention_source'] or 'none'})[/dim]")
     return {"context": context, "summary": {"augment": report}}, train_examples, eval_examples
+
+
+@dataclass
+class TrainingSet:
+    """The examples a run trains and evaluates on, as the Trainer sees them."""
+
+    train: list[Example]
+    eval: list[Example]
+    task_examples: int  # the task's own (with the knowledge base's abstention examples, before general ones)
+    knowledge: dict[str, Any] | None = None  # {"context": KnowledgeContext, "summary": {...}}
+    general_mix: dict[str, Any] | None = None
+
+
+def training_set(config: TrainConfig) -> TrainingSet:
+    """The run's examples: read, with retrieved passages (knowledge base) and general examples mixed in."""
+    train_examples = read_examples(config.data, config.system_prompt)
+    eval_examples = read_examples(config.eval_data, config.system_prompt) if config.eval_data else []
+    knowledge = None
+    if config.knowledge is not None:
+        knowledge, train_examples, eval_examples = _add_knowledge(config, train_examples, eval_examples)
+    task_examples = len(train_examples)
+    general_mix = None
+    if config.mix_general:  # after the knowledge base: general examples carry no retrieved passages
+        train_examples, general_mix = _mix_general(config, train_examples)
+    return TrainingSet(train_examples, eval_examples, task_examples, knowledge, general_mix)
+
+
+def kept_vocabulary(config: TrainConfig, tokenizer: Any, train_features: list, eval_features: list | None,
+                    knowledge: dict[str, Any] | None) -> list[int] | None:
+    """The token ids of a specialist-sized output head (models.vocab_head), or None for the full
+    head: full fine-tuning trains the tied input embedding and keeps it, and FSDP shards the
+    head's weights, which the kept rows are selected from."""
+    if config.output_head != "kept" or config.method == "full" or config.fsdp:
+        return None
+    from specialist.models.vocab_head import kept_token_ids
+
+    features = [*train_features, *(eval_features or [])]
+    texts = [f"{p.title}\n{p.text}" for p in knowledge["context"].kb.passages] if knowledge else []
+    return kept_token_ids(tokenizer, (f["input_ids"] for f in features), texts)
 
 
 def _mix_general(config: TrainConfig, train_examples: list) -> tuple[list, dict[str, Any]]:
