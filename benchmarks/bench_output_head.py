@@ -108,24 +108,67 @@ def generation(model: str, kept: list[int], path_name: str, tokens: int, threads
     return rows
 
 
+def heldout_kept(model: str, adapter: Path, eval_path: Path, kept: list[int]) -> dict:
+    """Held-out loss of an adapter as the kept head reads it: each reference token's NLL under
+    the softmax over the kept tokens, for the reference tokens the set holds (the others, which
+    the kept head cannot write at all, are counted)."""
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.models.template import encode_example
+    from specialist.models.vocab_head import use_kept_head
+    from specialist.train.dataset import read_examples
+
+    source = resolve(model)
+    tokenizer = load_tokenizer(source)
+    base = AutoModelForCausalLM.from_pretrained(source.weights, dtype=torch.float32)
+    peft_model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    head = use_kept_head(peft_model, kept, vocab_logits=False)
+    total, covered, outside = 0.0, 0, 0
+    with torch.inference_mode():
+        for ex in read_examples(eval_path):
+            prompt, completion = encode_example(tokenizer, ex.messages, ex.completion)
+            ids = torch.tensor([prompt + completion])
+            logits = peft_model(input_ids=ids, logits_to_keep=len(completion) + 1, use_cache=False).logits[0, :-1]
+            targets = head.position[torch.tensor(completion)]
+            inside = targets >= 0
+            outside += int((~inside).sum())
+            covered += int(inside.sum())
+            total += float(F.cross_entropy(logits[inside].float(), targets[inside], reduction="sum"))
+    return {"heldout_loss_kept_vocab": round(total / covered, 4), "heldout_tokens_outside": outside}
+
+
 def training(model: str, examples: int | None, threads: int) -> list[dict]:
-    """bench_train_speed's specialist recipe with each head, then both adapters' held-out loss."""
+    """bench_train_speed's specialist recipe with each head, then both adapters' held-out loss:
+    over the full head (bench_train_speed.heldout, the common yardstick) and as the kept head
+    reads it (heldout_kept, for both adapters over the same kept set)."""
     sys.path.insert(0, str(HERE))
     import bench_train_speed as speed
+
+    from specialist.run_folder import read_kept_vocabulary
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data, eval_path = speed.dataset_paths(Path(tmp))
-        for head in ("full", "kept"):
+        kept: list[int] = []
+        for head in ("kept", "full"):
             adapter = Path(tmp) / f"adapter-{head}"
             got = speed.run_specialist(data, model, examples, threads, adapter_out=adapter,
                                        overrides={"output_head": head})
+            if head == "kept":
+                kept = read_kept_vocabulary(adapter)[0]  # run_specialist copies it beside the adapter
             got.update(speed.heldout(model, adapter, eval_path, None))
+            got.update(heldout_kept(model, adapter, eval_path, kept))
             rows.append({"part": "training", "head": head, "examples": got["examples"], "steps": got["steps"],
                          "threads": got["threads"], "tokens": got["tokens"], "train_seconds": got["train_seconds"],
                          "tokens_per_second": got["tokens_per_second"],
                          "tokens_per_cpu_second": got["tokens_per_cpu_second"],
-                         "train_loss": round(got["train_loss"], 4), "heldout_loss": got["heldout_loss"]})
+                         "train_loss": round(got["train_loss"], 4), "heldout_loss": got["heldout_loss"],
+                         "heldout_loss_kept_vocab": got["heldout_loss_kept_vocab"],
+                         "heldout_tokens_outside": got["heldout_tokens_outside"], "kept_tokens": len(kept)})
     return rows
 
 

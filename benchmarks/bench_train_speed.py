@@ -108,6 +108,8 @@ def run_specialist(data: Path, model: str, limit: int | None, threads: int | Non
         losses = [m["loss"] for m in read_metrics(RunFolder(run).metrics) if "loss" in m]
         if adapter_out is not None:
             shutil.copytree(RunFolder(run).adapter, adapter_out)
+            if RunFolder(run).vocabulary.exists():  # the kept head's tokens, for scoring it as it reads
+                shutil.copy(RunFolder(run).vocabulary, adapter_out / "vocabulary.json")
     tokenizer = load_tokenizer(resolve(model))
     features = tokenize_examples(tokenizer, examples, 256)
     seconds = float(info.train_seconds)

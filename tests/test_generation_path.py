@@ -32,7 +32,7 @@ def test_cpuinfo_flags_name_the_features():
     ("cpuinfo", "int8_kernels", "int8_default", "expected"),
     [
         (SAPPHIRE_RAPIDS, True, True, "bf16"),  # AMX: bf16 on the matrix units
-        (EPYC_ZEN4, True, False, "fp32"),  # avx512_bf16 without AMX: bf16 decodes slower than fp32
+        (EPYC_ZEN4, True, False, "fp32"),  # avx512_bf16 without AMX: bf16 failed eval parity on facts
         (EPYC_ZEN4, True, True, "int8"),  # int8 once its eval parity is measured
         (EPYC_ZEN4, False, True, "fp32"),  # no quantized engine in this torch
         (EPYC_ZEN2, True, True, "int8"),  # AVX2 only

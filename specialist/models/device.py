@@ -89,9 +89,9 @@ def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu
     """The generation path for a CPU with `features`: the one place this choice is made.
 
     Measured (benchmarks/README.md, "Generation path per CPU"): with AMX, bf16 runs on the
-    matrix units and is the fastest exact path. Without AMX, bf16 decoding is slower than fp32,
-    even on a CPU with AVX-512-BF16 (its matmuls are native there, the rest of the decode step
-    is not), so fp32 is the exact path. Int8 weights read a quarter of fp32's bytes per token
+    matrix units and is the fastest path. Without AMX fp32 is the reference path: on a CPU with
+    AVX-512-BF16 bf16 decodes 2.2x faster (unloaded) but its answers lost 6 points of fact
+    accuracy on the coffee specialist, beyond eval parity. Int8 weights read a quarter of fp32's bytes per token
     and are faster again, but torch's dynamic int8 Linear changes this model's answers beyond
     eval parity: it runs only on request (--dtype int8), unless `int8_default`."""
     if requested not in GENERATION_DTYPES:
@@ -111,8 +111,8 @@ def generation_path(features: frozenset[str] | set[str], device_type: str = "cpu
     if int8_default and int8_available and features & {"avx2", "avx512"}:
         return GenerationPath("int8", torch.float32, True, "no AMX: int8 weights, a quarter of fp32's bytes per token")
     if "avx512_bf16" in features:
-        return GenerationPath("fp32", torch.float32, False, "avx512_bf16 without AMX: bf16 decoding measured slower "
-                              "than fp32 here; int8 weights with --dtype int8")
+        return GenerationPath("fp32", torch.float32, False, "avx512_bf16 without AMX: bf16 decodes faster here but "
+                              "failed eval parity on facts; --dtype bf16 or int8 to choose speed")
     return GenerationPath("fp32", torch.float32, False, "no native bf16" + ("; int8 weights with --dtype int8"
                                                                             if int8_available and features else ""))
 
