@@ -127,7 +127,7 @@ def test_a_target_outside_the_kept_vocabulary_is_an_error_not_a_silent_skip(tiny
     labels = batch.pop("labels")
     model = _model(tiny_chat_model)
     use_kept_head(model, [0, 1, 2], vocab_logits=False)
-    with pytest.raises(ValueError, match="outside the kept vocabulary"):
+    with pytest.raises(SpecialistError, match="outside the run's kept vocabulary"):
         completion_loss_sum(model, batch, labels)
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from specialist.errors import SpecialistError
+
 SPELLING_LETTERS = 3
 REPLACEMENT = "\ufffd"  # what a piece holding part of a character's UTF-8 bytes decodes to
 
@@ -161,14 +163,18 @@ def use_kept_head(model: Any, kept: Iterable[int], vocab_logits: bool, frozen: b
 
 def kept_targets(model: Any, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Target token ids → positions in the kept logits (unchanged without a KeptHead in kept
-    mode). A target outside the kept set would have no logit: that is a bug in building the
-    set, not something to train around."""
+    mode). A target outside the kept set has no logit: the set is built from every example the
+    run trains and evaluates on, so only data changed under a resumed run can bring one, and
+    that is an error, not a token to skip."""
     head = kept_head(model)
     if head is None or head.vocab_logits or not head.active:
         return targets
     mapped = torch.where(targets == ignore_index, targets, head.position[targets.clamp(min=0)])
     if bool((mapped == -1).any()):
-        raise ValueError("a training target lies outside the kept vocabulary")
+        token = int(targets[mapped == -1][0])
+        raise SpecialistError(f"training token {token} lies outside the run's kept vocabulary (vocabulary.json): "
+                              "its data changed since the run started; resume with the data it started with, "
+                              "or start a new run")
     return mapped
 
 
