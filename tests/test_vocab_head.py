@@ -240,3 +240,15 @@ def test_a_damaged_vocabulary_json_is_a_located_error(tmp_path):
         with pytest.raises(SpecialistError, match=message) as err:
             read_kept_vocabulary(tmp_path)
         assert str(path) in str(err.value)
+
+
+def test_full_fine_tuning_and_fsdp_keep_the_full_head(tok, tmp_path):
+    """Full fine-tuning trains the tied embedding the head shares; FSDP shards the rows the kept
+    head selects from: both train over the whole vocabulary."""
+    from specialist.train.run import kept_vocabulary
+
+    features = tokenize_examples(tok, EXAMPLES, 256)
+    base = {"data": tmp_path / "d.jsonl", "model": "m", "out": tmp_path / "o"}
+    assert kept_vocabulary(load_train_config(overrides=base), tok, features, None, None)
+    for extra in ({"method": "full"}, {"fsdp": "full_shard"}, {"output_head": "full"}):
+        assert kept_vocabulary(load_train_config(overrides={**base, **extra}), tok, features, None, None) is None
