@@ -92,10 +92,11 @@ class TrainConfig(BaseModel):
         "auto", description="frozen base weights (and mixed precision on GPUs); auto = bf16 where fast")
     padding_free: bool = Field(True, description="concatenate a batch without padding (position_ids)")
     completion_only_head: bool = Field(True, description="LM head + loss only on completion tokens")
-    output_head: Literal["kept", "full"] = Field("kept", description=(
-        "kept: the output head projects only onto the tokens this specialist can need (its data, knowledge "
-        "base, their alphabet's short pieces, digits, punctuation), in training and generation; full: the "
-        "whole vocabulary. Adapter methods without FSDP only (full fine-tuning and FSDP keep the full head)"))
+    output_head: Literal["generation", "kept", "full"] = Field("generation", description=(
+        "a specialist-sized output head over the tokens this specialist can need (its data, knowledge base, "
+        "their alphabet's short pieces, digits, punctuation): generation = generation projects only onto them "
+        "(answers measured at eval parity); kept = training's loss too (1.76x faster training measured, answer "
+        "parity not yet shown); full = the whole vocabulary everywhere. Full fine-tuning keeps the full head"))
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     threads: int | None = Field(None, gt=0, description="torch threads; default: physical cores")

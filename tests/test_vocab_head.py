@@ -199,7 +199,7 @@ def test_a_run_trains_and_generates_with_its_kept_head_and_eval_s_base_uses_the_
     run = _train(tiny_chat_model, data_file, tmp_path / "run")
     kept, size = read_kept_vocabulary(run)
     summary = read_summary(run)
-    assert summary.output_head == {"tokens": len(kept), "vocabulary": size}
+    assert summary.output_head == {"tokens": len(kept), "vocabulary": size, "training": "full"}
     tok = load_tokenizer(str(run))
     assert size == len(tok) and len(kept) < size
     assert all(i in set(kept) for i in tok("Dostawa kosztuje 14,99 zł.", add_special_tokens=False)["input_ids"])
@@ -217,16 +217,21 @@ def test_a_run_trains_and_generates_with_its_kept_head_and_eval_s_base_uses_the_
     assert kept_head(load_model(str(full), dtype="float32").model) is None
 
 
+def _losses(run: Path) -> list[float]:
+    return [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+
+
 def test_losses_with_the_kept_head_track_the_full_head(tiny_chat_model, data_file, tmp_path):
-    """Same data, same seed: training over the kept vocabulary starts lower (fewer tokens to
-    spread probability over) and learns as the full head does."""
-    kept = [m["loss"] for m in map(json.loads, (_train(tiny_chat_model, data_file, tmp_path / "k", max_steps=8)
-                                                / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
-    full = [m["loss"] for m in map(json.loads, (_train(tiny_chat_model, data_file, tmp_path / "f", max_steps=8,
-                                                       output_head="full")
-                                                / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    """Same data, same seed: training over the kept vocabulary (output_head kept) starts lower
+    (fewer tokens to spread probability over) and learns as the full head does; the default
+    (kept head at generation only) trains exactly as the full head."""
+    kept = _losses(_train(tiny_chat_model, data_file, tmp_path / "k", max_steps=8, output_head="kept"))
+    full = _losses(_train(tiny_chat_model, data_file, tmp_path / "f", max_steps=8, output_head="full"))
+    default = _train(tiny_chat_model, data_file, tmp_path / "d", max_steps=8)
     assert kept[0] < full[0]
     assert kept[-1] < kept[0] and full[-1] < full[0]
+    assert _losses(default) == pytest.approx(full, abs=1e-6)
+    assert read_summary(default).output_head["training"] == "full"
 
 
 def test_a_damaged_vocabulary_json_is_a_located_error(tmp_path):
@@ -242,13 +247,19 @@ def test_a_damaged_vocabulary_json_is_a_located_error(tmp_path):
         assert str(path) in str(err.value)
 
 
-def test_full_fine_tuning_and_fsdp_keep_the_full_head(tok, tmp_path):
-    """Full fine-tuning trains the tied embedding the head shares; FSDP shards the rows the kept
-    head selects from: both train over the whole vocabulary."""
-    from specialist.train.run import kept_vocabulary
+def test_full_fine_tuning_keeps_the_full_head_and_fsdp_trains_over_it(tok, tmp_path):
+    """Full fine-tuning trains the tied embedding the head shares: no kept head at all. FSDP
+    shards the rows the kept head selects from: it trains over the whole vocabulary."""
+    from specialist.train.run import kept_vocabulary, trains_over_kept
 
     features = tokenize_examples(tok, EXAMPLES, 256)
     base = {"data": tmp_path / "d.jsonl", "model": "m", "out": tmp_path / "o"}
-    assert kept_vocabulary(load_train_config(overrides=base), tok, features, None, None)
-    for extra in ({"method": "full"}, {"fsdp": "full_shard"}, {"output_head": "full"}):
-        assert kept_vocabulary(load_train_config(overrides={**base, **extra}), tok, features, None, None) is None
+
+    def config(**extra):
+        return load_train_config(overrides={**base, **extra})
+
+    assert kept_vocabulary(config(), tok, features, None, None)
+    for extra in ({"method": "full"}, {"output_head": "full"}):
+        assert kept_vocabulary(config(**extra), tok, features, None, None) is None
+    assert trains_over_kept(config(output_head="kept"))
+    assert not trains_over_kept(config()) and not trains_over_kept(config(output_head="kept", fsdp="full_shard"))

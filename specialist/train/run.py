@@ -142,7 +142,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     saved = read_kept_vocabulary(run_dir) if resume else None  # a resumed run keeps the set it started with
     head_tokens = saved[0] if saved else kept_vocabulary(config, tokenizer, train_features, eval_features, knowledge)
     if head_tokens is not None:
-        summary.output_head = {"tokens": len(head_tokens), "vocabulary": len(tokenizer)}
+        summary.output_head = {"tokens": len(head_tokens), "vocabulary": len(tokenizer),
+                               "training": "kept" if trains_over_kept(config) else "full"}
     if is_main:
         if head_tokens is not None:
             write_kept_vocabulary(run_dir, head_tokens, len(tokenizer))
@@ -161,7 +162,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     trainer = None
     try:
         model = load_model_for_training(source.weights, plan, config)
-        if head_tokens is not None:
+        if head_tokens is not None and trains_over_kept(config):
             from specialist.models.vocab_head import use_kept_head
 
             use_kept_head(model, head_tokens, vocab_logits=False)
@@ -286,15 +287,20 @@ def training_set(config: TrainConfig) -> TrainingSet:
 def kept_vocabulary(config: TrainConfig, tokenizer: Any, train_features: list, eval_features: list | None,
                     knowledge: dict[str, Any] | None) -> list[int] | None:
     """The token ids of a specialist-sized output head (models.vocab_head), or None for the full
-    head: full fine-tuning trains the tied input embedding and keeps it, and FSDP shards the
-    head's weights, which the kept rows are selected from."""
-    if config.output_head != "kept" or config.method == "full" or config.fsdp:
+    head: full fine-tuning trains the tied input embedding the head shares, and keeps it."""
+    if config.output_head == "full" or config.method == "full":
         return None
     from specialist.models.vocab_head import kept_token_ids
 
     features = [*train_features, *(eval_features or [])]
     texts = [f"{p.title}\n{p.text}" for p in knowledge["context"].kb.passages] if knowledge else []
     return kept_token_ids(tokenizer, (f["input_ids"] for f in features), texts)
+
+
+def trains_over_kept(config: TrainConfig) -> bool:
+    """Whether the loss is computed over the kept vocabulary (output_head kept). FSDP shards the
+    head's weights, which the kept rows are selected from, so it trains over the whole one."""
+    return config.output_head == "kept" and config.method != "full" and not config.fsdp
 
 
 def _mix_general(config: TrainConfig, train_examples: list) -> tuple[list, dict[str, Any]]:
