@@ -17,9 +17,10 @@ The input embedding stays whole: a customer may type anything. `KeptHead` replac
 output head with one that projects onto the kept rows only. In training it returns the kept
 logits (the loss maps each target into them: `kept_targets`); in generation it returns logits
 over the whole vocabulary with -inf outside the kept set, so `generate`, the logits processors
-and the reported logprobs see ordinary token ids. Training and generation use the same set
-(the run folder's vocabulary.json), so the two agree. `whole_vocabulary` turns it off for a
-block: the base model's own answers in eval and the scoring of prompt tokens use the full head."""
+and the reported logprobs see ordinary token ids. A run's set is its vocabulary.json: generation
+always uses it, training does with `output_head: kept` (TrainConfig), so the two agree.
+`whole_vocabulary` turns it off for a block: the base model's own answers in eval, the scoring of
+prompt tokens and held-out losses use the full head."""
 
 from __future__ import annotations
 
