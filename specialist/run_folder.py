@@ -202,6 +202,16 @@ def is_run_dir(path: str | Path) -> bool:
     return path.is_dir() and RunFolder(path).summary.is_file()
 
 
+def _read_json(path: Path) -> Any:
+    """A run folder's JSON file; not JSON, or unreadable, is a located one-line error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecialistError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+
+
 def read_summary(run_dir: str | Path) -> RunSummary:
     """run.json of a run folder. A missing, corrupt or mistyped one is a SpecialistError of one
     located line (exit 2): `RUN/run.json:3:5: not valid JSON (...)`, `RUN/run.json: steps: ...`."""
@@ -209,12 +219,7 @@ def read_summary(run_dir: str | Path) -> RunSummary:
     if not path.is_file():
         raise SpecialistError(
             f"{path.parent}: not a run folder (no run.json); give the folder `specialist train` wrote")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpecialistError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+    doc = _read_json(path)
     if not isinstance(doc, dict):
         raise SpecialistError(f"{path}: expected a JSON object (the run summary), got {type(doc).__name__}")
     try:
@@ -257,12 +262,7 @@ def read_kept_vocabulary(run_dir: str | Path) -> tuple[list[int], int] | None:
     path = RunFolder(Path(run_dir)).vocabulary
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpecialistError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecialistError(f"{path}: unreadable ({exc})") from None
+    doc = _read_json(path)
     size = doc.get("vocabulary") if isinstance(doc, dict) else None
     kept = doc.get("kept") if isinstance(doc, dict) else None
     if not isinstance(size, int) or size <= 0:
