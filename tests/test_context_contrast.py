@@ -183,3 +183,37 @@ def test_a_bad_contrast_in_a_runs_snapshot_is_a_located_error(tmp_path):
         path.write_text(json.dumps(doc), encoding="utf-8")
         with pytest.raises(SpecialistError, match=r"knowledge\.json: retrieval\.context_contrast"):
             load_snapshot(run)
+
+
+def test_contrast_with_a_kept_head_equals_the_reference(lively_generator):
+    """A specialist-sized head (models.vocab_head) under context-aware decoding: the contrast
+    picks among kept tokens exactly as the step-by-step reference does."""
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.models.vocab_head import use_kept_head
+
+    g = lively_generator
+    convs = _conversations()[:2]
+    kept = sorted({*range(200), *(t for c in convs for t in g.prompt_ids(c)), *g.eos_ids})
+    use_kept_head(g.model, kept, vocab_logits=True, frozen=True)
+    settings = GenerationSettings(max_new_tokens=8, context_contrast=1.0)
+    for conv, answer in zip(convs, g.generate(convs, settings)):
+        expected = [t for t in _reference(g, conv, 1.0, 8) if t not in g.eos_ids]
+        assert answer.text == g.tokenizer.decode(expected)
+        assert all(t in set(kept) for t in expected)
+
+
+def test_contrast_runs_on_the_int8_path(lively_chat_model):
+    """int8 weights pack the output head (no row slicing): the contrast projects it whole."""
+    from specialist.inference.precision import int8_available, load_for_generation
+    from specialist.inference.sampling import GenerationSettings
+    from specialist.inference.torch_engine import TorchGenerator
+    from specialist.models.device import generation_path
+
+    if not int8_available():
+        pytest.skip("no quantized engine for int8 Linear here")
+    g = TorchGenerator(load_for_generation(str(lively_chat_model), generation_path(frozenset(), requested="int8")))
+    convs = _conversations()[:2]
+    plain = g.generate(convs, GenerationSettings(max_new_tokens=10))
+    contrasted = g.generate(convs, GenerationSettings(max_new_tokens=10, context_contrast=1.0))
+    assert all(a.text for a in contrasted)
+    assert [a.text for a in plain] != [a.text for a in contrasted]

@@ -117,8 +117,12 @@ class ContrastRows:
         # the cut is relative to each row's best token, so raw logits find the same candidates
         keep = cond >= cond.max(dim=-1, keepdim=True).values + math.log(self.plausible)
         cands = keep.any(dim=0).nonzero().squeeze(-1)
-        bias = self.head.bias[cands] if getattr(self.head, "bias", None) is not None else None
-        plain = torch.nn.functional.linear(hidden, self.head.weight[cands], bias).float()
+        weight = getattr(self.head, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            bias = self.head.bias[cands] if getattr(self.head, "bias", None) is not None else None
+            plain = torch.nn.functional.linear(hidden, weight[cands], bias).float()
+        else:  # int8 path: the head's weights are packed, so it projects whole and the candidates are picked
+            plain = self.head(hidden[:, None, :])[:, 0, cands].float()
         if self.softcap:
             plain = torch.tanh(plain / self.softcap) * self.softcap
         # normalised over the candidates instead of the vocabulary: a constant per row, as above
