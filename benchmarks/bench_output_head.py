@@ -172,23 +172,16 @@ def training(model: str, examples: int | None, threads: int) -> list[dict]:
     return rows
 
 
-def cpu() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return "unknown"
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "")
-    found = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f in flags]
-    return f"{model} ({', '.join(found) or 'no avx2'})"
-
-
 def run(model: str = "gemma-3-270m", tokens: int = 64, examples: int | None = 160, train: bool = True,
         threads: int | None = None) -> dict:
-    import torch
 
     from specialist.inference.precision import int8_available
-    from specialist.models.device import cpu_supports_bf16
+    from specialist.models.device import cpu_features, cpu_supports_bf16
     from specialist.train.dataset import read_examples
+
+    sys.path.insert(0, str(HERE))
+    import bench_train_speed as speed  # its machine(): the CPU model, cores, native bf16, torch, load
+
     from specialist.train.setup import default_threads
 
     threads = threads or default_threads()
@@ -216,8 +209,7 @@ def run(model: str = "gemma-3-270m", tokens: int = 64, examples: int | None = 16
         summary["heldout_loss_kept_head"] = trained["kept"]["heldout_loss"]
         summary["heldout_loss_change"] = round(trained["kept"]["heldout_loss"] / trained["full"]["heldout_loss"] - 1, 4)
     return {"model": model, "tokens_per_answer": tokens, "rows": rows, "summary": summary,
-            "machine": {"cpu": cpu(), "cores": os.cpu_count(), "threads": threads,
-                        "load_average": os.getloadavg()[0], "torch": torch.__version__}}
+            "machine": {**speed.machine(), "cpu_features": sorted(cpu_features()), "threads": threads}}
 
 
 def bench(quick: bool = False) -> dict:
