@@ -121,6 +121,38 @@ def test_loss_over_the_kept_vocabulary_equals_its_reference(tiny_chat_model, tok
             model.get_base_model().set_output_embeddings(head.head)
 
 
+def test_the_rest_logit_brings_back_the_full_vocabulary_loss(tiny_chat_model, tok, kept):
+    """With the sampled rest logit (training mode), drawing every token outside the set gives
+    exactly the full head's cross-entropy; drawing fewer estimates it (within a few percent
+    here), its gradient reaches the adapter; in eval mode the logits are the kept ones alone."""
+    from peft import LoraConfig, get_peft_model
+
+    kept = sorted(kept)
+    features = tokenize_examples(tok, EXAMPLES, 256)
+    torch.manual_seed(0)
+    model = get_peft_model(_model(tiny_chat_model), LoraConfig(r=4, target_modules="all-linear",
+                                                               init_lora_weights=False))
+    batch = make_collator(tok, True)(features)
+    labels = batch.pop("labels")
+    reference, n_ref, _ = completion_loss_sum(model, dict(batch), labels)
+    rest = len(tok) - len(kept)
+    head = use_kept_head(model, kept, vocab_logits=False, rest_samples=rest)
+    try:
+        model.train()
+        loss_sum, n, out = completion_loss_sum(model, dict(batch), labels)
+        assert out.logits.shape[-1] == len(kept) + 1 and n == n_ref
+        torch.testing.assert_close(loss_sum, reference, rtol=1e-5, atol=1e-4)
+        head.rest_samples = rest // 4
+        sampled = completion_loss_sum(model, dict(batch), labels)[0]
+        assert abs(sampled.item() / reference.item() - 1) < 0.05
+        sampled.backward()
+        assert all(p.grad is not None for name, p in model.named_parameters() if "lora_" in name)
+        model.eval()
+        assert completion_loss_sum(model, dict(batch), labels)[2].logits.shape[-1] == len(kept)
+    finally:
+        model.get_base_model().set_output_embeddings(head.head)
+
+
 def test_a_target_outside_the_kept_vocabulary_is_an_error_not_a_silent_skip(tiny_chat_model, tok):
     features = tokenize_examples(tok, EXAMPLES, 256)
     batch = make_collator(tok, True)(features)
@@ -222,14 +254,16 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_losses_with_the_kept_head_track_the_full_head(tiny_chat_model, data_file, tmp_path):
-    """Same data, same seed: training over the kept vocabulary (output_head kept) starts lower
-    (fewer tokens to spread probability over) and learns as the full head does; the default
-    (kept head at generation only) trains exactly as the full head."""
+    """Same data, same seed: training over the kept vocabulary (output_head kept) with its
+    sampled rest logit starts where the full head does (the rest's mass is counted: this tiny
+    vocabulary's rest is drawn whole) and learns as it does; the default (kept head at
+    generation only) trains exactly as the full head."""
     kept = _losses(_train(tiny_chat_model, data_file, tmp_path / "k", max_steps=8, output_head="kept"))
     full = _losses(_train(tiny_chat_model, data_file, tmp_path / "f", max_steps=8, output_head="full"))
     default = _train(tiny_chat_model, data_file, tmp_path / "d", max_steps=8)
-    assert kept[0] < full[0]
+    assert kept[0] == pytest.approx(full[0], rel=0.01)
     assert kept[-1] < kept[0] and full[-1] < full[0]
+    assert kept[-1] == pytest.approx(full[-1], rel=0.05)
     assert _losses(default) == pytest.approx(full, abs=1e-6)
     assert read_summary(default).output_head["training"] == "full"
 

@@ -163,9 +163,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, resume: bool = False,
     try:
         model = load_model_for_training(source.weights, plan, config)
         if head_tokens is not None and trains_over_kept(config):
-            from specialist.models.vocab_head import use_kept_head
+            from specialist.models.vocab_head import REST_SAMPLES, use_kept_head
 
-            use_kept_head(model, head_tokens, vocab_logits=False)
+            use_kept_head(model, head_tokens, vocab_logits=False, rest_samples=REST_SAMPLES)
         args = training_arguments(config, plan, run.checkpoints, has_eval=eval_features is not None)
         # a resumed run counts the time its kept steps took (the last record up to the checkpoint)
         before = [m.get("train_seconds", 0.0) for m in read_metrics(metrics_path)] if resume else []
