@@ -461,6 +461,38 @@ def test_chat_streams_pieces_and_reports_errors_in_one_line(client, tiny_chat_mo
     assert r.status_code == 422
 
 
+def test_chat_with_a_knowledge_run_retrieves_once_per_message_from_an_index_built_once(
+        client, runs, lively_chat_model, tmp_path, monkeypatch):
+    """A run trained with a knowledge base: the page gets the passages its prompt was given
+    (the shipping passage for a shipping question), retrieval runs once per message and the
+    run's retrieval index is built once for the run, not per message."""
+    from specialist.knowledge import runtime
+    from specialist.knowledge.passages import load_knowledge
+    from specialist.knowledge.snapshot import RetrievalSettings, save_snapshot
+    from tests.helpers import make_adapter_run
+
+    kb = tmp_path / "kb.md"
+    kb.write_text("# Dostawa\n\nWysyłka kurierem kosztuje 14,99 zł.\n\n# Zwroty\n\nZwrot w ciągu 30 dni.\n",
+                  encoding="utf-8")
+    run = make_adapter_run(lively_chat_model, runs / "kb-run")
+    save_snapshot(load_knowledge(kb), run, RetrievalSettings(top_k=1, min_share=0.0))
+    built, searched = [], []
+    real_init, real_retrieve = runtime.KnowledgeContext.__init__, runtime.KnowledgeContext.retrieve
+    monkeypatch.setattr(runtime.KnowledgeContext, "__init__",
+                        lambda self, *a, **k: (built.append(1), real_init(self, *a, **k))[1])
+    monkeypatch.setattr(runtime.KnowledgeContext, "retrieve",
+                        lambda self, q: (searched.append(q), real_retrieve(self, q))[1])
+    for prompt in ("Ile kosztuje wysyłka kurierem?", "A zwrot?"):
+        events = _events(client.post("/chat/stream", json={"model": "kb-run", "prompt": prompt,
+                                                            "max_new_tokens": 3}).text)
+        assert events[0][0] == "passages" and events[-1][0] == "done", events
+    assert events[0][1]["passages"][0]["id"] == "kb#zwroty"
+    assert len(built) == 1 and searched == ["Ile kosztuje wysyłka kurierem?", "A zwrot?"]
+    events = _events(client.post("/chat/stream", json={"model": "kb-run", "prompt": "hej", "max_new_tokens": 2,
+                                                        "knowledge": False}).text)
+    assert [k for k, _ in events if k == "passages"] == []
+
+
 def test_downloads_stay_inside_the_runs_folder(client, runs, tmp_path):
     (runs / "exports" / "r-gguf-f16").mkdir(parents=True)
     (runs / "exports" / "r-gguf-f16" / "r-f16.gguf").write_bytes(b"GGUF")

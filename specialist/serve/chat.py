@@ -50,9 +50,9 @@ class ChatSession:
     def messages_for(self, prompt: str) -> list[Message]:
         """The conversation to send: the system prompt, as much recent history as fits, the
         new prompt (with its retrieved context). Whole user/assistant pairs are dropped, oldest first."""
-        return self._prepare(prompt)[0]
+        return self.prepare(prompt)[0]
 
-    def _prepare(self, prompt: str) -> tuple[list[Message], list[Message], list[Hit]]:
+    def prepare(self, prompt: str) -> tuple[list[Message], list[Message], list[Hit]]:
         """(messages, the history kept, the retrieved hits); retrieval runs once per message."""
         hits = self.knowledge.retrieve(prompt) if self.knowledge is not None else []
         context = [h.passage for h in hits] if self.knowledge is not None else None
@@ -72,7 +72,7 @@ class ChatSession:
     def ask(self, prompt: str, on_piece: Callable[[str], None]) -> str:
         """Stream the answer to `prompt` through on_piece and remember the turn. An interrupted
         answer (Ctrl-C) is not remembered."""
-        messages, history, hits = self._prepare(prompt)
+        messages, history, hits = self.prepare(prompt)
         stream = self.generator.stream(messages, self.settings)
         pieces: list[str] = []
         try:

@@ -96,16 +96,14 @@ def _prepare(studio: Any, generator: Any, body: ChatRequest) -> tuple[list[dict[
     the run's knowledge base retrieved into this turn), its hits, and the generation settings
     its knowledge base asks for (grounded numbers, context-aware decoding), as chat's."""
     from specialist.inference.sampling import GenerationSettings
-    from specialist.knowledge.runtime import open_knowledge
     from specialist.serve.chat import ChatSession
 
-    knowledge = open_knowledge(None, studio.model_ref(body.model)) if body.knowledge else None
+    knowledge = studio.knowledge(body.model) if body.knowledge else None
     session = ChatSession(generator, (body.system or "").strip() or None, min(4096, generator.context_length),
                           GenerationSettings(max_new_tokens=body.max_new_tokens), knowledge=knowledge)
     session.history = [t.model_dump() for t in body.history]
-    messages = session.messages_for(body.prompt)
-    hits = knowledge.retrieve(body.prompt) if knowledge is not None else None
-    return messages, hits, session.settings
+    messages, _, hits = session.prepare(body.prompt)
+    return messages, hits if knowledge is not None else None, session.settings
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ class Studio:
     templates: Jinja2Templates = field(init=False)
     _models: OrderedDict = field(default_factory=OrderedDict)
     _models_lock: threading.Lock = field(default_factory=threading.Lock)
+    _knowledge: OrderedDict = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.runs_dir = Path(self.settings.runs).expanduser().resolve()
@@ -68,8 +69,7 @@ class Studio:
         from specialist.inference.engines import make_generator
 
         ref = self.model_ref(model)
-        summary = Path(ref) / "run.json"
-        key = (ref, summary.stat().st_mtime if summary.exists() else None)  # a retrained run loads anew
+        key = self._model_key(ref)
         with self._models_lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -79,6 +79,29 @@ class Studio:
             while len(self._models) > self.settings.max_loaded_models:
                 self._models.popitem(last=False)
             return gen
+
+    def knowledge(self, model: str) -> Any:
+        """The knowledge base a run was trained with (KnowledgeContext, its retrieval index built
+        once, not per message), or None; kept for as many models as generator keeps."""
+        from specialist.knowledge.runtime import open_knowledge
+
+        ref = self.model_ref(model)
+        key = self._model_key(ref)
+        with self._models_lock:
+            if key in self._knowledge:
+                self._knowledge.move_to_end(key)
+                return self._knowledge[key]
+        context = open_knowledge(None, ref)
+        with self._models_lock:
+            self._knowledge[key] = context
+            while len(self._knowledge) > self.settings.max_loaded_models:
+                self._knowledge.popitem(last=False)
+        return context
+
+    @staticmethod
+    def _model_key(ref: str) -> tuple[str, float | None]:
+        summary = Path(ref) / "run.json"
+        return ref, summary.stat().st_mtime if summary.exists() else None  # a retrained run loads anew
 
     def model_ref(self, model: str) -> str:
         """A run name stands for its folder; anything else is a model reference as the CLI takes it."""
