@@ -15,7 +15,8 @@ token. A coffee-shop specialist writes Polish, digits and punctuation. Its kept 
 
 The input embedding stays whole: a customer may type anything. `KeptHead` replaces the model's
 output head with one that projects onto the kept rows only. In training it returns the kept
-logits (the loss maps each target into them: `kept_targets`); in generation it returns logits
+logits (the loss maps each target into them: `kept_targets`; one more logit estimates
+the other tokens' share, so training still pushes them down); in generation it returns logits
 over the whole vocabulary with -inf outside the kept set, so `generate`, the logits processors
 and the reported logprobs see ordinary token ids. A run's set is its vocabulary.json: generation
 always uses it, training does with `output_head: kept` (TrainConfig), so the two agree.
@@ -89,7 +90,8 @@ class KeptHead(torch.nn.Module):
     """The output head over the kept token ids only. `head` is the model's own output head (its
     weights, tied to the input embedding or not, stay where they are: training gradients reach
     them through the selected rows). `vocab_logits`: return logits over the whole vocabulary
-    (-inf outside the kept set) instead of the kept logits."""
+    (-inf outside the kept set) instead of the kept logits. `rest_samples` > 0: in training mode
+    the kept logits get one more column, the sampled estimate of the rest's mass (REST_SAMPLES)."""
 
     def __init__(self, head: torch.nn.Module, kept: Iterable[int], vocab_size: int, vocab_logits: bool,
                  rest_samples: int = 0) -> None:
@@ -146,7 +148,6 @@ class KeptHead(torch.nn.Module):
             return logits
         out = logits.new_full((*logits.shape[:-1], self.vocab_size), float("-inf"))
         return out.index_copy_(-1, self.kept, logits)
-
 
     def _rest_logit(self, hidden: torch.Tensor) -> torch.Tensor:
         """log of the estimated sum of exp(logit) over the tokens outside the kept set: an extra
