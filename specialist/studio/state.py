@@ -64,44 +64,33 @@ class Studio:
 
     # ------------------------------------------------------------ chat models
     def generator(self, model: str) -> Any:
-        """The loaded Generator for a model reference (a run name, a path, a known model);
-        the least recently used one is dropped beyond max_loaded_models."""
+        """The loaded Generator for a model reference (a run name, a path, a known model)."""
         from specialist.inference.engines import make_generator
 
-        ref = self.model_ref(model)
-        key = self._model_key(ref)
-        with self._models_lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            gen = make_generator(ref, "torch", max_batch=1)
-            self._models[key] = gen
-            while len(self._models) > self.settings.max_loaded_models:
-                self._models.popitem(last=False)
-            return gen
+        return self._loaded(self._models, model, lambda ref: make_generator(ref, "torch", max_batch=1))
 
     def knowledge(self, model: str) -> Any:
-        """The knowledge base a run was trained with (KnowledgeContext, its retrieval index built
-        once, not per message), or None; kept for as many models as generator keeps."""
+        """The knowledge base a run was trained with (KnowledgeContext: its retrieval index built
+        once, not per message), or None."""
         from specialist.knowledge.runtime import open_knowledge
 
-        ref = self.model_ref(model)
-        key = self._model_key(ref)
-        with self._models_lock:
-            if key in self._knowledge:
-                self._knowledge.move_to_end(key)
-                return self._knowledge[key]
-        context = open_knowledge(None, ref)
-        with self._models_lock:
-            self._knowledge[key] = context
-            while len(self._knowledge) > self.settings.max_loaded_models:
-                self._knowledge.popitem(last=False)
-        return context
+        return self._loaded(self._knowledge, model, lambda ref: open_knowledge(None, ref))
 
-    @staticmethod
-    def _model_key(ref: str) -> tuple[str, float | None]:
+    def _loaded(self, store: OrderedDict, model: str, load: Any) -> Any:
+        """`store`'s entry for a model, made by `load(ref)` once (under the lock: two requests
+        never load the same model twice); the least recently used one is dropped beyond
+        max_loaded_models, and a retrained run (newer run.json) loads anew."""
+        ref = self.model_ref(model)
         summary = Path(ref) / "run.json"
-        return ref, summary.stat().st_mtime if summary.exists() else None  # a retrained run loads anew
+        key = (ref, summary.stat().st_mtime if summary.exists() else None)
+        with self._models_lock:
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
+            store[key] = value = load(ref)
+            while len(store) > self.settings.max_loaded_models:
+                store.popitem(last=False)
+            return value
 
     def model_ref(self, model: str) -> str:
         """A run name stands for its folder; anything else is a model reference as the CLI takes it."""
