@@ -174,15 +174,13 @@ def training(model: str, examples: int | None, threads: int) -> list[dict]:
 
 def run(model: str = "gemma-3-270m", tokens: int = 64, examples: int | None = 160, train: bool = True,
         threads: int | None = None) -> dict:
-
     from specialist.inference.precision import int8_available
     from specialist.models.device import cpu_features, cpu_supports_bf16
     from specialist.train.dataset import read_examples
+    from specialist.train.setup import default_threads
 
     sys.path.insert(0, str(HERE))
     import bench_train_speed as speed  # its machine(): the CPU model, cores, native bf16, torch, load
-
-    from specialist.train.setup import default_threads
 
     threads = threads or default_threads()
     kept, vocab, tokenizer = coffee_kept(model)

@@ -104,8 +104,10 @@ class KeptHead(torch.nn.Module):
         position[kept_ids] = torch.arange(kept_ids.numel())
         self.register_buffer("kept", kept_ids, persistent=False)
         self.register_buffer("position", position, persistent=False)
-        self.register_buffer("rest", (position == -1).nonzero().squeeze(-1), persistent=False)
-        self.rest_samples = min(rest_samples, int(self.rest.numel()))
+        self.rest_samples = min(rest_samples, vocab_size - kept_ids.numel())
+        # the ids outside the set, to draw from; only a training head with the rest logit needs them
+        rest = (position == -1).nonzero().squeeze(-1) if self.rest_samples > 0 else position[:0]
+        self.register_buffer("rest", rest, persistent=False)
         self.vocab_size = vocab_size
         self.vocab_logits = vocab_logits
         self.active = True
@@ -136,12 +138,7 @@ class KeptHead(torch.nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return self.head(hidden)
-        if self.rows is not None:
-            logits = self.rows(hidden)
-        else:
-            bias = self.bias
-            logits = F.linear(hidden, self.head.weight.index_select(0, self.kept),
-                              None if bias is None else bias.index_select(0, self.kept))
+        logits = self.rows(hidden) if self.rows is not None else self._project(hidden, self.kept)
         if not self.vocab_logits:
             if self.training and self.rest_samples > 0:
                 logits = torch.cat([logits, self._rest_logit(hidden).to(logits.dtype)], dim=-1)
@@ -149,14 +146,18 @@ class KeptHead(torch.nn.Module):
         out = logits.new_full((*logits.shape[:-1], self.vocab_size), float("-inf"))
         return out.index_copy_(-1, self.kept, logits)
 
+    def _project(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The head's logits for the token ids `ids` only (their rows, read from the whole head)."""
+        bias = self.bias
+        return F.linear(hidden, self.head.weight.index_select(0, ids),
+                        None if bias is None else bias.index_select(0, ids))
+
     def _rest_logit(self, hidden: torch.Tensor) -> torch.Tensor:
         """log of the estimated sum of exp(logit) over the tokens outside the kept set: an extra
         column no target points at, so the cross-entropy's normaliser counts the rest's mass."""
         n = self.rest.numel()
         drawn = self.rest[torch.randperm(n, device=self.rest.device)[:self.rest_samples]]
-        bias = self.bias
-        sampled = F.linear(hidden, self.head.weight.index_select(0, drawn),
-                           None if bias is None else bias.index_select(0, drawn))
+        sampled = self._project(hidden, drawn)
         return torch.logsumexp(sampled.float(), dim=-1, keepdim=True) + math.log(n / self.rest_samples)
 
 
