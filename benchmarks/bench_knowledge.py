@@ -17,6 +17,11 @@ fine-tuned specialist's; retrieval recall@3 ≥ 90%.
 
     python benchmarks/bench_knowledge.py [--run RUN --baseline RUN] [--style-prompts 24] [--json]
     specialist bench knowledge [--quick]     # --quick: retrieval only
+    python benchmarks/bench_knowledge.py --by-practice REPORT.json …   # fact accuracy by practice
+
+--by-practice reads eval reports (report.json of `specialist eval … --data facts.jsonl`) and
+splits fine-tuned+knowledge's fact accuracy by how many training answers state the question's
+facts (all its regexes): what the data check's W122 warns about.
 
 Without --run/--baseline both runs are trained first (default settings: 3 epochs; about an
 hour for the knowledge run on a 2-core CPU) into runs/bench-knowledge-*, and reused when they
@@ -166,6 +171,34 @@ def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COF
     return {"rows": rows, "summary": summary}
 
 
+PRACTICE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, None))
+
+
+def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
+                facts: Path = COFFEE / "facts.jsonl") -> list[dict[str, Any]]:
+    """Fact accuracy of fine-tuned+knowledge over the given eval reports, per bucket of training
+    answers that state the question's facts."""
+    answers = [r["completion"] for r in _jsonl(train)]
+    stated = {}
+    for q in _jsonl(facts):
+        if q.get("answerable", True) and q.get("facts"):
+            patterns = [re.compile(x, re.IGNORECASE) for x in q["facts"]]
+            stated[q["prompt"]] = sum(all(p.search(a) for p in patterns) for a in answers)
+    right: dict[tuple, list[bool]] = {b: [] for b in PRACTICE_BUCKETS}
+    for path in reports:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        (ftk,) = [c for c in doc["contenders"] if c["name"] == "fine-tuned+knowledge"]
+        for a in ftk["answers"]:
+            if a["prompt"] in stated and a.get("fact_ok") is not None:
+                n = stated[a["prompt"]]
+                bucket = next(b for b in PRACTICE_BUCKETS if n >= b[0] and (b[1] is None or n <= b[1]))
+                right[bucket].append(bool(a["fact_ok"]))
+    return [{"training answers stating the facts": f"{lo}" if lo == hi else f"{lo}–{hi or ''}",
+             "questions": len(v) // max(len(reports), 1), "answers": len(v),
+             "fact accuracy": round(sum(v) / len(v), 3) if v else None}
+            for (lo, hi), v in right.items()]
+
+
 def goals_met(summary: dict[str, Any]) -> bool:
     return (summary["recall_at_3"] >= GOALS["recall_at_3"]
             and (summary.get("fact_accuracy") is None or (
@@ -215,8 +248,18 @@ def main() -> None:
     parser.add_argument("--contenders", help="contenders of the knowledge run's eval, comma-separated (default: all)")
     parser.add_argument("--contrast", help="also the knowledge run at these strengths of context-aware decoding, "
                                            "comma-separated (e.g. 0,1,2)")
+    parser.add_argument("--by-practice", nargs="+", type=Path, metavar="REPORT",
+                        help="only: fact accuracy in these eval reports by training answers stating the facts")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.by_practice:
+        rows = by_practice(args.by_practice)
+        if args.json:
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            for row in rows:
+                print("  ".join(f"{k}: {v}" for k, v in row.items()))
+        return
     only = tuple(n.strip() for n in args.contenders.split(",")) if args.contenders else None
     alphas = [float(a) for a in args.contrast.split(",")] if args.contrast else None
     doc = bench(args.quick, args.run, args.baseline, args.style_prompts, only, alphas)

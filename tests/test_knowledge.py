@@ -304,6 +304,36 @@ def test_data_check_flags_contradicted_and_unsupported_facts(shop, tmp_path):
     assert (doc["records_checked"], doc["contradicted_records"], doc["unsupported_records"]) == (6, 1, 1)
 
 
+def test_data_check_lists_knowledge_figures_few_answers_state(shop, tmp_path):
+    """W122: a figure counts as practised once PRACTICE_MIN answers state it (with the passage
+    retrieved for them); a range counts by its less stated end."""
+    from specialist.knowledge.check import PRACTICE_MIN
+
+    assert PRACTICE_MIN == 3
+    more = [{"prompt": "Czy wysyłka bywa darmowa?", "completion": "Tak, powyżej 150 zł, a poniżej kosztuje 14,99 zł."},
+            {"prompt": "Ile trwa dostawa?", "completion": "Kurier doręcza w 1-2 dni robocze od nadania."},
+            {"prompt": "A jak szybko kurier?", "completion": "Kurier jedzie 1-2 dni robocze, także do paczkomatu."},
+            {"prompt": "Ile dni jedzie paczka?", "completion": "Paczka jedzie 2 dni robocze od nadania."}]
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS + more)
+    report = run_check(data, CheckSettings(knowledge=shop))
+    (warning,) = [w for w in report.warnings if w.code == "W122"]
+    found = {(u["passage"], u["figure"]): u["answers"] for u in warning.details["unpractised"]}
+    assert found == {("dostawa#czas-dostawy", "1-2 dni"): 2, ("zwroty#zwrot-towaru", "14 dni"): 1,
+                     ("kawy#espresso", "18 g"): 0, ("kawy#espresso", "25-30 sekund"): 0,
+                     ("kawy#espresso", "93°C"): 0}
+    assert warning.details["figures"] == 7 and warning.lines == []
+    assert warning.message.startswith("5 of 7 figures in 3 passages are stated by fewer than 3 answers")
+    assert f"kawy#espresso ({shop / 'kawy.md'}:7): 18 g ×0, 25-30 sekund ×0, 93°C ×0" in warning.message
+    doc = report.to_json()["knowledge"]
+    assert (doc["figures"], doc["unpractised_figures"], doc["practice_min"]) == (7, 5, 3)
+    # two more answers for each make every figure practised: no warning
+    enough = [{"prompt": f"Pytanie {i}?", "completion": c} for i, c in enumerate(
+        ["Kurier doręcza w 1-2 dni robocze.", "Na zwrot masz 14 dni od odebrania paczki."] * 2
+        + ["Na espresso dajemy 18 g kawy, parzymy 25-30 sekund w 93°C."] * 3)]
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS + more + enough)
+    assert "W122" not in {w.code for w in run_check(data, CheckSettings(knowledge=shop)).warnings}
+
+
 def test_data_check_cli_with_knowledge_or_a_run_folder_and_without(shop, tmp_path, run_cli):
     data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
     plain = json.loads(run_cli("data", "check", str(data), "--json").stdout)

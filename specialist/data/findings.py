@@ -89,7 +89,7 @@ _TABLE = [
          "Add examples for rare labels (or down-sample common ones) so the model does not default to the majority."),
     Code("W115", "warning", "too-few-examples", "Too few examples to fine-tune well",
          "Collect more: hundreds of examples at least, better thousands."),
-    # ---- against a knowledge base: `data check --knowledge K` (W116, W117), `knowledge check K` (W118–W121)
+    # ---- against a knowledge base: `data check --knowledge K` (W116, W117, W122), `knowledge check K` (W118–W121)
     Code("W116", "warning", "knowledge-contradiction",
          "An answer states a number (price, duration, percent, weight…) that a retrieved passage contradicts",
          "Correct the answer to what the knowledge base says (or the passage, if it is out of date): "
@@ -105,6 +105,10 @@ _TABLE = [
          "Split it at a heading or paragraph: long passages blur retrieval and take up the prompt."),
     Code("W121", "warning", "passage-too-short", "A passage shorter than 5 words",
          "Merge it into its neighbour or add the subject it is about: on its own it answers nothing."),
+    Code("W122", "warning", "unpractised-knowledge",
+         "Figures of the knowledge base (prices, times, doses…) that fewer than 3 training answers state",
+         "Add examples whose answers state them, asked in different ways: a specialist reads a figure from its "
+         "context far more reliably when its training answers practised that one (benchmarks/README.md)."),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _TABLE}
@@ -166,7 +170,7 @@ def render_markdown() -> str:
         "",
         "A knowledge base gets the same treatment: `specialist knowledge check K` reports bad knowledge",
         "files with the error codes below (located file:line, exit 1) and W118–W121 on its passages;",
-        "`specialist data check DATA --knowledge K` adds W116 and W117, the answers' facts against it.",
+        "`specialist data check DATA --knowledge K` adds W116, W117 and W122, the answers' facts against it.",
         "",
         "This page is generated from `specialist/data/findings.py`",
         "(`python -m specialist.data.findings > docs/data-checks.md`).",

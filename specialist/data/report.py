@@ -47,7 +47,8 @@ def print_report(report: CheckReport, console: Console) -> None:
 
 def _knowledge_line(k: dict[str, Any]) -> str:
     return (f"{k['passages']} passages; {k['contradicted_records']} record(s) state a number it contradicts (W116), "
-            f"{k['unsupported_records']} state facts it does not hold (W117)")
+            f"{k['unsupported_records']} state facts it does not hold (W117); {k['unpractised_figures']} of its "
+            f"{k['figures']} figures are stated by fewer than {k['practice_min']} answers (W122)")
 
 
 def _print_stats(stats: dict[str, Any], console: Console) -> None:

@@ -4,7 +4,8 @@
   (E0xx, exit 1) and warnings: duplicate passages (W118), passages about the same subject that
   state different numbers (W119), passages too long (W120) or too short (W121) to retrieve well.
 - `specialist data check DATA --knowledge K`: answers that state a number the knowledge base
-  contradicts (W116) or a number or name it does not hold at all (W117).
+  contradicts (W116) or a number or name it does not hold at all (W117), and the knowledge
+  base's figures that few answers practise stating (W122).
 
 The codes live in the one findings table (specialist/data/findings.py)."""
 
@@ -32,6 +33,7 @@ MAX_PASSAGE_WORDS = MAX_WORDS  # longer passages crowd the prompt and blur retri
 MIN_PASSAGE_WORDS = 5  # shorter ones rarely answer anything on their own
 SAME_SUBJECT = 0.5  # share of the shorter passage's terms the other one has: "about the same thing"
 CHECK_TOP_K = 3  # passages retrieved per record when looking for a contradiction
+PRACTICE_MIN = 3  # answers that state a passage's figure before it counts as practised (W122)
 MAX_LISTED = 12
 
 _SENTENCE = re.compile(r"(?<=[.!?…;])\s+|\n+")
@@ -313,6 +315,8 @@ class KnowledgeFindings:
     warnings: list[DataWarning]
     contradicted: dict[int, list[dict[str, Any]]]  # record line → contradicted facts
     unsupported: dict[int, list[dict[str, str]]]  # record line → facts found nowhere
+    figures: int = 0  # figures (numbers with a unit) in the knowledge base's passages
+    unpractised: list[dict[str, Any]] = field(default_factory=list)  # W122: those fewer than PRACTICE_MIN answers state
 
 
 def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
@@ -358,7 +362,49 @@ def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
         warnings.append(DataWarning("W117", lines, f"{len(lines)} record(s) state facts the knowledge base does not "
                                     f"hold (line: facts): {shown}{more}", file=file,
                                     details={"facts": {str(line): unsupported[line] for line in lines}}))
-    return KnowledgeFindings(warnings, contradicted, unsupported)
+    figures, unpractised = practice(examples, context, top_k)
+    if unpractised:
+        by_passage: dict[str, list[dict[str, Any]]] = {}
+        for u in unpractised:
+            by_passage.setdefault(f"{u['passage']} ({u['location']})", []).append(u)
+        shown = "; ".join(where + ": " + ", ".join(f"{u['figure']} ×{u['answers']}" for u in found)
+                          for where, found in list(by_passage.items())[:MAX_LISTED])
+        more = f" … (+{len(by_passage) - MAX_LISTED} passages)" if len(by_passage) > MAX_LISTED else ""
+        warnings.append(DataWarning("W122", [], f"{len(unpractised)} of {figures} figures in {len(by_passage)} "
+                                    f"passages are stated by fewer than {PRACTICE_MIN} answers (passage: figure "
+                                    f"×answers): {shown}{more}", file=file,
+                                    details={"figures": figures, "unpractised": unpractised}))
+    return KnowledgeFindings(warnings, contradicted, unsupported, figures, unpractised)
+
+
+def practice(examples: Sequence[Example], context: KnowledgeContext,
+             top_k: int = CHECK_TOP_K) -> tuple[int, list[dict[str, Any]]]:
+    """How many answers state each figure (a number with a unit) of each passage. An answer
+    practises a passage's figure when it states that value in that unit and the passage is among
+    those retrieved for its question and answer, so "15 g" in an AeroPress answer does not count
+    for the drip recipe. Returns the number of figures and those stated fewer than PRACTICE_MIN
+    times, in the knowledge base's order."""
+    stated: dict[tuple[str, str, str], int] = {}
+    for e in examples:
+        own = {(f.value, f.unit) for f in numbers(e.completion) if f.unit}
+        if not own:
+            continue
+        for hit in context.retriever.search(f"{e.prompt}\n{e.completion}", top_k):
+            for f in numbers(passage_text(hit.passage)):
+                if (f.value, f.unit) in own:
+                    key = (hit.passage.id, f.value, f.unit)
+                    stated[key] = stated.get(key, 0) + 1
+    figures, unpractised = 0, []
+    for p in context.kb.passages:
+        counts: dict[str, int] = {}  # figure as written → answers that state it (a range: its less stated end)
+        for f, written, _, _ in _quantities(passage_text(p)):
+            if f.unit:
+                n = stated.get((p.id, f.value, f.unit), 0)
+                counts[written] = min(counts.get(written, n), n)
+        figures += len(counts)
+        unpractised += [{"passage": p.id, "location": p.location, "figure": written, "answers": n}
+                        for written, n in counts.items() if n < PRACTICE_MIN]
+    return figures, unpractised
 
 
 def _contradiction(completion: str, fact: Fact, hits: Iterable[Any], analyzer: Analyzer) -> dict[str, Any] | None:
@@ -385,4 +431,5 @@ def _as_written(text: str, fact: Fact) -> str:
 def knowledge_summary(context: KnowledgeContext, findings: KnowledgeFindings, records: int) -> dict[str, Any]:
     """The "knowledge" section of the data check's JSON report."""
     return {**context.describe(), "records_checked": records, "contradicted_records": len(findings.contradicted),
-            "unsupported_records": len(findings.unsupported)}
+            "unsupported_records": len(findings.unsupported), "figures": findings.figures,
+            "unpractised_figures": len(findings.unpractised), "practice_min": PRACTICE_MIN}
