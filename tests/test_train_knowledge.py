@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,20 @@ def test_a_tiny_run_with_a_knowledge_base_keeps_its_snapshot(tiny_chat_model, tm
     assert summary["examples"] == len(ROWS) and summary["training_examples"] == len(ROWS) + 2
     assert summary["knowledge"]["augment"]["abstentions"] == 2
     assert Path(snap["source"]) == (tmp_path / "kb.md").resolve()
+
+
+def test_dry_run_shows_the_example_with_its_passages_and_the_kept_head(tiny_chat_model, tmp_path, run_cli):
+    (tmp_path / "kb.md").write_text(KNOWLEDGE, encoding="utf-8")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    proc = run_cli("train", "--data", str(data), "--model", str(tiny_chat_model), "--out", str(tmp_path / "run"),
+                   "--knowledge", str(tmp_path / "kb.md"), "--set", "abstain_share=0.4", "--dry-run")
+    assert proc.exit_code == 0, proc.stderr
+    out = proc.stdout
+    masked = next(line for line in out.splitlines() if line.startswith("masked"))
+    # the first example as training sees it: its retrieved passage in the prompt
+    assert "".join(masked.split("|")).count("14,99") == 1 and CONTEXT_HEADER.strip() in "".join(masked.split("|"))
+    assert "training_examples: 7" in out and "example 1 of 7" in out  # 5 records + 2 abstention examples
+    head = next(line for line in out.splitlines() if line.startswith("kept_vocabulary:"))
+    assert re.fullmatch(r"kept_vocabulary: [\d,]+ of [\d,]+ tokens; training loss over the full vocabulary", head)
+    assert not (tmp_path / "run").exists()

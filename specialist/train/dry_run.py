@@ -1,5 +1,7 @@
 """`specialist train --dry-run`: the resolved settings and one example exactly as training sees
-it — rendered through the template, tokenized, each token marked trained or masked."""
+it (with its retrieved passages when the run has a knowledge base) — rendered through the
+template, tokenized, each token marked trained or masked — and the size of the output head the
+run will keep."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 from specialist.config import TrainConfig
 from specialist.data.example import Example
-from specialist.train.dataset import IGNORE_INDEX, read_examples, tokenize_example
+from specialist.train.dataset import IGNORE_INDEX, tokenize_example, tokenize_examples
 
 
 @dataclass
@@ -40,21 +42,31 @@ def mark_tokens(tokenizer: Any, features: dict[str, list[int]]) -> list[MarkedTo
 
 
 def dry_run(config: TrainConfig, index: int = 0) -> DryRun:
-    """Everything short of loading the weights: settings, device plan, tokenized example."""
+    """Everything short of loading the weights: settings, device plan, the training set as the
+    Trainer will see it, one tokenized example, the kept output head."""
     from specialist.models.device import pick_device
     from specialist.models.resolve import load_tokenizer, resolve
+    from specialist.train.run import kept_vocabulary, training_set, trains_over_kept
     from specialist.train.setup import plan_model
 
     device = pick_device(config.device)
     plan = plan_model(config, device)
     tokenizer = load_tokenizer(resolve(config.model))
-    examples = read_examples(config.data, config.system_prompt)
-    example = examples[min(index, len(examples) - 1)]
+    examples = training_set(config)
+    example = examples.train[min(index, len(examples.train) - 1)]
     features = tokenize_example(tokenizer, example, config.max_length)
     info = {"device": device.type, "base_dtype": str(plan.precision.load_dtype).replace("torch.", ""),
             "mixed_precision": plan.precision.mixed, "attention": plan.load_kwargs.get("attn_implementation"),
             "run_dir": str(config.run_dir())}
-    return DryRun(config, len(examples), example, mark_tokens(tokenizer, features), info)
+    if examples.knowledge is not None or examples.general_mix is not None:
+        info["training_examples"] = len(examples.train)  # with abstention and general examples
+    head = kept_vocabulary(config, tokenizer, tokenize_examples(tokenizer, examples.train, config.max_length),
+                           tokenize_examples(tokenizer, examples.eval, config.max_length) if examples.eval else None,
+                           examples.knowledge)
+    info["kept_vocabulary"] = ("none: the full output head" if head is None else
+                               f"{len(head):,} of {len(tokenizer):,} tokens; training loss over "
+                               f"{'them' if trains_over_kept(config) else 'the full vocabulary'}")
+    return DryRun(config, len(examples.train), example, mark_tokens(tokenizer, features), info)
 
 
 def render_dry_run(result: DryRun) -> str:
