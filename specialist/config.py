@@ -96,7 +96,8 @@ class TrainConfig(BaseModel):
         "a specialist-sized output head over the tokens this specialist can need (its data, knowledge base, "
         "their alphabet's short pieces, digits, punctuation): generation = generation projects only onto them "
         "(answers measured at eval parity); kept = training's loss too, the rest of the vocabulary counted "
-        "by a sampled logit (1.78x faster training, held-out loss +0.5%, answer parity not yet shown); "
+        "by a sampled logit (1.78x faster training on short prompts, 1.07x with a knowledge base; held-out loss "
+        "+0.5%; a coffee run with it answered 2 fact questions fewer than the full head's); "
         "full = the whole vocabulary everywhere. Full fine-tuning keeps the full head"))
     gradient_checkpointing: bool = False
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
