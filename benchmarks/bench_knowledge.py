@@ -19,9 +19,10 @@ fine-tuned specialist's; retrieval recall@3 ≥ 90%.
     specialist bench knowledge [--quick]     # --quick: retrieval only
     python benchmarks/bench_knowledge.py --by-practice REPORT.json …   # fact accuracy by practice
 
---by-practice reads eval reports (report.json of `specialist eval … --data facts.jsonl`) and
-splits fine-tuned+knowledge's fact accuracy by how many training answers state the question's
-facts (all its regexes): what the data check's W122 warns about.
+--by-practice reads eval reports (report.json of `specialist eval … --data facts.jsonl` with the
+fine-tuned+knowledge contender) and splits its fact accuracy by how many answers of
+examples/coffee/train.jsonl match all of a question's fact regexes: a proxy, with no retrieval,
+for what the data check's W122 counts (figures by value, unit and retrieved passage).
 
 Without --run/--baseline both runs are trained first (default settings: 3 epochs; about an
 hour for the knowledge run on a 2-core CPU) into runs/bench-knowledge-*, and reused when they
@@ -186,13 +187,20 @@ def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
             stated[q["prompt"]] = sum(all(p.search(a) for p in patterns) for a in answers)
     right: dict[tuple, list[bool]] = {b: [] for b in PRACTICE_BUCKETS}
     for path in reports:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        (ftk,) = [c for c in doc["contenders"] if c["name"] == "fine-tuned+knowledge"]
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"{path}: not an eval report ({exc})") from None
+        ftk = next((c for c in doc.get("contenders", []) if c["name"] == "fine-tuned+knowledge"), None)
+        if ftk is None:
+            raise SystemExit(f"{path}: no fine-tuned+knowledge contender in this eval report")
         for a in ftk["answers"]:
             if a["prompt"] in stated and a.get("fact_ok") is not None:
                 n = stated[a["prompt"]]
                 bucket = next(b for b in PRACTICE_BUCKETS if n >= b[0] and (b[1] is None or n <= b[1]))
                 right[bucket].append(bool(a["fact_ok"]))
+    if not any(right.values()):
+        raise SystemExit(f"no answer in these reports is to a question of {facts}")
     return [{"training answers stating the facts": f"{lo}" if lo == hi else f"{lo}–{hi or ''}",
              "questions": len(v) // max(len(reports), 1), "answers": len(v),
              "fact accuracy": round(sum(v) / len(v), 3) if v else None}

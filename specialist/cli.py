@@ -444,7 +444,9 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<data>-<method>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show settings and one tokenized example, then exit."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Show settings, the training set's size and kept vocabulary, and one example as "
+                                      "training sees it (tokenized, with its passages), then exit."),
 ) -> None:
     """Fine-tune a base model on a dataset; writes a run folder (adapter, metrics, loss curve)."""
     _quiet_libraries()

@@ -322,7 +322,7 @@ def test_data_check_lists_knowledge_figures_few_answers_state(shop, tmp_path):
                      ("kawy#espresso", "18 g"): 0, ("kawy#espresso", "25-30 sekund"): 0,
                      ("kawy#espresso", "93°C"): 0}
     assert warning.details["figures"] == 7 and warning.lines == []
-    assert warning.message.startswith("5 of 7 figures in 3 passages are stated by fewer than 3 answers")
+    assert warning.message.startswith("5 of 7 figures (3 passages) are stated by fewer than 3 answers")
     assert f"kawy#espresso ({shop / 'kawy.md'}:7): 18 g ×0, 25-30 sekund ×0, 93°C ×0" in warning.message
     doc = report.to_json()["knowledge"]
     assert (doc["figures"], doc["unpractised_figures"], doc["practice_min"]) == (7, 5, 3)
@@ -331,6 +331,25 @@ def test_data_check_lists_knowledge_figures_few_answers_state(shop, tmp_path):
         ["Kurier doręcza w 1-2 dni robocze.", "Na zwrot masz 14 dni od odebrania paczki."] * 2
         + ["Na espresso dajemy 18 g kawy, parzymy 25-30 sekund w 93°C."] * 3)]
     data = write_jsonl(tmp_path / "train.jsonl", RECORDS + more + enough)
+    assert "W122" not in {w.code for w in run_check(data, CheckSettings(knowledge=shop)).warnings}
+
+
+def test_a_figure_counts_once_per_answer_whatever_its_spelling(tmp_path):
+    """A passage that repeats a figure ("2 dni" twice, "2 tygodnie" / "2 tygodni") holds it once,
+    an answer states it once, and a figure the customer gave is not the answer's practice."""
+    kb = write_tree(tmp_path / "kb", {"dostawa.md": "# Dostawa\n\n## Paczkomat\nKurier jedzie 1-2 dni, a paczkomat "
+                                                     "2 dni. Subskrypcja co 2 tygodnie, czyli dostawa co 2 tygodni.\n"})
+    rows = [{"prompt": "Ile jedzie paczkomat?", "completion": "Paczkomat jedzie 2 dni, a subskrypcja co 2 tygodnie."},
+            {"prompt": "Paczkomat 2 dni, tak?", "completion": "Tak, paczkomat jedzie 2 dni."}]
+    report = run_check(write_jsonl(tmp_path / "train.jsonl", rows), CheckSettings(knowledge=kb))
+    (warning,) = [w for w in report.warnings if w.code == "W122"]
+    found = {u["figure"]: u["answers"] for u in warning.details["unpractised"]}
+    assert found == {"1-2 dni": 0, "2 dni": 1, "2 tygodnie": 1} and warning.details["figures"] == 3
+
+
+def test_no_records_no_practice_warning(shop, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "x"}\n', encoding="utf-8")
     assert "W122" not in {w.code for w in run_check(data, CheckSettings(knowledge=shop)).warnings}
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ MAX_PASSAGE_WORDS = MAX_WORDS  # longer passages crowd the prompt and blur retri
 MIN_PASSAGE_WORDS = 5  # shorter ones rarely answer anything on their own
 SAME_SUBJECT = 0.5  # share of the shorter passage's terms the other one has: "about the same thing"
 CHECK_TOP_K = 3  # passages retrieved per record when looking for a contradiction
-PRACTICE_MIN = 3  # answers that state a passage's figure before it counts as practised (W122)
+# W122: a figure fewer answers state is rarely read right from the context (coffee runs: 37% of the
+# facts 1-2 answers state, 60% of those 3-5 state; benchmarks/README.md, "What the misses have in common")
+PRACTICE_MIN = 3
 MAX_LISTED = 12
 
 _SENTENCE = re.compile(r"(?<=[.!?…;])\s+|\n+")
@@ -329,6 +332,13 @@ def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
     index = FactIndex([passage_text(p) for p in kb.passages], analyzer)
     contradicted: dict[int, list[dict[str, Any]]] = {}
     unsupported: dict[int, list[dict[str, str]]] = {}
+    found_for: dict[int, list[Any]] = {}  # one retrieval per record, shared by W116 and W122
+
+    def hits_of(e: Example) -> list[Any]:
+        if id(e) not in found_for:
+            found_for[id(e)] = context.retriever.search(f"{e.prompt}\n{e.completion}", top_k)
+        return found_for[id(e)]
+
     for e in examples:
         own = FactIndex([m["content"] for m in e.messages], analyzer)
         missing = [f for f in numbers(e.completion) if f.unit and f.value not in index.by_unit.get(f.unit, ())
@@ -336,7 +346,7 @@ def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
         missing += [f for f in names(e.completion, analyzer) if not index.supports(f) and not own.supports(f)]
         if not missing:
             continue
-        hits = context.retriever.search(f"{e.prompt}\n{e.completion}", top_k)
+        hits = hits_of(e)
         bad, lacking = [], []
         for f in dict.fromkeys(missing):  # a range "4-5 tygodni" may miss twice with one text
             found = _contradiction(e.completion, f, hits, analyzer) if f.kind == "number" else None
@@ -362,7 +372,7 @@ def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
         warnings.append(DataWarning("W117", lines, f"{len(lines)} record(s) state facts the knowledge base does not "
                                     f"hold (line: facts): {shown}{more}", file=file,
                                     details={"facts": {str(line): unsupported[line] for line in lines}}))
-    figures, unpractised = practice(examples, context, top_k)
+    figures, unpractised = practised_figures(examples, kb, hits_of) if examples else (0, [])
     if unpractised:
         by_passage: dict[str, list[dict[str, Any]]] = {}
         for u in unpractised:
@@ -370,41 +380,53 @@ def data_warnings(examples: Sequence[Example], context: KnowledgeContext,
         shown = "; ".join(where + ": " + ", ".join(f"{u['figure']} ×{u['answers']}" for u in found)
                           for where, found in list(by_passage.items())[:MAX_LISTED])
         more = f" … (+{len(by_passage) - MAX_LISTED} passages)" if len(by_passage) > MAX_LISTED else ""
-        warnings.append(DataWarning("W122", [], f"{len(unpractised)} of {figures} figures in {len(by_passage)} "
-                                    f"passages are stated by fewer than {PRACTICE_MIN} answers (passage: figure "
+        warnings.append(DataWarning("W122", [], f"{len(unpractised)} of {figures} figures ({len(by_passage)} "
+                                    f"passages) are stated by fewer than {PRACTICE_MIN} answers (passage: figure "
                                     f"×answers): {shown}{more}", file=file,
                                     details={"figures": figures, "unpractised": unpractised}))
     return KnowledgeFindings(warnings, contradicted, unsupported, figures, unpractised)
 
 
-def practice(examples: Sequence[Example], context: KnowledgeContext,
-             top_k: int = CHECK_TOP_K) -> tuple[int, list[dict[str, Any]]]:
-    """How many answers state each figure (a number with a unit) of each passage. An answer
-    practises a passage's figure when it states that value in that unit and the passage is among
-    those retrieved for its question and answer, so "15 g" in an AeroPress answer does not count
-    for the drip recipe. Returns the number of figures and those stated fewer than PRACTICE_MIN
-    times, in the knowledge base's order."""
-    stated: dict[tuple[str, str, str], int] = {}
+def _figures(text: str) -> dict[frozenset[tuple[str, str]], str]:
+    """The figures (numbers with a unit) of a text: a range's two ends → the range as first written.
+    Keyed by value and unit, so "2 tygodnie" and "2 tygodni" are one figure."""
+    spans: dict[tuple[int, int], tuple[str, set[tuple[str, str]]]] = {}
+    for f, written, start, end in _quantities(text):
+        if f.unit:  # a range's second number carries its first's span
+            spans.setdefault((start, end), (written, set()))[1].add((f.value, f.unit))
+    found: dict[frozenset[tuple[str, str]], str] = {}
+    for written, ends in spans.values():
+        found.setdefault(frozenset(ends), written)
+    return found
+
+
+def practised_figures(examples: Sequence[Example], kb: KnowledgeBase,
+                      hits_of: Callable[[Example], list[Any]]) -> tuple[int, list[dict[str, Any]]]:
+    """How many answers state each figure of each passage. An answer practises a passage's
+    figure when it states that value in that unit and the passage is among those retrieved for
+    its question and answer (`hits_of`), so "15 g" in an AeroPress answer does not count for the
+    drip recipe; figures its own conversation states (the customer's "100 zł") do not count, and
+    a range counts by its less stated end. Returns the number of figures and those fewer than
+    PRACTICE_MIN answers state, in the knowledge base's order."""
+    figures_of = {p.id: _figures(passage_text(p)) for p in kb.passages}
+    stated: Counter[tuple[str, tuple[str, str]]] = Counter()
     for e in examples:
-        own = {(f.value, f.unit) for f in numbers(e.completion) if f.unit}
-        if not own:
+        conversation = {(f.value, f.unit) for m in e.messages for f in numbers(m["content"]) if f.unit}
+        said = {(f.value, f.unit) for f in numbers(e.completion) if f.unit} - conversation
+        if not said:
             continue
-        for hit in context.retriever.search(f"{e.prompt}\n{e.completion}", top_k):
-            for f in numbers(passage_text(hit.passage)):
-                if (f.value, f.unit) in own:
-                    key = (hit.passage.id, f.value, f.unit)
-                    stated[key] = stated.get(key, 0) + 1
-    figures, unpractised = 0, []
-    for p in context.kb.passages:
-        counts: dict[str, int] = {}  # figure as written → answers that state it (a range: its less stated end)
-        for f, written, _, _ in _quantities(passage_text(p)):
-            if f.unit:
-                n = stated.get((p.id, f.value, f.unit), 0)
-                counts[written] = min(counts.get(written, n), n)
-        figures += len(counts)
-        unpractised += [{"passage": p.id, "location": p.location, "figure": written, "answers": n}
-                        for written, n in counts.items() if n < PRACTICE_MIN]
-    return figures, unpractised
+        for hit in hits_of(e):
+            pid = hit.passage.id
+            for end in said & {end for ends in figures_of[pid] for end in ends}:  # once per answer
+                stated[(pid, end)] += 1
+    total, unpractised = 0, []
+    for p in kb.passages:
+        for ends, written in figures_of[p.id].items():
+            total += 1
+            n = min(stated[(p.id, end)] for end in ends)
+            if n < PRACTICE_MIN:
+                unpractised.append({"passage": p.id, "location": p.location, "figure": written, "answers": n})
+    return total, unpractised
 
 
 def _contradiction(completion: str, fact: Fact, hits: Iterable[Any], analyzer: Analyzer) -> dict[str, Any] | None:

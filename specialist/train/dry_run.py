@@ -52,21 +52,23 @@ def dry_run(config: TrainConfig, index: int = 0) -> DryRun:
     device = pick_device(config.device)
     plan = plan_model(config, device)
     tokenizer = load_tokenizer(resolve(config.model))
-    examples = training_set(config)
-    example = examples.train[min(index, len(examples.train) - 1)]
+    training = training_set(config)
+    example = training.train[min(index, len(training.train) - 1)]
     features = tokenize_example(tokenizer, example, config.max_length)
     info = {"device": device.type, "base_dtype": str(plan.precision.load_dtype).replace("torch.", ""),
             "mixed_precision": plan.precision.mixed, "attention": plan.load_kwargs.get("attn_implementation"),
             "run_dir": str(config.run_dir())}
-    if examples.knowledge is not None or examples.general_mix is not None:
-        info["training_examples"] = len(examples.train)  # with abstention and general examples
-    head = kept_vocabulary(config, tokenizer, tokenize_examples(tokenizer, examples.train, config.max_length),
-                           tokenize_examples(tokenizer, examples.eval, config.max_length) if examples.eval else None,
-                           examples.knowledge)
+    if training.knowledge is not None or training.general_mix is not None:
+        info["training_examples"] = len(training.train)  # with abstention and general examples
+    head = None
+    if config.output_head != "full" and config.method != "full":  # else there is no kept set to count
+        head = kept_vocabulary(config, tokenizer, tokenize_examples(tokenizer, training.train, config.max_length),
+                               tokenize_examples(tokenizer, training.eval, config.max_length) if training.eval
+                               else None, training.knowledge)
     info["kept_vocabulary"] = ("none: the full output head" if head is None else
                                f"{len(head):,} of {len(tokenizer):,} tokens; training loss over "
                                f"{'them' if trains_over_kept(config) else 'the full vocabulary'}")
-    return DryRun(config, len(examples.train), example, mark_tokens(tokenizer, features), info)
+    return DryRun(config, len(training.train), example, mark_tokens(tokenizer, features), info)
 
 
 def render_dry_run(result: DryRun) -> str:
