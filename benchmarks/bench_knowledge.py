@@ -258,10 +258,12 @@ def main() -> None:
                                            "comma-separated (e.g. 0,1,2)")
     parser.add_argument("--by-practice", nargs="+", type=Path, metavar="REPORT",
                         help="only: fact accuracy in these eval reports by training answers stating the facts")
+    parser.add_argument("--train", type=Path, default=COFFEE / "train.jsonl",
+                        help="with --by-practice: the training answers to count in")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.by_practice:
-        rows = by_practice(args.by_practice)
+        rows = by_practice(args.by_practice, args.train)
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
