@@ -46,7 +46,7 @@ def dry_run(config: TrainConfig, index: int = 0) -> DryRun:
     Trainer will see it, one tokenized example, the kept output head."""
     from specialist.models.device import pick_device
     from specialist.models.resolve import load_tokenizer, resolve
-    from specialist.train.run import kept_vocabulary, training_set, trains_over_kept
+    from specialist.train.run import keeps_vocabulary, kept_vocabulary, training_set, trains_over_kept
     from specialist.train.setup import plan_model
 
     device = pick_device(config.device)
@@ -61,7 +61,7 @@ def dry_run(config: TrainConfig, index: int = 0) -> DryRun:
     if training.knowledge is not None or training.general_mix is not None:
         info["training_examples"] = len(training.train)  # with abstention and general examples
     head = None
-    if config.output_head != "full" and config.method != "full":  # else there is no kept set to count
+    if keeps_vocabulary(config):  # tokenize the whole set only when there is a kept set to count
         head = kept_vocabulary(config, tokenizer, tokenize_examples(tokenizer, training.train, config.max_length),
                                tokenize_examples(tokenizer, training.eval, config.max_length) if training.eval
                                else None, training.knowledge)

@@ -287,20 +287,27 @@ def training_set(config: TrainConfig) -> TrainingSet:
 def kept_vocabulary(config: TrainConfig, tokenizer: Any, train_features: list, eval_features: list | None,
                     knowledge: dict[str, Any] | None) -> list[int] | None:
     """The token ids of a specialist-sized output head (models.vocab_head), or None for the full
-    head: full fine-tuning trains the tied input embedding the head shares, and keeps it."""
-    if config.output_head == "full" or config.method == "full":
+    head."""
+    if not keeps_vocabulary(config):
         return None
+    from specialist.knowledge.retrieve import passage_text
     from specialist.models.vocab_head import kept_token_ids
 
     features = [*train_features, *(eval_features or [])]
-    texts = [f"{p.title}\n{p.text}" for p in knowledge["context"].kb.passages] if knowledge else []
+    texts = [passage_text(p) for p in knowledge["context"].kb.passages] if knowledge else []
     return kept_token_ids(tokenizer, (f["input_ids"] for f in features), texts)
+
+
+def keeps_vocabulary(config: TrainConfig) -> bool:
+    """Whether the run has a kept set at all: full fine-tuning trains the tied input embedding
+    the head shares, and keeps the full head."""
+    return config.output_head != "full" and config.method != "full"
 
 
 def trains_over_kept(config: TrainConfig) -> bool:
     """Whether the loss is computed over the kept vocabulary (output_head kept). FSDP shards the
     head's weights, which the kept rows are selected from, so it trains over the whole one."""
-    return config.output_head == "kept" and config.method != "full" and not config.fsdp
+    return config.output_head == "kept" and keeps_vocabulary(config) and not config.fsdp
 
 
 def _mix_general(config: TrainConfig, train_examples: list) -> tuple[list, dict[str, Any]]:
