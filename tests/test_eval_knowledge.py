@@ -151,7 +151,10 @@ def test_unsupported_numbers_and_their_rate():
     ("Aktualną cenę zobaczysz na stronie produktu.", True),
     ("I don't know that, please contact our customer service.", True),
     ("Let me check that for you.", True),
+    ("Sprawdzę, czy się da, i dam Ci znać.", True),
     ("Tak, otwieramy sklep w Gdańsku w maju.", False),
+    ("Gwatemala świetnie sprawdza się w French Pressie.", False),  # "works well", not "checks"
+    ("Ta mieszanka sprawdzi się w kawiarce.", False),
     ("Dostawa kosztuje 14,99 zł.", False),
     ("We ship within 24 hours.", False),
 ])
