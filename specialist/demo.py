@@ -171,12 +171,13 @@ def shown_questions(s: DemoSettings) -> list[dict]:
 
 
 def facts_mark(question: dict, before: str, after: str) -> str:
-    from specialist.evaluate.facts import fact_ok, offers_to_check
+    from specialist.evaluate.facts import abstained, fact_ok
 
+    wrong = question.get("wrong", ())
     if question.get("facts") and question.get("answerable", True):
-        return " → ".join("✓" if fact_ok(t, question["facts"]) else "✗" for t in (before, after))
+        return " → ".join("✓" if fact_ok(t, question["facts"], True, wrong) else "✗" for t in (before, after))
     if question.get("answerable") is False:
-        return "offers to check: " + " → ".join("✓" if offers_to_check(t) else "✗" for t in (before, after))
+        return "offers to check: " + " → ".join("✓" if abstained(t, (), wrong) else "✗" for t in (before, after))
     return "— (style)"
 
 

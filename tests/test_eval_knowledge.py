@@ -184,12 +184,51 @@ def test_abstention_rate_counts_only_unanswerable_and_not_inventions():
     assert result.metrics["fact_accuracy"] == 0.0
     assert result.metrics["unsupported_number_rate"] == pytest.approx(1 / 5)
     assert [a["abstained"] for a in result.per_answer] == [None, True, False, False, True]
-    assert result.per_answer[0] == {"fact_ok": False, "missing_facts": [r"14[,.]99"], "unsupported_numbers": [],
-                                    "abstained": None}
+    assert result.per_answer[0] == {"fact_ok": False, "missing_facts": [r"14[,.]99"], "wrong_found": [],
+                                    "unsupported_numbers": [], "abstained": None}
     assert result.per_answer[2]["unsupported_numbers"] == ["49 zl"]
     # without a knowledge base numbers are not checked, abstention is the pattern alone
     assert abstention_rate(answers, [p.answerable for p in pairs]) == pytest.approx(3 / 4)
     assert abstention_rate(answers[:1], [True]) is None  # no unanswerable records
+
+
+def test_wrong_regexes_fail_an_answer_that_names_the_right_keyword_for_the_wrong_thing():
+    from specialist.data.example import Example
+    from specialist.evaluate.facts import abstained, fact_accuracy, fact_ok, score_answers, wrong_found
+
+    facts, wrong = [r"nespresso"], [r"(?<!nie )do\s+dolce\s+gusto", r"^\s*(jasne|tak)\b"]
+    right = "Nasze kapsułki pasują do ekspresów Nespresso, nie do Dolce Gusto."
+    mixed = "Pasują do ekspresów Nespresso i do Dolce Gusto."
+    assert fact_ok(right, facts, True, wrong) is True
+    assert fact_ok(mixed, facts) is True  # the keyword alone passes it
+    assert fact_ok(mixed, facts, True, wrong) is False
+    assert wrong_found("Jasne! Nespresso.", wrong) == [wrong[1]]
+    assert fact_accuracy([right, mixed], [facts, facts], [True, True], [wrong, wrong]) == pytest.approx(0.5)
+    # an unanswerable record's `wrong` is the invented answer: hedging words do not save it
+    invented = "Kawiarnię w Gdańsku otwieramy w maju, sprawdź na stronie."
+    assert abstained(invented) is True
+    assert abstained(invented, (), [r"otw\w*[^.]{0,20}gda[nń]sk|gda[nń]sk\w*[^.]{0,20}otw"]) is False
+    pairs = [Example.from_prompt("Do jakich ekspresów?", "", facts=tuple(facts), wrong=tuple(wrong)),
+             Example.from_prompt("Kiedy Gdańsk?", "", answerable=False, wrong=(r"gda[nń]sk\w*[^.]{0,20}otw",))]
+    result = score_answers([mixed, "Nie wiem, zapytaj obsługę. W Gdańsku otwieramy w maju."], pairs, None)
+    assert result.metrics["fact_accuracy"] == 0.0 and result.metrics["abstention_rate"] == 0.0
+    assert result.per_answer[0]["wrong_found"] == [wrong[0]]
+
+
+def test_a_bad_wrong_regex_is_a_located_error(tmp_path):
+    from specialist.errors import SpecialistError
+    from specialist.evaluate.examples import load_eval_examples
+
+    path = tmp_path / "facts.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "completion": "b", "facts": ["b"], "wrong": ["(unclosed"]}) + "\n"
+                    + json.dumps({"prompt": "c", "completion": "d", "wrong": "not a list"}) + "\n", encoding="utf-8")
+    with pytest.raises(SpecialistError) as err:
+        load_eval_examples(path)
+    assert f"{path}:1:wrong: invalid regular expression '(unclosed'" in str(err.value)
+    assert f"{path}:2:wrong: E007 expected a list" in str(err.value)
+    path.write_text(json.dumps({"prompt": "a", "completion": "b", "facts": ["b"], "wrong": ["x"]}) + "\n",
+                    encoding="utf-8")
+    assert load_eval_examples(path)[0].wrong == ("x",)
 
 
 def test_retrieval_recall_on_hand_made_passages():
@@ -367,3 +406,16 @@ def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, s
     page = render_html(doc)
     assert "<mark title='not in the question nor the knowledge base'>19,99</mark> zł albo 14,99 zł" in page
     assert "unsupported: 19,99 zl" in page
+
+
+def test_every_coffee_fact_question_accepts_its_own_reference_answer():
+    """examples/coffee/facts.jsonl: each reference is right by its own facts and wrong regexes,
+    each unanswerable one abstains; else the figures measure the regexes, not the model."""
+    from specialist.evaluate.examples import load_eval_examples
+    from specialist.evaluate.facts import abstained, fact_ok
+
+    examples = load_eval_examples(Path(__file__).parent.parent / "examples" / "coffee" / "facts.jsonl")
+    answerable = [e for e in examples if e.answerable]
+    assert len(answerable) >= 40 and len(examples) - len(answerable) >= 10
+    assert [e.location for e in answerable if fact_ok(e.completion, e.facts, True, e.wrong) is not True] == []
+    assert [e.location for e in examples if not e.answerable and not abstained(e.completion, (), e.wrong)] == []

@@ -21,7 +21,7 @@ class Example:
     specialist.models.template.encode_example(tok, example.messages, example.completion).
     `file`/`line` point at the source record (for Parquet and saved datasets: the row number).
 
-    `facts` and `answerable` are what evaluation checks an answer against (the optional record
+    `facts`, `wrong` and `answerable` are what evaluation checks an answer against (the optional record
     fields of examples/coffee/facts.jsonl, checked by evaluate.examples); `answerable: false`
     also marks the dataset's own abstention answers for knowledge augmentation."""
 
@@ -33,6 +33,7 @@ class Example:
     meta: dict[str, str] = field(default_factory=dict)  # string extras: label, topic, category, id…
     source: dict[str, Any] | None = field(default=None, repr=False)  # the record as written
     facts: tuple[str, ...] = ()  # regular expressions a right answer must all contain
+    wrong: tuple[str, ...] = ()  # regular expressions a right answer (or an abstention) must not contain
     answerable: bool = True  # False: the right answer offers to check / hand over
 
     @classmethod

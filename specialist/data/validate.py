@@ -125,13 +125,15 @@ def to_example(raw: RawRecord) -> tuple[Example | None, list[DataError]]:
     return Example(messages, completion, file, line, schema, _meta(rec), rec, *_eval_fields(rec)), []
 
 
-def _eval_fields(rec: dict) -> tuple[tuple[str, ...], bool]:
-    """`facts` and `answerable` as the record gives them, when they have their types; their
-    located errors are evaluation's (evaluate.examples), data checks accept any value."""
-    facts = rec.get("facts")
+def _eval_fields(rec: dict) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """`facts`, `wrong` and `answerable` as the record gives them, when they have their types;
+    their located errors are evaluation's (evaluate.examples), data checks accept any value."""
+    def regexes(key: str) -> tuple[str, ...]:
+        value = rec.get(key)
+        return tuple(value) if isinstance(value, list) and all(isinstance(f, str) for f in value) else ()
+
     answerable = rec.get("answerable")
-    return (tuple(facts) if isinstance(facts, list) and all(isinstance(f, str) for f in facts) else (),
-            answerable if isinstance(answerable, bool) else True)
+    return regexes("facts"), regexes("wrong"), answerable if isinstance(answerable, bool) else True
 
 
 def _chat(rec: dict, file: str, line: int, errors: list[DataError]) -> tuple[list[Message], str]:

@@ -5,10 +5,14 @@ Eval records may carry what a right answer must say and whether the question can
 at all (examples/coffee/facts.jsonl); data.Example holds them as `facts` and `answerable`:
 
     {"prompt": …, "completion": …, "facts": ["14[,.]99\\s*(zł|zl)"], "answerable": true}
-    {"prompt": …, "completion": …, "answerable": false}
+    {"prompt": …, "completion": …, "facts": ["nespresso"], "wrong": ["(?<!nie )do\\s+dolce\\s+gusto"]}
+    {"prompt": …, "completion": …, "answerable": false, "wrong": ["otw\\w*[^.]{0,20}gda[nń]sk"]}
 
-`facts` are regular expressions a right answer must all contain (case-insensitive search);
-a regex that does not compile is a located error (file:line:facts), exit 1."""
+`facts` are regular expressions a right answer must all contain, `wrong` ones it must not
+(what a wrong answer says while naming the right keyword: the figure tied to the wrong thing,
+a "yes" where the answer is no; for an unanswerable record, the invented answer); all are
+case-insensitive searches. A regex that does not compile is a located error
+(file:line:facts or :wrong), exit 1."""
 
 from __future__ import annotations
 
@@ -21,22 +25,24 @@ from specialist.errors import SpecialistError
 
 
 def facts_problems(record: Any, where: str) -> list[str]:
-    """Located problems of a record's `facts` and `answerable` fields (empty when fine)."""
+    """Located problems of a record's `facts`, `wrong` and `answerable` fields (empty when fine)."""
     if not isinstance(record, dict):
         return []
     problems = []
-    facts = record.get("facts")
-    if facts is not None:
-        if not isinstance(facts, list) or not all(isinstance(f, str) for f in facts):
-            problems.append(f"{where}:facts: E007 expected a list of regular expressions (strings)")
-        else:
-            for regex in facts:
-                try:
-                    re.compile(regex, re.IGNORECASE)
-                except re.error as exc:
-                    problems.append(f"{where}:facts: invalid regular expression {regex!r} ({exc})")
-                if not regex.strip():
-                    problems.append(f"{where}:facts: empty regular expression (it would match every answer)")
+    for key in ("facts", "wrong"):
+        regexes = record.get(key)
+        if regexes is None:
+            continue
+        if not isinstance(regexes, list) or not all(isinstance(f, str) for f in regexes):
+            problems.append(f"{where}:{key}: E007 expected a list of regular expressions (strings)")
+            continue
+        for regex in regexes:
+            try:
+                re.compile(regex, re.IGNORECASE)
+            except re.error as exc:
+                problems.append(f"{where}:{key}: invalid regular expression {regex!r} ({exc})")
+            if not regex.strip():
+                problems.append(f"{where}:{key}: empty regular expression (it would match every answer)")
     answerable = record.get("answerable")
     if answerable is not None and not isinstance(answerable, bool):
         problems.append(f"{where}:answerable: E007 expected true or false, got {type(answerable).__name__}")
@@ -49,12 +55,13 @@ def _raise_problems(path: Path, problems: list[str]) -> None:
     if problems:
         shown = "\n".join(problems[:10])
         more = f"\n… and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise SpecialistError(f"{path}: {len(problems)} error(s) in facts/answerable:\n{shown}{more}", exit_code=1)
+        raise SpecialistError(f"{path}: {len(problems)} error(s) in facts/wrong/answerable:\n{shown}{more}",
+                              exit_code=1)
 
 
 def load_eval_examples(path: str | Path) -> list[Example]:
     """Every example of a dataset file, or a located error for a bad record or a bad
-    `facts`/`answerable` field (exit 1)."""
+    `facts`/`wrong`/`answerable` field (exit 1)."""
     from specialist.data import load_examples
 
     path = Path(path)

@@ -1,12 +1,14 @@
 """Is an answer right, and does it invent? Metrics against eval records' facts and a knowledge base.
 
 - fact accuracy: share of answerable records with `facts` whose answer matches every regex
-  (case-insensitive re.search);
+  (case-insensitive re.search) and none of the record's `wrong` regexes (what a wrong answer
+  says: the right figure tied to the wrong thing, a "Jasne!" where the answer is no);
 - unsupported-number rate: share of answers stating a number (knowledge.grounding.numbers)
   found neither in the question nor anywhere in the knowledge base (needs a knowledge base);
 - abstention rate: share of `"answerable": false` records whose answer offers to check, hand
-  over or says it does not know (ABSTAIN_PATTERN), and states no unsupported number: an answer
-  that hedges *and* invents a price has not abstained;
+  over or says it does not know (ABSTAIN_PATTERN), states no unsupported number and matches none
+  of the record's `wrong` regexes: an answer that hedges *and* invents a price, or a cafe in
+  Gdańsk, has not abstained;
 - retrieval recall@k: share of answerable records with facts whose top-k retrieved passages
   (titles and texts joined) match every regex: could the answer have been found at all?
 
@@ -50,11 +52,16 @@ def missing_facts(answer: str, facts: Sequence[str]) -> list[str]:
     return [f for f in facts if not re.search(f, answer, re.IGNORECASE)]
 
 
-def fact_ok(answer: str, facts: Sequence[str], answerable: bool = True) -> bool | None:
+def wrong_found(answer: str, wrong: Sequence[str]) -> list[str]:
+    """The regexes of `wrong` (what a wrong answer says) the answer contains."""
+    return [w for w in wrong if re.search(w, answer, re.IGNORECASE)]
+
+
+def fact_ok(answer: str, facts: Sequence[str], answerable: bool = True, wrong: Sequence[str] = ()) -> bool | None:
     """True/False for an answerable record with facts; None when there is nothing to check."""
     if not answerable or not facts:
         return None
-    return not missing_facts(answer, facts)
+    return not missing_facts(answer, facts) and not wrong_found(answer, wrong)
 
 
 class NumberCheck:
@@ -74,10 +81,12 @@ def share(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def fact_accuracy(answers: Sequence[str], facts: Sequence[Sequence[str]],
-                  answerable: Sequence[bool]) -> float | None:
-    """Share of answerable records with facts whose answer matches all of them; None when none has facts."""
-    oks = [fact_ok(a, f, ok) for a, f, ok in zip(answers, facts, answerable, strict=True)]
+def fact_accuracy(answers: Sequence[str], facts: Sequence[Sequence[str]], answerable: Sequence[bool],
+                  wrong: Sequence[Sequence[str]] | None = None) -> float | None:
+    """Share of answerable records with facts whose answer matches all of them and none of its
+    `wrong`; None when none has facts."""
+    wrong = wrong or [()] * len(answers)
+    oks = [fact_ok(a, f, ok, w) for a, f, ok, w in zip(answers, facts, answerable, wrong, strict=True)]
     return share([x for x in oks if x is not None])
 
 
@@ -88,16 +97,20 @@ def unsupported_number_rate(unsupported_numbers: Sequence[Sequence[str]] | None)
     return share([bool(u) for u in unsupported_numbers])
 
 
-def abstained(answer: str, unsupported_numbers: Sequence[str] = ()) -> bool:
-    """An offer to check / hand over that does not also state an unsupported number."""
-    return offers_to_check(answer) and not unsupported_numbers
+def abstained(answer: str, unsupported_numbers: Sequence[str] = (), wrong: Sequence[str] = ()) -> bool:
+    """An offer to check / hand over that does not also state an unsupported number or what
+    the record lists as `wrong` (an invented answer built from the knowledge base's own numbers)."""
+    return offers_to_check(answer) and not unsupported_numbers and not wrong_found(answer, wrong)
 
 
 def abstention_rate(answers: Sequence[str], answerable: Sequence[bool],
-                    unsupported_numbers: Sequence[Sequence[str]] | None = None) -> float | None:
+                    unsupported_numbers: Sequence[Sequence[str]] | None = None,
+                    wrong: Sequence[Sequence[str]] | None = None) -> float | None:
     """Share of unanswerable records answered with an abstention; None when there are none."""
     unsupported_numbers = unsupported_numbers or [()] * len(answers)
-    flags = [abstained(a, u) for a, ok, u in zip(answers, answerable, unsupported_numbers, strict=True) if not ok]
+    wrong = wrong or [()] * len(answers)
+    flags = [abstained(a, u, w) for a, ok, u, w in zip(answers, answerable, unsupported_numbers, wrong, strict=True)
+             if not ok]
     return share(flags)
 
 
@@ -132,23 +145,26 @@ class FactResults:
 
 def score_answers(answers: Sequence[str], examples: Sequence[Any], numbers: NumberCheck | None) -> FactResults:
     """fact_accuracy, unsupported_number_rate and abstention_rate for one contender's answers to
-    `examples` (data.Example: .prompt, .facts, .answerable), and per answer: fact_ok, missing_facts,
-    unsupported_numbers (None without a knowledge base) and abstained (None for answerable records)."""
+    `examples` (data.Example: .prompt, .facts, .wrong, .answerable), and per answer: fact_ok,
+    missing_facts, wrong_found, unsupported_numbers (None without a knowledge base) and abstained
+    (None for answerable records)."""
     facts = [tuple(e.facts) for e in examples]
+    wrong = [tuple(e.wrong) for e in examples]
     answerable = [bool(e.answerable) for e in examples]
     unsup = [numbers.unsupported(a, e.prompt) for a, e in zip(answers, examples)] if numbers is not None else None
     per_answer = []
-    for i, (a, f, ok) in enumerate(zip(answers, facts, answerable, strict=True)):
+    for i, (a, f, w, ok) in enumerate(zip(answers, facts, wrong, answerable, strict=True)):
         u = unsup[i] if unsup is not None else None
         per_answer.append({
-            "fact_ok": fact_ok(a, f, ok),
+            "fact_ok": fact_ok(a, f, ok, w),
             "missing_facts": missing_facts(a, f) if ok else [],
+            "wrong_found": wrong_found(a, w),
             "unsupported_numbers": u,
-            "abstained": None if ok else abstained(a, u or ()),
+            "abstained": None if ok else abstained(a, u or (), w),
         })
     metrics = {
-        "fact_accuracy": fact_accuracy(answers, facts, answerable),
+        "fact_accuracy": fact_accuracy(answers, facts, answerable, wrong),
         "unsupported_number_rate": unsupported_number_rate(unsup),
-        "abstention_rate": abstention_rate(answers, answerable, unsup),
+        "abstention_rate": abstention_rate(answers, answerable, unsup, wrong),
     }
     return FactResults(metrics, per_answer)

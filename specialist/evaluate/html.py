@@ -128,6 +128,9 @@ def _fact_notes(a: dict[str, Any], reference: str) -> str:
     if a.get("missing_facts"):
         shown = ", ".join(shown_fact(f, reference) for f in a["missing_facts"])
         notes.append(f"<div class='wrong'>missing: {_e(shown)}</div>")
+    if a.get("wrong_found"):
+        shown = ", ".join(shown_fact(w, a.get("answer", "")) for w in a["wrong_found"])
+        notes.append(f"<div class='wrong'>says what is wrong: {_e(shown)}</div>")
     if a.get("unsupported_numbers"):
         notes.append(f"<div class='wrong'>unsupported: {_e(', '.join(a['unsupported_numbers']))}</div>")
     if a.get("abstained") is True:

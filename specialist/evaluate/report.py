@@ -8,9 +8,9 @@ without a knowledge base, else where it came from, its retrieval settings, recal
 prompt's retrieved passages; `retrieval_recall_at_k` repeats that one figure at the top level.
 
 Every answer carries fact_ok (None: no facts to check), missing_facts (the regexes not
-matched), unsupported_numbers (None without a knowledge base) and abstained (None for an
-answerable record); answers of the +knowledge contenders also carry `passages` (the ids
-retrieved into their prompt)."""
+matched), wrong_found (the record's `wrong` regexes it matched), unsupported_numbers (None
+without a knowledge base) and abstained (None for an answerable record); answers of the
++knowledge contenders also carry `passages` (the ids retrieved into their prompt)."""
 
 from __future__ import annotations
 
@@ -150,12 +150,12 @@ def build_report(settings: Any, inputs: Any, results: Sequence[Any], metrics: di
 
 FACT_KEYS = ("fact_accuracy", "unsupported_number_rate", "abstention_rate")
 FACT_NOTES = [
-    "fact accuracy = share of answerable records with facts whose answer matches every facts regex "
-    "(case-insensitive)",
+    "fact accuracy = share of answerable records with facts whose answer matches every facts regex and no wrong "
+    "regex (case-insensitive)",
     "unsupported numbers = share of answers stating a number found neither in the question nor anywhere in the "
     "knowledge base",
     "abstention = share of unanswerable records whose answer offers to check / hand over or says it does not know "
-    "(specialist.evaluate.facts.ABSTAIN_PATTERN) and states no unsupported number",
+    "(specialist.evaluate.facts.ABSTAIN_PATTERN), states no unsupported number and matches no wrong regex",
     "retrieval recall@k = share of answerable records with facts whose top-k passages match every facts regex",
 ]
 
