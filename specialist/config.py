@@ -50,8 +50,11 @@ class TrainConfig(BaseModel):
     retrieval: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="how passages are ranked")
     embedding_model: str | None = Field(None, description="sentence-transformers model for dense/hybrid retrieval")
     abstain_share: float = Field(0.15, ge=0.0, lt=1.0, description=(
-        "abstention examples added (share of the training examples): unrelated passages, an answer "
-        "that offers to check instead of inventing"))
+        "abstention examples added (share of the training examples): passages without the answer, an "
+        "answer that offers to check instead of inventing"))
+    abstain_related: float = Field(0.0, ge=0.0, le=1.0, description=(
+        "share of the abstention examples whose passages are a near miss: what retrieval finds for the "
+        "question once the passages holding its answer are gone (the rest get unrelated passages)"))
 
     # general examples mixed in, against forgetting (specialist.data.general)
     mix_general: str | None = Field(None, description=(

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specialist.knowledge.augment import ABSTENTIONS, AugmentSettings, augment_examples
 from specialist.knowledge.passages import read_knowledge
@@ -49,6 +51,14 @@ ROWS = [
 def kb(tmp_path):
     (tmp_path / "kb.md").write_text(KNOWLEDGE, encoding="utf-8")
     return read_knowledge(tmp_path / "kb.md")
+
+
+@pytest.fixture(scope="module")
+def kb_once(tmp_path_factory):
+    """A retriever over KNOWLEDGE, built once: hypothesis calls the test many times."""
+    path = tmp_path_factory.mktemp("kb") / "kb.md"
+    path.write_text(KNOWLEDGE, encoding="utf-8")
+    return Retriever(read_knowledge(path), language="pl")
 
 
 def _examples():
@@ -116,6 +126,52 @@ def test_abstention_examples_get_only_unrelated_passages_and_an_offer_to_check(k
         # none of the passages states a figure of the answer it replaces
         for figure in ("14,99", "14 dni", "150"):
             assert not (figure in original["completion"] and figure in context)
+
+
+def _related(retriever, question: str) -> set[str]:
+    return {h.passage.id for h in retriever.search(question, len(retriever.kb)) if h.score > 0}
+
+
+def test_near_miss_abstentions_get_the_questions_related_passages_without_its_answer(kb):
+    retriever = Retriever(kb, language="pl")
+    settings = AugmentSettings(top_k=2, min_share=0.0, abstain_share=0.6, abstain_related=1.0, seed=1)
+    out, report = augment_examples(_examples(), retriever, settings)
+    added = [e for e in out if e.kind == "abstention"]
+    assert report.abstentions == len(added) == 3  # every example stating a figure from the knowledge base
+    near = 0
+    for ex in added:
+        original = next(r for r in ROWS if ex.messages[-1]["content"].endswith(r["prompt"]))
+        related = _related(retriever, original["prompt"])
+        assert set(ex.passage_ids) <= related or not set(ex.passage_ids) & related  # near miss, or unrelated
+        near += set(ex.passage_ids) <= related
+        for figure in ("14,99", "14 dni", "150"):
+            assert not (figure in original["completion"] and figure in ex.messages[-1]["content"])
+    # the subscription question meets the subscription passage, the returns question the coffee
+    # passages; only "Ile kosztuje dostawa?" has no related passage but its answer's, so it gets unrelated ones
+    assert near == report.abstentions_related == 2
+    subscription = next(e for e in added if e.messages[-1]["content"].endswith(ROWS[1]["prompt"]))
+    assert subscription.passage_ids == [p.id for p in kb.passages if p.text.startswith("Subskrypcja")]
+    # without near misses every abstention context is unrelated, as before
+    out, report = augment_examples(_examples(), retriever, AugmentSettings(top_k=2, min_share=0.0, abstain_share=0.6,
+                                                                           seed=1))
+    assert report.abstentions_related == 0
+    for ex in (e for e in out if e.kind == "abstention"):
+        question = next(r["prompt"] for r in ROWS if ex.messages[-1]["content"].endswith(r["prompt"]))
+        assert not set(ex.passage_ids) & _related(retriever, question)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), share=st.floats(0.2, 0.9), related=st.floats(0.0, 1.0))
+def test_no_abstention_context_holds_a_figure_of_the_answer_it_replaces(kb_once, seed, share, related):
+    from specialist.knowledge.grounding import numbers
+
+    out, report = augment_examples(_examples(), kb_once, AugmentSettings(top_k=2, min_share=0.0, abstain_share=share,
+                                                                         abstain_related=related, seed=seed))
+    assert report.abstentions_related <= report.abstentions
+    for ex in (e for e in out if e.kind == "abstention"):
+        original = next(r for r in ROWS if ex.messages[-1]["content"].endswith(r["prompt"]))
+        context = "\n".join(p.text for p in kb_once.kb.passages if p.id in ex.passage_ids)
+        assert not {f.value for f in numbers(original["completion"])} & {f.value for f in numbers(context)}
 
 
 def test_the_datasets_own_abstentions_are_used_when_it_has_them(kb):

@@ -8,10 +8,15 @@ worth reading:
   a name) and a passage of the knowledge base has it, that passage replaces the lowest-ranked
   one, at a seeded position. The model never learns to state what its context does not show.
 - abstention examples: a share of the examples that state facts from the knowledge base are
-  repeated with only unrelated passages and an answer that offers to check or hand over
-  instead of inventing. Those answers come from the dataset's own records marked
+  repeated without the passages that hold those facts and with an answer that offers to check
+  or hand over instead of inventing. Those answers come from the dataset's own records marked
   `"answerable": false` when it has at least MIN_OWN_ABSTENTIONS of them, else from
-  ABSTENTIONS in the dataset's language (Polish and English, informal address).
+  ABSTENTIONS in the dataset's language (Polish and English, informal address). Most get
+  unrelated passages; a share (`abstain_related`) gets a near miss: the passages retrieval
+  finds for the question once every passage holding the answer's facts, or most like the
+  answer, is gone. That is what an unanswerable question meets at inference ("how high does
+  your Kenya grow?" retrieves the Kenya passage, which does not say), and unrelated passages
+  alone never teach it: a model trained only on them answers from any passage on the topic.
 
 Evaluation examples get retrieval only (no added passage, no abstention examples)."""
 
@@ -30,6 +35,7 @@ from specialist.models.template import Message, attach_context, last_user_text
 
 MIN_OWN_ABSTENTIONS = 3
 UNRELATED_EXCLUDE = 10  # abstention contexts avoid the question's top passages this deep
+ANSWER_LIKE = 2  # near-miss contexts also leave out the answer's own best passages (retrieved for it)
 
 ABSTENTIONS = {
     "pl": [
@@ -53,6 +59,7 @@ class AugmentSettings:
     top_k: int = 3
     min_share: float = MIN_SHARE  # retrieval's score cut (Retriever.search), as at inference
     abstain_share: float = 0.15  # abstention examples added, as a share of the training examples
+    abstain_related: float = 0.0  # share of those whose context is a near miss (related, without the answer)
     seed: int = 0
 
 
@@ -71,6 +78,7 @@ class AugmentReport:
     answer_passage_added: int = 0
     abstentions: int = 0
     abstention_source: str = ""
+    abstentions_related: int = 0  # of the abstentions, those with a near-miss context
     grounded: int = 0  # examples whose stated facts their context holds (all of them)
     stating_facts: int = 0
 
@@ -136,21 +144,36 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
         answers = abstention_answers(retriever.language)
         report.abstention_source = f"template ({retriever.language or 'en'})"
     n = min(len(fact_bearing), round(settings.abstain_share * len(examples)))
-    # each passage's numbers once, not once per abstention example
+    chosen = sorted(rng.sample(fact_bearing, n))
+    near = set(rng.sample(chosen, round(settings.abstain_related * n)))
+    # each passage's numbers and facts once, not once per abstention example
     passage_numbers = {p.id: {f.value for f in numbers(p.text)} for p in retriever.kb.passages}
-    for i in sorted(rng.sample(fact_bearing, n)):
+    passage_facts = {p.id: FactIndex([p.text], retriever.analyzer) for p in retriever.kb.passages} if near else {}
+    for i in chosen:
         messages, completion, source = examples[i]
-        # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
-        hits = retriever.search(last_user_text(messages) or "", UNRELATED_EXCLUDE)
-        related = {h.passage.id for h in hits if h.score > 0}
+        question = last_user_text(messages) or ""
         stated = facts(completion, retriever.analyzer)
         figures = {f.value for f in stated if f.kind == "number"}
-        pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]
-        if len(pool) < settings.top_k:
-            continue
-        unrelated = rng.sample(pool, settings.top_k)
-        out.append(ContextExample(attach_context(messages, unrelated), rng.choice(answers), source, "abstention",
-                                  [p.id for p in unrelated]))
+        context: list[Passage] = []
+        if i in near:
+            # the knowledge base as if it lacked the answer: no passage stating one of its facts, and
+            # not the passages the answer reads like (it may say more than its figures: "a few days")
+            holding = [p.id for p in retriever.kb.passages
+                       if figures & passage_numbers[p.id] or any(passage_facts[p.id].supports(f) for f in stated)]
+            holding += [h.passage.id for h in retriever.search(completion, ANSWER_LIKE, min_share=MIN_SHARE)]
+            hits = retriever.search(question, settings.top_k, exclude=holding, min_share=settings.min_share)
+            context = [h.passage for h in hits if h.score > 0]  # related: sharing a term with the question
+        if context:
+            report.abstentions_related += 1
+        else:
+            # related: what retrieval would find for the question (BM25 scores 0 share no term with it)
+            related = {h.passage.id for h in retriever.search(question, UNRELATED_EXCLUDE) if h.score > 0}
+            pool = [p for p in retriever.kb.passages if p.id not in related and not figures & passage_numbers[p.id]]
+            if len(pool) < settings.top_k:
+                continue
+            context = rng.sample(pool, settings.top_k)
+        out.append(ContextExample(attach_context(messages, context), rng.choice(answers), source, "abstention",
+                                  [p.id for p in context]))
         report.abstentions += 1
     return out, report
 

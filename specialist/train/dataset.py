@@ -42,13 +42,13 @@ def read_examples(path: Path, system_prompt: str | None = None) -> list[Example]
 
 
 def with_knowledge(examples: Sequence[Example], context: Any, abstain_share: float, seed: int,
-                   training: bool = True) -> tuple[list[Example], dict[str, Any]]:
+                   training: bool = True, abstain_related: float = 0.0) -> tuple[list[Example], dict[str, Any]]:
     """The examples with their retrieved passages in the prompt (knowledge.augment): training
     examples also get the answer's passage and abstention examples, eval examples retrieval only."""
     from specialist.knowledge.augment import AugmentSettings, augment_examples
 
     settings = AugmentSettings(top_k=context.settings.top_k, min_share=context.settings.min_share,
-                               abstain_share=abstain_share, seed=seed)
+                               abstain_share=abstain_share, abstain_related=abstain_related, seed=seed)
     out, report = augment_examples([(e.messages, e.completion, e) for e in examples], context.retriever,
                                    settings, [e.answerable for e in examples], training=training)
     return [_augmented(a) for a in out], report.to_dict()
@@ -56,7 +56,7 @@ def with_knowledge(examples: Sequence[Example], context: Any, abstain_share: flo
 
 def _augmented(a: ContextExample) -> Example:
     example: Example = a.source  # with_knowledge passes the examples themselves as the sources
-    if a.kind == "abstention":  # the same question with unrelated passages: an offer to check
+    if a.kind == "abstention":  # the same question without its answer's passages: an offer to check
         return replace(example, messages=a.messages, completion=a.completion, facts=(), answerable=False)
     return replace(example, messages=a.messages)
 

@@ -249,13 +249,15 @@ def _add_knowledge(config: TrainConfig, train_examples: list, eval_examples: lis
                                                  embedding_model=config.embedding_model,
                                                  grounded_numbers=config.knowledge_grounded_numbers,
                                                  context_contrast=config.knowledge_context_contrast))
-    train_examples, report = with_knowledge(train_examples, context, config.abstain_share, config.seed)
+    train_examples, report = with_knowledge(train_examples, context, config.abstain_share, config.seed,
+                                            abstain_related=config.abstain_related)
     if eval_examples:
         eval_examples, _ = with_knowledge(eval_examples, context, 0.0, config.seed, training=False)
     err_console.print(
         f"[dim]knowledge: {len(context.kb)} passages, top {config.knowledge_top_k} ({config.retrieval}, "
         f"{context.retriever.language or 'no stemming'}); answer's passage added to {report['answer_passage_added']} "
-        f"examples, {report['abstentions']} abstention examples ({report['abstention_source'] or 'none'})[/dim]")
+        f"examples, {report['abstentions']} abstention examples ({report['abstention_source'] or 'none'}"
+        f"{'; near miss: ' + str(report['abstentions_related']) if report['abstentions_related'] else ''})[/dim]")
     return {"context": context, "summary": {"augment": report}}, train_examples, eval_examples
 
 
