@@ -18,11 +18,16 @@ fine-tuned specialist's; retrieval recall@3 ≥ 90%.
     python benchmarks/bench_knowledge.py [--run RUN --baseline RUN] [--style-prompts 24] [--json]
     specialist bench knowledge [--quick]     # --quick: retrieval only
     python benchmarks/bench_knowledge.py --by-practice REPORT.json …   # fact accuracy by practice
+    python benchmarks/bench_knowledge.py --rescore REPORT.json …       # as facts.jsonl scores today
 
 --by-practice reads eval reports (report.json of `specialist eval … --data facts.jsonl` with the
 fine-tuned+knowledge contender) and splits its fact accuracy by how many answers of
 examples/coffee/train.jsonl match all of a question's fact regexes: a proxy, with no retrieval,
 for what the data check's W122 counts (figures by value, unit and retrieved passage).
+--rescore scores the saved answers of such reports again against today's facts.jsonl (its
+`facts` and `wrong` regexes; the unsupported numbers the report found), next to the figures the
+report has: a report written before a fact question was corrected reads as it would today.
+Both score every answer as facts.jsonl does today.
 
 Without --run/--baseline both runs are trained first (default settings: 3 epochs; about an
 hour for the knowledge run on a 2-core CPU) into runs/bench-knowledge-*, and reused when they
@@ -175,6 +180,51 @@ def quality(run: Path, baseline: Path, style_prompts: int, knowledge: Path = COF
 PRACTICE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, None))
 
 
+def _report(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: not an eval report ({exc})") from None
+
+
+def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") -> dict[str, Any]:
+    """One contender's saved answers scored against `facts` as it is now: per answer
+    (prompt → fact_ok, abstained) and the two shares, beside the ones the report holds."""
+    from specialist.evaluate.examples import load_eval_examples
+    from specialist.evaluate.facts import abstained, fact_ok, share
+
+    questions = {e.prompt: e for e in load_eval_examples(facts)}
+    verdicts: dict[str, tuple[bool | None, bool | None]] = {}
+    for a in contender["answers"]:
+        q = questions.get(a["prompt"])
+        if q is not None:
+            verdicts[a["prompt"]] = (fact_ok(a["answer"], q.facts, q.answerable, q.wrong),
+                                     None if q.answerable else abstained(a["answer"], a.get("unsupported_numbers")
+                                                                         or (), q.wrong))
+    metrics = contender.get("metrics", {})
+    return {"verdicts": verdicts,
+            "fact_accuracy": share([f for f, _ in verdicts.values() if f is not None]),
+            "abstention_rate": share([b for _, b in verdicts.values() if b is not None]),
+            "reported_fact_accuracy": metrics.get("fact_accuracy"),
+            "reported_abstention_rate": metrics.get("abstention_rate")}
+
+
+def rescore(reports: list[Path], facts: Path = COFFEE / "facts.jsonl") -> list[dict[str, Any]]:
+    rows = []
+    for path in reports:
+        for c in _report(path).get("contenders", []):
+            if not any(a.get("fact_ok") is not None or a.get("abstained") is not None for a in c["answers"]):
+                continue  # a contender without fact questions (a style-only eval)
+            r = rescored(c, facts)
+            rows.append({"report": str(path), "contender": c["name"],
+                         **{k: None if r[k] is None else round(r[k], 3)
+                            for k in ("reported_fact_accuracy", "fact_accuracy", "reported_abstention_rate",
+                                      "abstention_rate")}})
+    if not rows:
+        raise SystemExit("no contender in these reports answered fact questions")
+    return rows
+
+
 def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
                 facts: Path = COFFEE / "facts.jsonl") -> list[dict[str, Any]]:
     """Fact accuracy of fine-tuned+knowledge over the given eval reports, per bucket of training
@@ -187,18 +237,14 @@ def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
             stated[q["prompt"]] = sum(all(p.search(a) for p in patterns) for a in answers)
     right: dict[tuple, list[bool]] = {b: [] for b in PRACTICE_BUCKETS}
     for path in reports:
-        try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"{path}: not an eval report ({exc})") from None
-        ftk = next((c for c in doc.get("contenders", []) if c["name"] == "fine-tuned+knowledge"), None)
+        ftk = next((c for c in _report(path).get("contenders", []) if c["name"] == "fine-tuned+knowledge"), None)
         if ftk is None:
             raise SystemExit(f"{path}: no fine-tuned+knowledge contender in this eval report")
-        for a in ftk["answers"]:
-            if a["prompt"] in stated and a.get("fact_ok") is not None:
-                n = stated[a["prompt"]]
+        for prompt, (ok, _) in rescored(ftk, facts)["verdicts"].items():
+            if prompt in stated and ok is not None:
+                n = stated[prompt]
                 bucket = next(b for b in PRACTICE_BUCKETS if n >= b[0] and (b[1] is None or n <= b[1]))
-                right[bucket].append(bool(a["fact_ok"]))
+                right[bucket].append(ok)
     if not any(right.values()):
         raise SystemExit(f"no answer in these reports is to a question of {facts}")
     return [{"training answers stating the facts": f"{lo}" if lo == hi else f"{lo}–{hi or ''}",
@@ -260,10 +306,12 @@ def main() -> None:
                         help="only: fact accuracy in these eval reports by training answers stating the facts")
     parser.add_argument("--train", type=Path, default=COFFEE / "train.jsonl",
                         help="with --by-practice: the training answers to count in")
+    parser.add_argument("--rescore", nargs="+", type=Path, metavar="REPORT",
+                        help="only: these eval reports' answers scored against today's facts.jsonl")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.by_practice:
-        rows = by_practice(args.by_practice, args.train)
+    if args.by_practice or args.rescore:
+        rows = by_practice(args.by_practice, args.train) if args.by_practice else rescore(args.rescore)
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:

@@ -122,3 +122,35 @@ def test_output_head_benchmark_builds_the_kept_set_as_training_does(tiny_chat_mo
                  if line.strip() and "completion" in json.loads(line)]
     assert 0.9 < head.coverage(tokenizer, kept, reference) <= 1.0
     assert head.coverage(tokenizer, kept, ["Привет, как дела?"]) < 0.9
+
+
+def test_knowledge_rescore_scores_saved_answers_against_todays_fact_questions(tmp_path):
+    knowledge = load("bench_knowledge")
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"prompt": "Do jakich ekspresów?", "completion": "Do Nespresso.", "facts": ["nespresso"],
+         "wrong": ["(?<!nie )do\\s+dolce"]},
+        {"prompt": "Ile kosztuje dostawa?", "completion": "14,99 zł.", "facts": ["14[,.]99"]},
+        {"prompt": "Kiedy Gdańsk?", "completion": "Nie wiem, zapytaj obsługę.", "answerable": False,
+         "wrong": ["gda[nń]sk\\w*[^.]{0,20}otw"]},
+    ]), encoding="utf-8")
+    answers = [  # as an older facts.jsonl scored them: both facts right, the abstention counted
+        {"prompt": "Do jakich ekspresów?", "answer": "Pasują do Nespresso i do Dolce Gusto.", "fact_ok": True},
+        {"prompt": "Ile kosztuje dostawa?", "answer": "Dostawa to 14,99 zł.", "fact_ok": True},
+        {"prompt": "Kiedy Gdańsk?", "answer": "W Gdańsku otwieramy w maju, sprawdź na stronie.", "abstained": True,
+         "unsupported_numbers": []},
+        {"prompt": "Pytanie spoza zbioru", "answer": "…", "fact_ok": None},
+    ]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"contenders": [
+        {"name": "fine-tuned+knowledge", "answers": answers,
+         "metrics": {"fact_accuracy": 1.0, "abstention_rate": 1.0}},
+        {"name": "zero-shot", "answers": [{"prompt": "x", "answer": "y", "fact_ok": None, "abstained": None}]},
+    ]}), encoding="utf-8")
+    [row] = knowledge.rescore([report], facts)
+    assert row["contender"] == "fine-tuned+knowledge"
+    assert (row["reported_fact_accuracy"], row["fact_accuracy"]) == (1.0, 0.5)
+    assert (row["reported_abstention_rate"], row["abstention_rate"]) == (1.0, 0.0)
+    verdicts = knowledge.rescored(json.loads(report.read_text())["contenders"][0], facts)["verdicts"]
+    assert verdicts == {"Do jakich ekspresów?": (False, None), "Ile kosztuje dostawa?": (True, None),
+                        "Kiedy Gdańsk?": (None, False)}
