@@ -158,7 +158,9 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def _fact_questions(facts: Path) -> tuple[list[dict], list[dict]]:
-    records = _records(facts)
+    from specialist.evaluate.examples import load_eval_examples
+
+    records = [ex.source for ex in load_eval_examples(facts)]  # located errors for a bad facts/wrong field
     answerable = [r for r in records if r.get("answerable", True) and r.get("facts")]
     return answerable, [r for r in records if r.get("answerable") is False]
 
@@ -173,7 +175,7 @@ def shown_questions(s: DemoSettings) -> list[dict]:
 def facts_mark(question: dict, before: str, after: str) -> str:
     from specialist.evaluate.facts import abstained, fact_ok
 
-    wrong = question.get("wrong", ())
+    wrong = question.get("wrong") or ()
     if question.get("facts") and question.get("answerable", True):
         return " → ".join("✓" if fact_ok(t, question["facts"], True, wrong) else "✗" for t in (before, after))
     if question.get("answerable") is False:

@@ -155,6 +155,7 @@ def test_unsupported_numbers_and_their_rate():
     ("Tak, otwieramy sklep w Gdańsku w maju.", False),
     ("Gwatemala świetnie sprawdza się w French Pressie.", False),  # "works well", not "checks"
     ("Ta mieszanka sprawdzi się w kawiarce.", False),
+    ("Ta mieszanka świetnie się sprawdza w kawiarce.", False),
     ("Dostawa kosztuje 14,99 zł.", False),
     ("We ship within 24 hours.", False),
 ])
@@ -406,6 +407,8 @@ def test_cli_with_knowledge_writes_passages_and_marks_missing_facts(plain_run, s
     page = render_html(doc)
     assert "<mark title='not in the question nor the knowledge base'>19,99</mark> zł albo 14,99 zł" in page
     assert "unsupported: 19,99 zl" in page
+    ftk["answers"][0].update(wrong_found=["(?<!nie )do\\s+dolce"], answer="Pasują do Nespresso i do Dolce Gusto.")
+    assert "says what is wrong: do Dolce" in render_html(doc)  # the answer's own words the regex matched
 
 
 def test_every_coffee_fact_question_accepts_its_own_reference_answer():
@@ -419,3 +422,45 @@ def test_every_coffee_fact_question_accepts_its_own_reference_answer():
     assert len(answerable) >= 40 and len(examples) - len(answerable) >= 10
     assert [e.location for e in answerable if fact_ok(e.completion, e.facts, True, e.wrong) is not True] == []
     assert [e.location for e in examples if not e.answerable and not abstained(e.completion, (), e.wrong)] == []
+
+
+COFFEE_FACTS = Path(__file__).parent.parent / "examples" / "coffee" / "facts.jsonl"
+
+
+def test_no_right_abstention_fails_another_unanswerable_questions_wrong_regexes():
+    """A `wrong` regex written against one invented answer must not catch how the specialist
+    (and every reference) says it does not know: the training's own abstention answers too."""
+    from specialist.evaluate.examples import load_eval_examples
+    from specialist.evaluate.facts import wrong_found
+    from specialist.knowledge.augment import ABSTENTIONS
+
+    examples = load_eval_examples(COFFEE_FACTS)
+    abstentions = [*ABSTENTIONS["pl"], *ABSTENTIONS["en"], *(e.completion for e in examples if not e.answerable)]
+    caught = [(e.location, a) for e in examples if not e.answerable for a in abstentions if wrong_found(a, e.wrong)]
+    assert caught == []
+
+
+@pytest.mark.parametrize(("question", "answer", "right"), [
+    # right answers the coffee `wrong` regexes must let through …
+    ("Czy przyjmujecie zwrot napoczętej", "Przyjmujemy tylko nieotwarte paczki, w ciągu 14 dni.", True),
+    ("Do jakich ekspresów", "Pasują do ekspresów Nespresso, ale nie pasują do Dolce Gusto.", True),
+    ("Do jakich ekspresów", "Są zgodne z Nespresso; nie są kompatybilne z Dolce Gusto.", True),
+    ("Do jakich ekspresów", "Do Nespresso. Do Dolce Gusto niestety nie.", True),
+    ("Da się jeszcze dopisać", "Nie ma problemu, jeśli paczka nie wyszła jeszcze z palarni.", True),
+    ("Kiedy otwieracie kawiarnię", "Nie wiem, kiedy otworzymy kawiarnię w Gdańsku, zapytaj obsługę.", True),
+    # … and wrong ones, seen in the specialist's answers, they catch
+    ("Do jakich ekspresów", "Pasują do ekspresów zgodnych z Nespresso: do Dolce Gusto, do Nespresso.", False),
+    ("Czy przyjmujecie zwrot napoczętej", "Jasne! Zwrot obejmuje tylko nieotwarte paczki, więc przyjmujemy "
+                                          "np. otwartej kawy.", False),
+    ("Kiedy otwieracie kawiarnię", "Palarnia i kawiarnia otwarto w Gdańsku od razu, szczegóły na naszej stronie.",
+     False),
+    ("Wyślecie paczkę do Nowego Jorku", "Nie, paczki nie dotarły do Nowego Jorku, sprawdzimy to.", False),
+])
+def test_coffee_wrong_regexes_on_right_and_wrong_phrasings(question, answer, right):
+    from specialist.evaluate.examples import load_eval_examples
+    from specialist.evaluate.facts import abstained, fact_ok
+
+    [record] = [e for e in load_eval_examples(COFFEE_FACTS) if e.prompt.startswith(question)]
+    verdict = fact_ok(answer, record.facts, True, record.wrong) if record.answerable else abstained(answer, (),
+                                                                                                     record.wrong)
+    assert verdict is right

@@ -333,6 +333,11 @@ def test_demo_mixes_fact_and_style_questions():
     assert shown[2]["answerable"] is False and "answerable" not in shown[3]
     assert facts_mark(shown[0], "nie wiem", shown[0]["completion"]) == "✗ → ✓"
     assert facts_mark(shown[3], "a", "b") == "— (style)"
+    # `wrong` regexes count: the right keyword said wrongly is no right answer, an invention no abstention
+    assert facts_mark({"facts": ["nespresso"], "wrong": ["(?<!nie )do\\s+dolce"]}, "Do Nespresso.",
+                      "Do Nespresso i do Dolce Gusto.") == "✓ → ✗"
+    assert facts_mark({"answerable": False, "wrong": ["otwieramy"]}, "Nie wiem, zapytaj obsługę.",
+                      "W Gdańsku otwieramy w maju, zapytaj obsługę.") == "offers to check: ✓ → ✗"
 
 
 def test_demo_trains_with_the_knowledge_base_and_measures_facts(tiny_chat_model, tmp_path, capsys, monkeypatch):

@@ -2,7 +2,7 @@
 and the checks of what evaluation adds to a record.
 
 Eval records may carry what a right answer must say and whether the question can be answered
-at all (examples/coffee/facts.jsonl); data.Example holds them as `facts` and `answerable`:
+at all (examples/coffee/facts.jsonl); data.Example holds them as `facts`, `wrong` and `answerable`:
 
     {"prompt": …, "completion": …, "facts": ["14[,.]99\\s*(zł|zl)"], "answerable": true}
     {"prompt": …, "completion": …, "facts": ["nespresso"], "wrong": ["(?<!nie )do\\s+dolce\\s+gusto"]}

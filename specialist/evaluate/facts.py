@@ -28,10 +28,10 @@ from specialist.knowledge.grounding import FactIndex, normalise_number, unsuppor
 # Polish and English. Matched on the folded answer (lower case, no diacritics), so "sprawdzę",
 # "sprawdze", "obsługą" and "Obsluga" all count. Redirects to the shop's own pages count too:
 # the coffee references answer unknown prices with "zobaczysz na stronie produktu" / "w koszyku".
-# The reflexive "sprawdza się"/"sprawdzi się" means "works well" ("sprawdza się w French Pressie"),
+# The reflexive "sprawdza się"/"się sprawdzi" means "works well" ("sprawdza się w French Pressie"),
 # not "checks": the coffee answers use it often, and it counted as an abstention.
 ABSTAIN_PATTERN = (
-    r"\bsprawdz(?!\w*\s+sie\b)|\bobslug|\bnie mam (?:\w+ ){0,2}informacj|\bnie wiem\b|\bnie znam\b"
+    r"(?<!\bsie )\bsprawdz(?!\w*\s+sie\b)|\bobslug|\bnie mam (?:\w+ ){0,2}informacj|\bnie wiem\b|\bnie znam\b"
     r"|\bskontaktuj|\bkontakt"
     r"|\bnapisz (?:\w+ )?(?:do|na)\b|\bzapytaj|\bzajrzyj|\bna (?:naszej )?stronie\b|\bw opisie\b|\bzobaczysz\b"
     r"|\bpod reka\b"

@@ -160,9 +160,12 @@ def augment_examples(examples: Sequence[tuple[list[Message], str, Any]], retriev
             # not the passages the answer reads like (it may say more than its figures: "a few days")
             holding = [p.id for p in retriever.kb.passages
                        if figures & passage_numbers[p.id] or any(passage_facts[p.id].supports(f) for f in stated)]
-            holding += [h.passage.id for h in retriever.search(completion, ANSWER_LIKE, min_share=MIN_SHARE)]
+            holding += [h.passage.id for h in retriever.search(completion, ANSWER_LIKE, min_share=MIN_SHARE)
+                        if h.score > 0]
             hits = retriever.search(question, settings.top_k, exclude=holding, min_share=settings.min_share)
-            context = [h.passage for h in hits if h.score > 0]  # related: sharing a term with the question
+            # BM25: related = sharing a term with the question; dense and hybrid scores rank
+            # every passage, so there the near miss is the best of what is left
+            context = [h.passage for h in hits if h.score > 0]
         if context:
             report.abstentions_related += 1
         else:

@@ -57,7 +57,7 @@ def with_knowledge(examples: Sequence[Example], context: Any, abstain_share: flo
 def _augmented(a: ContextExample) -> Example:
     example: Example = a.source  # with_knowledge passes the examples themselves as the sources
     if a.kind == "abstention":  # the same question without its answer's passages: an offer to check
-        return replace(example, messages=a.messages, completion=a.completion, facts=(), answerable=False)
+        return replace(example, messages=a.messages, completion=a.completion, facts=(), wrong=(), answerable=False)
     return replace(example, messages=a.messages)
 
 
