@@ -182,9 +182,16 @@ PRACTICE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, None))
 
 def _report(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SystemExit(f"{path}: not an eval report ({exc})") from None
+    contenders = doc.get("contenders") if isinstance(doc, dict) else None
+    if not isinstance(contenders, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("answers"), list)
+            and all(isinstance(a, dict) and isinstance(a.get("prompt"), str) and isinstance(a.get("answer"), str)
+                    for a in c["answers"]) for c in contenders):
+        raise SystemExit(f"{path}: not an eval report (contenders with named answers to prompts expected)")
+    return doc
 
 
 def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") -> dict[str, Any]:
@@ -311,7 +318,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.by_practice or args.rescore:
-        rows = by_practice(args.by_practice, args.train) if args.by_practice else rescore(args.rescore)
+        from specialist.errors import SpecialistError
+
+        try:
+            rows = by_practice(args.by_practice, args.train) if args.by_practice else rescore(args.rescore)
+        except SpecialistError as exc:  # a bad facts.jsonl: its located error, one line
+            raise SystemExit(str(exc)) from None
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:

@@ -151,6 +151,10 @@ def test_knowledge_rescore_scores_saved_answers_against_todays_fact_questions(tm
     assert row["contender"] == "fine-tuned+knowledge"
     assert (row["reported_fact_accuracy"], row["fact_accuracy"]) == (1.0, 0.5)
     assert (row["reported_abstention_rate"], row["abstention_rate"]) == (1.0, 0.0)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"contenders": [{"name": "x", "answers": [{"prompt": "p"}]}]}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bad\.json: not an eval report"):
+        knowledge.rescore([bad], facts)
     verdicts = knowledge.rescored(json.loads(report.read_text())["contenders"][0], facts)["verdicts"]
     assert verdicts == {"Do jakich ekspresów?": (False, None), "Ile kosztuje dostawa?": (True, None),
                         "Kiedy Gdańsk?": (None, False)}
