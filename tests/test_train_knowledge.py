@@ -197,7 +197,8 @@ def test_a_tiny_run_with_a_knowledge_base_keeps_its_snapshot(tiny_chat_model, tm
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
     config = load_train_config(overrides=dict(data=data, model=str(tiny_chat_model), out=tmp_path / "run",
                                               knowledge=tmp_path / "kb.md", knowledge_top_k=2, max_steps=2,
-                                              batch_size=4, save_steps=1000, abstain_share=0.4))
+                                              batch_size=4, save_steps=1000, abstain_share=0.4,
+                                              abstain_related=1.0))
     assert config.max_length == 512  # room for the passages
     run = train(config, show_progress=False)
     summary = json.loads((run / "run.json").read_text(encoding="utf-8"))
@@ -208,6 +209,7 @@ def test_a_tiny_run_with_a_knowledge_base_keeps_its_snapshot(tiny_chat_model, tm
     assert settings.grounded_numbers is config.knowledge_grounded_numbers is True  # so are grounded numbers
     assert summary["examples"] == len(ROWS) and summary["training_examples"] == len(ROWS) + 2
     assert summary["knowledge"]["augment"]["abstentions"] == 2
+    assert summary["knowledge"]["augment"]["abstentions_related"] >= 1  # the setting reaches the examples
     assert Path(snap["source"]) == (tmp_path / "kb.md").resolve()
 
 
