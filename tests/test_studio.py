@@ -409,6 +409,25 @@ def test_proof_shows_answers_side_by_side_with_filters(client, runs):
     assert order[-1] == "2" and sorted(order) == ["1", "2", "3"]  # every contender said the same there
 
 
+def test_proof_says_what_a_fact_answer_misses_says_wrongly_or_invents(client, runs):
+    doc = _report(runs / "r")
+    ft = doc["contenders"][2]["answers"]
+    ft[0].update(answer="Pasują do Nespresso i do Dolce Gusto.", fact_ok=False, missing_facts=[],
+                 wrong_found=[r"(?<!nie )do\s+dolce"])
+    for c in doc["contenders"]:
+        c["answers"][1]["reference"] = "Dostawa kosztuje 14,99 zł."  # one reference per prompt, as in a report
+    ft[1].update(fact_ok=False, missing_facts=[r"14[,.]99\s*zł"])
+    ft[2].update(answer="Otwieramy w Gdańsku w maju, sprawdź na stronie.", abstained=False)
+    doc["contenders"][1]["answers"][2]["abstained"] = True
+    (runs / "r" / "eval" / "report.json").write_text(json.dumps(doc), encoding="utf-8")
+    page = client.get("/proof", params={"run": "r"}, headers=HTML).text
+    assert "says wrongly: do Dolce" in page  # the answer's own words
+    assert "missing: 14,99 zł" in page  # the reference's words, not the regex
+    assert "answers an unanswerable question" in page and "offers to check" in page
+    wrong = client.get("/proof", params={"run": "r", "show": "wrong-fact"}, headers=HTML).text
+    assert re.findall(r'id="prompt-(\d+)"', wrong) == ["1", "2", "3"]  # an invention is a wrong fact too
+
+
 def test_eval_of_a_training_run_is_refused(client, runs, tmp_path):
     _report(runs / "r")
     studio = client.app.state.studio

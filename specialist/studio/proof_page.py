@@ -85,6 +85,8 @@ def _default_eval_data(summary: dict[str, Any]) -> str:
 
 def _prompts(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Per prompt: the reference and every contender's answer, with what went wrong."""
+    from specialist.evaluate.facts import shown_fact
+
     contenders = doc["contenders"]
     retrieved = (doc.get("knowledge") or {}).get("retrieved") or []
     out = []
@@ -93,12 +95,16 @@ def _prompts(doc: dict[str, Any]) -> list[dict[str, Any]]:
         for c in contenders:
             a = c["answers"][i]
             answers.append({"name": c["name"], "text": a["answer"], "failed_rules": a.get("failed_rules") or [],
-                            "fact_ok": a.get("fact_ok"), "missing_facts": a.get("missing_facts") or [],
+                            "fact_ok": a.get("fact_ok"), "abstained": a.get("abstained"),
+                            # as a reader says them: the reference's words for what is missing,
+                            # the answer's own for what it says wrongly
+                            "missing": [shown_fact(f, first["reference"]) for f in a.get("missing_facts") or []],
+                            "wrong_found": [shown_fact(w, a["answer"]) for w in a.get("wrong_found") or []],
                             "unsupported": a.get("unsupported_numbers") or [], "style": a.get("style_score"),
                             "words": a.get("words"), "passages": a.get("passages") or []})
         out.append({"index": i + 1, "prompt": first["prompt"], "reference": first["reference"], "answers": answers,
                     "failing_rule": any(a["failed_rules"] for a in answers),
-                    "wrong_fact": any(a["fact_ok"] is False for a in answers),
+                    "wrong_fact": any(a["fact_ok"] is False or a["abstained"] is False for a in answers),
                     "disagreement": _disagreement([a["text"] for a in answers]),
                     "hits": retrieved[i]["hits"] if i < len(retrieved) else []})
     return out
