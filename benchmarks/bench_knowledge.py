@@ -36,6 +36,7 @@ exist and are complete."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import subprocess
@@ -194,13 +195,21 @@ def _report(path: Path) -> dict[str, Any]:
     return doc
 
 
+@functools.lru_cache(maxsize=4)
+def _questions(path: Path, mtime_ns: int) -> dict[str, Any]:
+    from specialist.evaluate.examples import load_eval_examples
+
+    return {e.prompt: e for e in load_eval_examples(path)}
+
+
 def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") -> dict[str, Any]:
     """One contender's saved answers scored against `facts` as it is now: per answer
     (prompt → fact_ok, abstained) and the two shares, beside the ones the report holds."""
-    from specialist.evaluate.examples import load_eval_examples
     from specialist.evaluate.facts import abstained, fact_ok, share
 
-    questions = {e.prompt: e for e in load_eval_examples(facts)}
+    facts = Path(facts).resolve()
+    # read once for every contender of every report (the file's mtime keys it: an edit re-reads)
+    questions = _questions(facts, facts.stat().st_mtime_ns if facts.exists() else 0)
     verdicts: dict[str, tuple[bool | None, bool | None]] = {}
     for a in contender["answers"]:
         q = questions.get(a["prompt"])
@@ -219,7 +228,7 @@ def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") ->
 def rescore(reports: list[Path], facts: Path = COFFEE / "facts.jsonl") -> list[dict[str, Any]]:
     rows = []
     for path in reports:
-        for c in _report(path).get("contenders", []):
+        for c in _report(path)["contenders"]:
             if not any(a.get("fact_ok") is not None or a.get("abstained") is not None for a in c["answers"]):
                 continue  # a contender without fact questions (a style-only eval)
             r = rescored(c, facts)
@@ -244,7 +253,7 @@ def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
             stated[q["prompt"]] = sum(all(p.search(a) for p in patterns) for a in answers)
     right: dict[tuple, list[bool]] = {b: [] for b in PRACTICE_BUCKETS}
     for path in reports:
-        ftk = next((c for c in _report(path).get("contenders", []) if c["name"] == "fine-tuned+knowledge"), None)
+        ftk = next((c for c in _report(path)["contenders"] if c["name"] == "fine-tuned+knowledge"), None)
         if ftk is None:
             raise SystemExit(f"{path}: no fine-tuned+knowledge contender in this eval report")
         for prompt, (ok, _) in rescored(ftk, facts)["verdicts"].items():
