@@ -19,6 +19,10 @@ from specialist.models.registry import DEFAULT_MODEL
 Method = Literal["lora", "dora", "qlora", "full"]
 # Room for three retrieved passages before the question when training with a knowledge base.
 KNOWLEDGE_MAX_LENGTH = 512
+# Adapters start from zero and tolerate a large step; full fine-tuning moves the pretrained
+# weights themselves, and 2e-4 there destabilises a small model (5e-5 is the usual full-SFT
+# rate for models of a few hundred million parameters).
+DEFAULT_LR = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "full": 5e-5}
 
 
 class TrainConfig(BaseModel):
@@ -76,7 +80,8 @@ class TrainConfig(BaseModel):
     max_steps: int = Field(-1, ge=-1, description="optimizer steps; -1 = run the epochs")
     batch_size: int = Field(8, gt=0)
     grad_accum: int = Field(1, gt=0)
-    lr: float = Field(2e-4, gt=0, lt=1)
+    lr: float = Field(DEFAULT_LR["lora"], gt=0, lt=1, description=(
+        "peak learning rate; default 2e-4 for adapters (lora, dora, qlora), 5e-5 for full fine-tuning"))
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
@@ -117,6 +122,13 @@ class TrainConfig(BaseModel):
     def _knowledge_needs_room(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("knowledge") and values.get("max_length") is None:
             return {**values, "max_length": KNOWLEDGE_MAX_LENGTH}
+        return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_for_method(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("lr") is None and values.get("method") in DEFAULT_LR:
+            return {**values, "lr": DEFAULT_LR[values["method"]]}
         return values
 
     def run_dir(self) -> Path:

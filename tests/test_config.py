@@ -24,6 +24,16 @@ def test_defaults_fit_the_embedded_model():
     assert c.run_dir() == Path("runs/d-lora")
 
 
+def test_learning_rate_defaults_by_method_unless_given(tmp_path):
+    # full fine-tuning moves the pretrained weights: the adapters' 2e-4 would be too large a step
+    assert TrainConfig(data=Path("d.jsonl"), method="full").lr == 5e-5
+    assert TrainConfig(data=Path("d.jsonl"), method="dora").lr == 2e-4
+    assert TrainConfig(data=Path("d.jsonl"), method="full", lr=1e-4).lr == 1e-4
+    path = _yaml(tmp_path, "data: d.jsonl\nmethod: full\n")
+    assert load_train_config(path, {"lr": None}).lr == 5e-5
+    assert load_train_config(path, {"lr": 3e-4}).lr == 3e-4
+
+
 def test_yaml_then_overrides_win(tmp_path):
     (tmp_path / "data.jsonl").write_text("{}\n")
     path = _yaml(tmp_path, "data: data.jsonl\nlora_r: 8\nlr: 0.001\nmethod: dora\n")
