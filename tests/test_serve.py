@@ -21,7 +21,9 @@ from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
-from specialist.serve.server import APIError, BatchWorker, Job, ServerLimits, create_app
+from specialist.serve.http import APIError
+from specialist.serve.server import ServerLimits, create_app
+from specialist.serve.worker import BatchWorker, Job
 from tests.helpers import free_port, running
 
 MODEL_ID = "tiny"

@@ -18,8 +18,9 @@ from specialist.inference.sampling import GenerationSettings
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_model
 from specialist.models.template import build_messages
-from specialist.serve.server import BatchWorker, Job, create_app
+from specialist.serve.server import create_app
 from specialist.serve.specialists import load_specialists, model_entries
+from specialist.serve.worker import BatchWorker, Job
 from tests.helpers import make_adapter_run, running
 
 PROMPTS = ["Hello there", "What is a good coffee?", "Tell me about leases", "Numbers: 1 2 3"]

@@ -36,6 +36,15 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class APIError(Exception):
+    """A request the server refuses or cannot answer: raised anywhere, answered as error_body."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
     return ErrorResponse(error=ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
 

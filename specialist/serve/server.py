@@ -3,22 +3,20 @@
 Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions, with
 and without streaming (server-sent events ending in `data: [DONE]`).
 
-One worker thread owns the model. Requests wait in a bounded queue; the worker takes the
-oldest one and every other waiting request that can share its sampling settings (up to
-`max_batch`) and decodes them as one batch, so concurrent clients share the forward passes
-instead of waiting for each other. A full queue answers 429; oversize bodies, prompts and
-token budgets answer 4xx; every error has OpenAI's shape
+One worker thread owns the model (serve/worker.py): concurrent requests that can share their
+sampling settings decode as one batch, and a full queue answers 429. Oversize bodies, prompts
+and token budgets answer 4xx; every error has OpenAI's shape
 {"error": {"message", "type", "param", "code"}}. A client that hangs up (streaming or not)
 cancels its row at the next token, or its place in the queue. The API key, compared in
 constant time, guards every route but /health, which tells a probe without it only
 {"status": "ok"}; the request and send deadlines against slow clients are in serve/http.py.
 No request field names a file: the model field is only compared with the served model's name.
 
-Request bodies are closed sets: a field the server does not know, or an OpenAI field it does
-not implement set to anything but its "off" value, is refused with a 400 naming it (the list is
-in docs/api.md). Log-probabilities (`logprobs`, `echo`, `top_logprobs`) are computed by the
-engine (inference/logprobs.py: log-softmax of the raw logits); this module only shapes them
-into OpenAI's JSON.
+Request bodies are closed sets (serve/schemas.py): a field the server does not know, or an
+OpenAI field it does not implement set to anything but its "off" value, is refused with a 400
+naming it (the list is in docs/api.md). Log-probabilities (`logprobs`, `echo`,
+`top_logprobs`) are computed by the engine (inference/logprobs.py: log-softmax of the raw
+logits); this module only shapes them into OpenAI's JSON.
 
 A model served with a knowledge base (its run's snapshot, or --knowledge) retrieves inside the
 server: /v1/chat/completions searches the knowledge base with the last user message and puts
@@ -40,27 +38,30 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from specialist.inference.generator import Answer, Generator
-from specialist.inference.logprobs import MAX_TOP_LOGPROBS, TokenLogprob, token_bytes, token_text
+from specialist.inference.logprobs import TokenLogprob, token_bytes, token_text
 from specialist.inference.sampling import GenerationSettings
-from specialist.inference.stops import RowDecoder
 from specialist.models.template import attach_context, last_user_text
-from specialist.serve.http import ErrorResponse, error_body, protocol_class
+from specialist.serve.http import APIError, ErrorResponse, error_body, protocol_class
+from specialist.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingRequest,
+    require_unicode,
+    unsupported,
+)
 from specialist.serve.specialists import Specialist
+from specialist.serve.worker import BatchWorker, Job
 
 if TYPE_CHECKING:
     from specialist.knowledge.runtime import KnowledgeContext
@@ -78,294 +79,13 @@ class ServerLimits:
     send_timeout: float = 30.0  # seconds a client may take none of its answer before it is dropped
 
 
-# ---------------------------------------------------------------- errors
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-
 def _error_response(exc: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=headers)
 
 
-# ---------------------------------------------------------------- request bodies
-class _Lenient(BaseModel):
-    # parts of a request (a message, stream options) may carry fields this server does not use
-    model_config = ConfigDict(extra="ignore")
-
-
-class ChatMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise APIError(400, "only text content parts are supported", param="messages")
-            parts.append(part["text"])
-        return "".join(parts)
-
-
-class StreamOptions(_Lenient):
-    include_usage: bool = False
-
-
-def _unsupported(param: str, why: str = "not supported by this server") -> APIError:
-    return APIError(400, f"{param}: {why}", param=param, code="unsupported_parameter")
-
-
-def _off(*values: Any, schema: dict[str, Any] | None = None, **constraints: Any) -> Any:
-    """A field of OpenAI's this server does not implement: the request model accepts any value, so
-    `refuse_unsupported` can name it in a 400; the OpenAPI document lists only the `values` that
-    mean "off" (or the `schema` they meet), the ones a client can send."""
-    return Field(None, json_schema_extra=schema or {"enum": list(values)}, **constraints)
-
-
-class _Sampling(BaseModel):
-    """The fields both completion routes share. A request body is a closed set: a field this
-    server does not know is refused (400, naming it), and OpenAI's fields it does not implement
-    are accepted only at the value that means "off" (see `refuse_unsupported`), so no option a
-    client sends is silently dropped."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**64)  # what both engines' generators accept
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, json_schema_extra={"enum": [1]})
-    # accepted, and without effect on the answer
-    user: str | None = None
-    # OpenAI's, not implemented: only their "off" values pass
-    frequency_penalty: float | None = _off(schema={"minimum": 0, "maximum": 0}, ge=-2.0, le=2.0)  # 0 and -0.0
-    presence_penalty: float | None = _off(schema={"minimum": 0, "maximum": 0}, ge=-2.0, le=2.0)  # 0 and -0.0
-    logit_bias: dict[str, float] | None = _off(None, {})
-
-    def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4:
-            raise APIError(400, "at most 4 stop sequences are allowed", param="stop")
-        return [s for s in stops if s]
-
-    def refuse_unsupported(self) -> None:
-        if self.n != 1:
-            raise APIError(400, "n > 1 is not supported", param="n")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if getattr(self, name):
-                raise _unsupported(name, "not supported by this server (leave it out or send 0)")
-        if self.logit_bias:
-            raise _unsupported("logit_bias")
-
-
-class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    # not OpenAI's: false answers without retrieval on a server that has a knowledge base
-    knowledge: bool = True
-    # accepted, and without effect on the answer
-    metadata: dict[str, str] | None = None
-    store: bool | None = None
-    service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
-    # OpenAI's, not implemented: only their "off" values pass
-    tools: list[dict[str, Any]] | None = _off(None, [])
-    tool_choice: str | dict[str, Any] | None = _off(None, "none")
-    functions: list[dict[str, Any]] | None = _off(None, [])
-    function_call: str | dict[str, Any] | None = _off(None, "none")
-    response_format: dict[str, Any] | None = _off(None, {"type": "text"})
-    modalities: list[str] | None = _off(None, ["text"])
-    audio: dict[str, Any] | None = _off(None)
-    prediction: dict[str, Any] | None = _off(None)
-    reasoning_effort: str | None = _off(None)
-    web_search_options: dict[str, Any] | None = _off(None)
-
-    def refuse_unsupported(self) -> None:
-        super().refuse_unsupported()
-        for name in ("tools", "functions"):
-            if getattr(self, name):
-                raise _unsupported(name, "tool and function calling are not supported by this server")
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none"):
-                raise _unsupported(name, "tool and function calling are not supported by this server")
-        if self.response_format not in (None, {"type": "text"}):
-            raise _unsupported("response_format", 'only {"type": "text"} is supported')
-        if self.modalities not in (None, ["text"]):
-            raise _unsupported("modalities", 'only ["text"] is supported')
-        for name in ("audio", "prediction", "reasoning_effort", "web_search_options"):
-            if getattr(self, name) is not None:
-                raise _unsupported(name)
-        if self.top_logprobs is not None and not self.logprobs:
-            raise APIError(400, "top_logprobs: needs logprobs: true", param="top_logprobs")
-
-
-class CompletionRequest(_Sampling):
-    # a text, or token ids (what evaluation harnesses send); a list holds one prompt
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(None, ge=0)  # 0 with echo: score the prompt only
-    echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    # OpenAI's, not implemented: only their "off" values pass
-    best_of: int | None = _off(None, 1, ge=1)
-    suffix: str | None = _off(None, "")
-
-    def refuse_unsupported(self) -> None:
-        super().refuse_unsupported()
-        if self.best_of not in (None, 1):
-            raise _unsupported("best_of", "best_of > 1 is not supported")
-        if self.suffix:
-            raise _unsupported("suffix", "insertion (suffix) is not supported")
-        if self.max_tokens == 0 and not self.echo:
-            raise APIError(400, "max_tokens: 0 is allowed only with echo: true (scoring the prompt)",
-                           param="max_tokens")
-
-
-def _require_unicode(value: Any, param: str = "") -> None:
-    """JSON's \\uD800-style escapes decode to lone surrogates, which no tokenizer encodes and no
-    response can echo as UTF-8: such a request is refused up front, naming the field."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise APIError(400, f"{param}: not valid Unicode text (a lone surrogate)", param=param,
-                           code="invalid_unicode") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _require_unicode(item, f"{param}.{key}" if param else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _require_unicode(item, f"{param}.{i}")
-
-
-# ---------------------------------------------------------------- the model worker
-@dataclass
-class Job:
-    prompt: list[int]
-    settings: GenerationSettings
-    row: RowDecoder
-    on_done: Callable[[Answer | None, BaseException | None], None]
-    generator: Generator | None = None  # the specialist's; None: the worker's own
-
-    @property
-    def batch_key(self) -> tuple | None:
-        """Jobs with equal keys can share a batch; a seeded job runs alone so its seed makes
-        its answer reproducible."""
-        if self.settings.seed is not None:
-            return None
-        if self.settings.greedy:
-            return ("greedy",)
-        return ("sample", self.settings.temperature, self.settings.top_p)
-
-
-class BatchWorker:
-    """The one thread that runs the model; see the module docstring."""
-
-    def __init__(self, generator: Generator, max_batch: int = 8, max_queue: int = 64) -> None:
-        self.generator = generator
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self._jobs: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self.batches = 0  # how many generate calls ran; tests and /health read it
-        self.largest_batch = 0
-        self._running: list[Job] = []
-        self._thread = threading.Thread(target=self._loop, name="model-worker", daemon=True)
-        self._thread.start()
-
-    @property
-    def queued(self) -> int:
-        return len(self._jobs)
-
-    @property
-    def active(self) -> int:
-        """Rows of the running batch still being decoded."""
-        return sum(not job.row.done for job in self._running)
-
-    def submit(self, job: Job) -> None:
-        with self._cond:
-            if len(self._jobs) >= self.max_queue:  # requests whose clients left give their places first
-                self._jobs = deque(j for j in self._jobs if not j.row.cancelled.is_set())
-            if len(self._jobs) >= self.max_queue:
-                raise APIError(429, f"the server is busy: {self.max_queue} requests are waiting; retry later",
-                               type="rate_limit_error", code="queue_full")
-            self._jobs.append(job)
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
-
-    def _key(self, job: Job) -> tuple | None:
-        """Jobs share a batch when their sampling allows it (Job.batch_key) and their
-        generators share one model (the runs of one base: each row keeps its adapter)."""
-        key = job.batch_key
-        generator = job.generator or self.generator
-        return None if key is None else (id(getattr(generator, "shared_model", generator)), *key)
-
-    def _take_batch(self) -> list[Job]:
-        with self._cond:
-            while not self._jobs and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return []
-            first = self._jobs.popleft()
-            batch = [first]
-            key = self._key(first)
-            if key is not None:
-                for job in list(self._jobs):
-                    if len(batch) >= self.max_batch:
-                        break
-                    if self._key(job) == key:
-                        self._jobs.remove(job)
-                        batch.append(job)
-            return batch
-
-    def _loop(self) -> None:
-        while True:
-            batch = [j for j in self._take_batch() if not j.row.cancelled.is_set()]
-            if self._stopping:
-                return
-            if not batch:
-                continue
-            self.batches += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
-            self._running = batch
-            try:
-                generators = [j.generator or self.generator for j in batch]
-                prompts, rows = [j.prompt for j in batch], [j.row for j in batch]
-                if len(set(map(id, generators))) == 1:
-                    answers = generators[0].run_batch(prompts, rows, batch[0].settings)
-                else:  # several specialists on one shared model: each row names its adapter
-                    answers = generators[0].run_batch(prompts, rows, batch[0].settings,
-                                                      adapters=[g.adapter for g in generators])
-            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the worker
-                for job in batch:
-                    job.on_done(None, exc)
-                continue
-            finally:
-                self._running = []
-            for job, answer in zip(batch, answers):
-                job.on_done(answer, None)
-
-
 # ---------------------------------------------------------------- request → job
-def _settings(req: _Sampling, requested: int | None, prompt_len: int, context: int,
+def _settings(req: SamplingRequest, requested: int | None, prompt_len: int, context: int,
               limits: ServerLimits) -> GenerationSettings:
     max_prompt = min(limits.max_prompt_tokens or context, context - 1)
     if prompt_len > max_prompt:
@@ -602,7 +322,7 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
         worker.submit(Job(prompt, settings, row, on_done, None if generator is specialists[0].generator else generator))
         return row, events
 
-    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: _Sampling, request: Request,
+    async def answer_or_stream(prompt: list[int], settings: GenerationSettings, req: SamplingRequest, request: Request,
                                chat: bool, extra: dict | None = None, logprobs: int | None = None,
                                echo: str | None = None, spec: Specialist = specialists[0],
                                contrast: list[int] | None = None):
@@ -694,18 +414,18 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
         return StreamingResponse(events_sse(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def check_logprobs(req: _Sampling, generator: Generator, wanted: bool, param: str) -> None:
+    def check_logprobs(req: SamplingRequest, generator: Generator, wanted: bool, param: str) -> None:
         if not wanted:
             return
         if not generator.scores_logprobs:
-            raise _unsupported(param, "this server's engine does not compute log-probabilities (serve with "
+            raise unsupported(param, "this server's engine does not compute log-probabilities (serve with "
                                       "--engine torch)")
         if req.stream:
-            raise _unsupported(param, "not available with stream: true (ask without streaming)")
+            raise unsupported(param, "not available with stream: true (ask without streaming)")
 
     @app.post("/v1/chat/completions", responses=_COMPLETION)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        _require_unicode(req.model_dump())
+        require_unicode(req.model_dump())
         spec = check_model(req.model)
         generator, knowledge, context = spec.generator, spec.knowledge, spec.generator.context_length
         req.refuse_unsupported()
@@ -740,7 +460,7 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
         """Raw text in, raw text out: no retrieval (the client owns the whole prompt). The prompt
         is a text (tokenized with the model's special tokens, e.g. BOS) or token ids (used as
         they are)."""
-        _require_unicode(req.model_dump())
+        require_unicode(req.model_dump())
         spec = check_model(req.model)
         generator, context = spec.generator, spec.generator.context_length
         req.refuse_unsupported()
