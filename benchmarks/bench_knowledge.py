@@ -36,7 +36,6 @@ exist and are complete."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import subprocess
@@ -195,21 +194,20 @@ def _report(path: Path) -> dict[str, Any]:
     return doc
 
 
-@functools.lru_cache(maxsize=4)
-def _questions(path: Path, mtime_ns: int) -> dict[str, Any]:
+def fact_questions(facts: Path) -> dict[str, Any]:
     from specialist.evaluate.examples import load_eval_examples
 
-    return {e.prompt: e for e in load_eval_examples(path)}
+    return {e.prompt: e for e in load_eval_examples(facts)}
 
 
-def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") -> dict[str, Any]:
+def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl",
+             questions: dict[str, Any] | None = None) -> dict[str, Any]:
     """One contender's saved answers scored against `facts` as it is now: per answer
-    (prompt → fact_ok, abstained) and the two shares, beside the ones the report holds."""
+    (prompt → fact_ok, abstained) and the two shares, beside the ones the report holds.
+    `questions` (fact_questions(facts)) spares a caller with many contenders re-reading it."""
     from specialist.evaluate.facts import abstained, fact_ok, share
 
-    facts = Path(facts).resolve()
-    # read once for every contender of every report (the file's mtime keys it: an edit re-reads)
-    questions = _questions(facts, facts.stat().st_mtime_ns if facts.exists() else 0)
+    questions = fact_questions(facts) if questions is None else questions
     verdicts: dict[str, tuple[bool | None, bool | None]] = {}
     for a in contender["answers"]:
         q = questions.get(a["prompt"])
@@ -227,11 +225,12 @@ def rescored(contender: dict[str, Any], facts: Path = COFFEE / "facts.jsonl") ->
 
 def rescore(reports: list[Path], facts: Path = COFFEE / "facts.jsonl") -> list[dict[str, Any]]:
     rows = []
+    questions = fact_questions(facts)
     for path in reports:
         for c in _report(path)["contenders"]:
             if not any(a.get("fact_ok") is not None or a.get("abstained") is not None for a in c["answers"]):
                 continue  # a contender without fact questions (a style-only eval)
-            r = rescored(c, facts)
+            r = rescored(c, facts, questions)
             rows.append({"report": str(path), "contender": c["name"],
                          **{k: None if r[k] is None else round(r[k], 3)
                             for k in ("reported_fact_accuracy", "fact_accuracy", "reported_abstention_rate",
@@ -252,11 +251,12 @@ def by_practice(reports: list[Path], train: Path = COFFEE / "train.jsonl",
             patterns = [re.compile(x, re.IGNORECASE) for x in q["facts"]]
             stated[q["prompt"]] = sum(all(p.search(a) for p in patterns) for a in answers)
     right: dict[tuple, list[bool]] = {b: [] for b in PRACTICE_BUCKETS}
+    questions = fact_questions(facts)
     for path in reports:
         ftk = next((c for c in _report(path)["contenders"] if c["name"] == "fine-tuned+knowledge"), None)
         if ftk is None:
             raise SystemExit(f"{path}: no fine-tuned+knowledge contender in this eval report")
-        for prompt, (ok, _) in rescored(ftk, facts)["verdicts"].items():
+        for prompt, (ok, _) in rescored(ftk, facts, questions)["verdicts"].items():
             if prompt in stated and ok is not None:
                 n = stated[prompt]
                 bucket = next(b for b in PRACTICE_BUCKETS if n >= b[0] and (b[1] is None or n <= b[1]))

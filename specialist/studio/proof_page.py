@@ -101,10 +101,12 @@ def _prompts(doc: dict[str, Any]) -> list[dict[str, Any]]:
                             "missing": [shown_fact(f, first["reference"]) for f in a.get("missing_facts") or []],
                             "wrong_found": [shown_fact(w, a["answer"]) for w in a.get("wrong_found") or []],
                             "unsupported": a.get("unsupported_numbers") or [], "style": a.get("style_score"),
-                            "words": a.get("words"), "passages": a.get("passages") or []})
+                            "words": a.get("words"), "passages": a.get("passages") or [],
+                            # a wrong fact, or an invention where it should have offered to check
+                            "wrong": a.get("fact_ok") is False or a.get("abstained") is False})
         out.append({"index": i + 1, "prompt": first["prompt"], "reference": first["reference"], "answers": answers,
                     "failing_rule": any(a["failed_rules"] for a in answers),
-                    "wrong_fact": any(a["fact_ok"] is False or a["abstained"] is False for a in answers),
+                    "wrong_fact": any(a["wrong"] for a in answers),
                     "disagreement": _disagreement([a["text"] for a in answers]),
                     "hits": retrieved[i]["hits"] if i < len(retrieved) else []})
     return out
