@@ -73,10 +73,26 @@ def css(where, selector: str) -> list:
 
 
 def wait(driver, condition, seconds: float = 60.0, what: str = ""):
-    """condition(driver)'s first truthy value, polled; a TimeoutException saying `what` after `seconds`."""
+    """condition(driver)'s first truthy value, polled; a TimeoutException saying `what` after `seconds`.
+
+    A live page replaces its elements while the test reads them (the run page swaps its status
+    and chart as the training reports). An element found by one poll and gone by its next read is
+    a poll that saw nothing yet, not a failure: Chromium says so either as a stale element or as
+    "Node with given id does not belong to the document"."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+    def poll(d):
+        try:
+            return condition(d)
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error.msg or ""):
+                return False
+            raise
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.2).until(poll, message=what)
 
 
 def fill(driver, element_id: str, value: str) -> None:

@@ -98,11 +98,13 @@ def test_the_whole_road_in_a_browser(browser, tmp_path, tiny_chat_model):
         seen = set()
 
         def finished(d) -> bool:
-            points = css(d, "#loss-chart")[0].get_attribute("data-points") if css(d, "#loss-chart") else None
+            # one read inside the page: the chart and the badge are replaced as the run reports
+            points, status = d.execute_script("""
+                const chart = document.getElementById('loss-chart'), badge = document.getElementById('run-status');
+                return [chart && chart.dataset.points, badge && badge.textContent.trim()];""")
             if points:
                 seen.add(int(points))
-            status = css(d, "#run-status")
-            return bool(status) and status[0].text == "completed"
+            return status == "completed"
 
         wait(d, finished, 180, "the training to complete")
         assert len([n for n in seen if n > 0]) >= 2, f"the chart never updated live: {seen}"
