@@ -81,7 +81,8 @@ def test_cpu_plan_bf16_base_with_autocast_only_where_native(monkeypatch, tmp_pat
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: True)
     plan = plan_model(_cfg(), CPU)
     assert plan.load_kwargs["dtype"] == torch.bfloat16 and plan.precision.mixed == "bf16"
-    assert plan.load_kwargs["attn_implementation"] == "sdpa"
+    assert plan.load_kwargs["attn_implementation"] == "sdpa_packed"  # padding-free by default
+    assert plan_model(_cfg(padding_free=False), CPU).load_kwargs["attn_implementation"] == "sdpa"
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     plan = plan_model(_cfg(), CPU)
     assert plan.load_kwargs["dtype"] == torch.float32 and plan.precision.mixed is None

@@ -19,6 +19,7 @@ import torch
 from specialist.config import TrainConfig
 from specialist.errors import SpecialistError
 from specialist.models.device import available_cpus
+from specialist.models import packed_attention
 
 
 @dataclass
@@ -149,6 +150,9 @@ def attention_implementation(config: TrainConfig, device: torch.device) -> str:
         return config.attn_implementation
     if device.type == "cuda" and has_package("flash_attn"):
         return "flash_attention_2"
+    if config.padding_free:
+        # each example of the flattened row attends to itself: no tokens x tokens masked square
+        return packed_attention.register()
     return "sdpa"
 
 
