@@ -81,7 +81,8 @@ def test_loss_and_lora_gradients_equal_transformers_masked_sdpa(tiny_base_model)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32,
                                                      attn_implementation=implementation)
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(model, lora)
         loss = model(input_ids=ids, position_ids=positions, labels=labels, use_cache=False).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}

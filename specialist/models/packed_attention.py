@@ -15,6 +15,7 @@ gradients against transformers' masked sdpa."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ def segments(position_ids: torch.Tensor | None, length: int) -> list[tuple[int, 
         return [(0, length)]
     starts = (torch.nonzero(position_ids[1:] - position_ids[:-1] != 1).flatten() + 1).tolist()
     bounds = [0, *starts, length]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(pairwise(bounds))
 
 
 def _causal_window_mask(length: int, window: int, device: torch.device) -> torch.Tensor:

@@ -18,8 +18,8 @@ import torch
 
 from specialist.config import TrainConfig
 from specialist.errors import SpecialistError
-from specialist.models.device import available_cpus
 from specialist.models import packed_attention
+from specialist.models.device import available_cpus
 
 
 @dataclass
