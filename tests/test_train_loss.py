@@ -4,13 +4,15 @@ completion-only head == reference loss, padding-free == padded."""
 from __future__ import annotations
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specialist.data.example import Example
 from specialist.inference.torch_engine import TorchGenerator
 from specialist.models.resolve import load_tokenizer
 from specialist.models.template import build_messages, encode_prompt, render_completion, render_prompt
 from specialist.train.dataset import IGNORE_INDEX, tokenize_example, tokenize_examples
-from specialist.train.loss import completion_loss_sum, predicted_positions, reference_loss
+from specialist.train.loss import completion_loss_sum, cross_entropy_sum, predicted_positions, reference_loss
 from specialist.train.trainer import make_collator
 
 EXAMPLES = [
@@ -118,3 +120,36 @@ def test_padding_free_reference_loss_matches_too(tiny_chat_model):
     labels = batch.pop("labels")
     fast_sum, n, _ = completion_loss_sum(model, dict(batch), labels)
     torch.testing.assert_close(fast_sum / n, reference_loss(model, dict(batch), labels), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 40), vocab=st.integers(2, 300), chunk=st.sampled_from([1, 7, 64, 2**21]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**16))
+def test_cross_entropy_sum_equals_torch_cross_entropy_over_fp32_logits(rows, vocab, chunk, dtype, seed):
+    """Chunked over rows, on the logits' own dtype: the loss and the gradient that
+    F.cross_entropy gives after upcasting everything to fp32 (ignored targets left out)."""
+    import torch.nn.functional as F
+
+    from specialist.train import loss as loss_module
+
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(rows, vocab, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (rows,), generator=g)
+    targets[torch.rand(rows, generator=g) < 0.3] = IGNORE_INDEX
+    grads = []
+    saved = loss_module.CHUNK_ELEMENTS
+    loss_module.CHUNK_ELEMENTS = chunk * vocab
+    try:
+        for fn in (lambda x: F.cross_entropy(x.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum"),
+                   lambda x: cross_entropy_sum(x, targets, IGNORE_INDEX)):
+            x = logits.clone().requires_grad_(True)
+            value = fn(x)
+            (value * 1.5).backward()
+            grads.append((value.detach(), x.grad))
+    finally:
+        loss_module.CHUNK_ELEMENTS = saved
+    (want, want_grad), (got, got_grad) = grads
+    assert got.dtype == torch.float32 and got_grad.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1.6e-2, atol=1e-3)
+    torch.testing.assert_close(got_grad, want_grad, **tolerance)
