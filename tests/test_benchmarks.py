@@ -4,6 +4,7 @@ common held-out yardstick, and the data-check benchmark's entry point."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,10 @@ def test_knowledge_rescore_scores_saved_answers_against_todays_fact_questions(tm
     verdicts = knowledge.rescored(json.loads(report.read_text())["contenders"][0], facts)["verdicts"]
     assert verdicts == {"Do jakich ekspresów?": (False, None), "Ile kosztuje dostawa?": (True, None),
                         "Kiedy Gdańsk?": (None, False)}
+
+
+def test_train_speed_times_each_recipe_as_a_whole_process():
+    speed = load("bench_train_speed")
+    cmd = [sys.executable, "-c", "import json, time; time.sleep(0.3); print(json.dumps({'tokens': 1}))"]
+    result = speed._finish(speed._start(cmd), cmd)
+    assert result["tokens"] == 1 and 0.3 <= result["process_seconds"] < 30
