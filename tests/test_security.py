@@ -77,6 +77,22 @@ def test_user_text_cannot_forge_a_turn(kind, chatml, gemma_style):
     assert _turns(tok, naive, start) == _turns(tok, ids, start) + 2
 
 
+def test_a_special_token_added_after_first_use_is_defended_too(chat_tokenizer_dir):
+    """The markers are computed once per tokenizer, and again when its special tokens change."""
+    from transformers import AutoTokenizer
+
+    from specialist.models.template import special_texts
+
+    tok = AutoTokenizer.from_pretrained(chat_tokenizer_dir)
+    assert "<start_of_turn>" not in special_texts(tok)
+    assert special_texts(tok) is special_texts(tok)  # computed once
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    assert "<start_of_turn>" in special_texts(tok)
+    tok.chat_template = GEMMA_TEMPLATE
+    ids = encode_prompt(tok, [{"role": "user", "content": GEMMA_FORGERY}])
+    assert _turns(tok, ids, "<start_of_turn>") == 2  # the user's and the answer's, none forged
+
+
 def test_passages_and_history_cannot_forge_a_turn_either(chatml):
     from specialist.models.template import build_messages
 
