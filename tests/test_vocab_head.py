@@ -297,3 +297,18 @@ def test_full_fine_tuning_keeps_the_full_head_and_fsdp_trains_over_it(tok, tmp_p
         assert kept_vocabulary(config(**extra), tok, features, None, None) is None
     assert trains_over_kept(config(output_head="kept"))
     assert not trains_over_kept(config()) and not trains_over_kept(config(output_head="kept", fsdp="full_shard"))
+
+
+def test_token_surfaces_are_what_batch_decode_writes(chat_tokenizer_dir, base_tokenizer_dir):
+    """The Rust backend's decoding of every token id alone equals the tokenizer's own
+    batch_decode, for a tokenizer that takes that path and for one that cleans up spaces."""
+    from transformers import AutoTokenizer
+
+    from specialist.models.vocab_head import token_surfaces
+
+    for folder in (chat_tokenizer_dir, base_tokenizer_dir):
+        tok = AutoTokenizer.from_pretrained(folder)
+        size = len(tok)
+        assert token_surfaces(tok, size) == tok.batch_decode([[i] for i in range(size)])
+        tok.clean_up_tokenization_spaces = True
+        assert token_surfaces(tok, size) == tok.batch_decode([[i] for i in range(size)])

@@ -59,6 +59,17 @@ def _spells_bytes(piece: str, surface: str) -> bool:
         0 < len(word) <= SPELLING_LETTERS and word == REPLACEMENT * len(word))
 
 
+def token_surfaces(tokenizer: Any, size: int) -> list[str]:
+    """The text each token id writes alone, as `tokenizer.batch_decode` gives it. A fast
+    tokenizer that does not clean up spaces decodes the same in its Rust backend, in parallel
+    and without a Python call per id (Gemma 3's 262k tokens: 0.6 s instead of 2.3 s)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    ids = [[i] for i in range(size)]
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return backend.decode_batch(ids, skip_special_tokens=False)
+    return tokenizer.batch_decode(ids)
+
+
 def kept_token_ids(tokenizer: Any, token_lists: Iterable[Iterable[int]], texts: Iterable[str] = ()) -> list[int]:
     """The sorted kept vocabulary for the examples already tokenized (`token_lists`, e.g. the
     training features' input_ids) and other `texts` the specialist answers from (its knowledge
@@ -75,7 +86,7 @@ def kept_token_ids(tokenizer: Any, token_lists: Iterable[Iterable[int]], texts: 
     kept.update(tokenizer.all_special_ids)
     size = len(tokenizer)
     pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
-    surfaces = tokenizer.batch_decode([[i] for i in range(size)])  # the text each piece writes
+    surfaces = token_surfaces(tokenizer, size)
     for i, (piece, surface) in enumerate(zip(pieces, surfaces)):
         if piece is None or not surface:
             continue
