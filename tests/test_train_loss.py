@@ -145,6 +145,7 @@ def test_cross_entropy_sum_equals_torch_cross_entropy_over_fp32_logits(rows, voc
             x = logits.clone().requires_grad_(True)
             value = fn(x)
             (value * 1.5).backward()
+            assert torch.equal(x.detach(), logits)  # the model's logits are read, never overwritten
             grads.append((value.detach(), x.grad))
     finally:
         loss_module.CHUNK_ELEMENTS = saved

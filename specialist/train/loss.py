@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from specialist.models.vocab_head import kept_targets
 from specialist.train.dataset import IGNORE_INDEX
@@ -75,6 +76,7 @@ class _CrossEntropySum(torch.autograd.Function):
             return torch.where(valid, lse - picked, 0.0).sum()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, safe, valid, lse = ctx.saved_tensors
         with torch.autocast(logits.device.type, enabled=False):
@@ -82,7 +84,8 @@ class _CrossEntropySum(torch.autograd.Function):
             out = torch.empty_like(logits)
             for start in range(0, logits.shape[0], ctx.rows):
                 end = min(start + ctx.rows, logits.shape[0])
-                p = logits[start:end].float().sub_(lse[start:end, None]).exp_()
+                # a copy even of fp32 logits: they are the model's output, not ours to overwrite
+                p = logits[start:end].to(torch.float32, copy=True).sub_(lse[start:end, None]).exp_()
                 p[torch.arange(end - start, device=p.device), safe[start:end]] -= 1.0
                 out[start:end] = p.mul_(scale[start:end, None])
         return out, None, None
