@@ -226,7 +226,7 @@ def valid_text(text: str) -> str:
 
 # tokenizer -> (its special tokens when computed, special_texts): Gemma 3's tokenizer builds
 # its 6,384 added tokens anew on every `added_tokens_decoder` read, and every encoded example
-# asks twice (measured: a third of the tokenizing time of a training run)
+# asks twice (profiled: 13.3 of the 14.6 s spent tokenizing 2 x 160 coffee examples)
 _SPECIAL_TEXTS: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], list[str]]] = weakref.WeakKeyDictionary()
 
 
