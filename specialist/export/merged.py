@@ -10,6 +10,7 @@ import torch
 
 from specialist.io import atomic_write_json
 from specialist.models.template import stop_token_ids
+from specialist.models.tokenizer_files import save_tokenizer
 from specialist.run_folder import MERGED_INFO
 
 
@@ -55,7 +56,7 @@ def save_merged(loaded: Any, folder: Path, outtype: str = "auto") -> None:
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    save_tokenizer(tokenizer, folder)
     info = {"base_model": loaded.source.base_ref or loaded.source.ref, "source": loaded.source.ref,
             "adapter_merged": loaded.source.adapter is not None,
             "dtype": str(dtype).removeprefix("torch."), "dtype_reason": reason}

@@ -14,6 +14,7 @@ import torch
 from specialist.errors import ModelNotFound
 from specialist.io import atomic_dir, remove_abandoned_temporaries
 from specialist.models.cache import models_dir
+from specialist.models.tokenizer_files import record_added_tokens, save_tokenizer
 
 
 def gguf_cache_path(gguf_path: Path) -> Path:
@@ -59,6 +60,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
 
     if (out_dir / "config.json").exists():
         remove_abandoned_temporaries(out_dir)  # of an earlier attempt that was killed
+        try:
+            record_added_tokens(out_dir)  # a folder converted by an earlier version: once
+        except OSError:
+            pass  # a read-only cache still loads, only slower
         return out_dir
     check_gguf_header(gguf_path)
     if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF
@@ -85,7 +90,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bflo
                 del model.config.quantization_config
             model.config.dtype = dtype
             model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
             (tmp / "SOURCE").write_text(f"converted from {gguf_path}\n")
     finally:
         if not bars_were_on:

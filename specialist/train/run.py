@@ -22,6 +22,7 @@ from specialist.config import TrainConfig
 from specialist.data.example import Example
 from specialist.errors import Interrupted, interrupt_behind
 from specialist.io import atomic_dir, is_disk_full
+from specialist.models.tokenizer_files import save_tokenizer
 from specialist.run_folder import (
     RunFolder,
     RunSummary,
@@ -78,7 +79,7 @@ def _save_final(trainer: Any, tokenizer: Any, run_dir: Path, full: bool) -> Path
     final = RunFolder(run_dir).weights(full)
     with atomic_dir(final) as tmp:
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
     return final
 
 
