@@ -22,7 +22,9 @@ scored on the same held-out data (examples/coffee/eval.jsonl) by the same functi
 specialist.evaluate.loss.heldout_loss: mean NLL over the completion tokens exactly as
 specialist formats them (encode_example: answer + end-of-turn token).
 
-Goal: ratio >= 4 and held-out loss of ours <= the reference's * (1 + HELDOUT_TOLERANCE).
+Goal: specialist's whole process (from its start to the saved run) >= 4x the reference's
+tokens/s of training alone, and held-out loss of ours <= the reference's * (1 +
+HELDOUT_TOLERANCE). The training-only ratio (`speedup`) is reported beside it.
 
     python benchmarks/bench_train_speed.py [--quick | --examples N] [--threads T] [--concurrent] [--json]
     specialist bench train_speed [--quick] [--json]
@@ -273,24 +275,35 @@ def bench(quick: bool = False, model: str = "gemma-3-270m", threads: int | None 
                                        "cpu_seconds", "tokens_per_cpu_second", "threads", "trained_tokens",
                                        "loss_covers", "train_loss", "final_loss",
                                        "heldout_loss")})
-    ratio = ours["tokens_per_second"] / ref["tokens_per_second"] if ref["tokens_per_second"] else 0.0
-    # stricter: specialist's whole process (start-up, loading, saving) against the reference's training alone
-    whole = ours["tokens"] / ours["process_seconds"]
-    whole_ratio = whole / ref["tokens_per_second"] if ref["tokens_per_second"] else 0.0
-    cpu_ratio = ours["tokens_per_cpu_second"] / ref["tokens_per_cpu_second"] if ref["tokens_per_cpu_second"] else 0.0
-    same_steps = ours["steps"] == ref["steps"]
-    quality_ok = ours["heldout_loss"] <= ref["heldout_loss"] * (1 + HELDOUT_TOLERANCE)
+    summary = verdict(ours, ref)
     return {"name": NAME, "examples": rows[0]["examples"],
             "data": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else "generated",
             "eval_data": str(eval_path.relative_to(ROOT)) if eval_path.is_relative_to(ROOT) else "generated",
             "heldout_examples": ours["heldout_examples"], "heldout_tokens": ours["heldout_tokens"],
             "model": model, "quick": quick, "concurrent": concurrent, "machine": info, "rows": rows,
-            "summary": {"speedup": round(ratio, 2), "speedup_per_cpu_second": round(cpu_ratio, 2),
-                        "speedup_whole_process": round(whole_ratio, 2),
-                        "heldout_loss_delta": round(ours["heldout_loss"] - ref["heldout_loss"], 4),
-                        "same_steps": same_steps,
-                        "goal": f">= {GOAL_RATIO}x tokens/s, held-out loss <= reference +{HELDOUT_TOLERANCE:.0%}"},
-            "ok": ratio >= GOAL_RATIO and quality_ok and same_steps}
+            "summary": summary, "ok": summary.pop("ok")}
+
+
+def verdict(ours: dict, ref: dict) -> dict:
+    """The ratios and whether the goal holds. The goal is judged on the whole process:
+    specialist's tokens over its process time (interpreter, imports, loading, tokenizing,
+    training, saving) against the reference's tokens/s of training alone. The training-only
+    ratio is reported beside it."""
+    def per(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    ratio = per(ours["tokens_per_second"], ref["tokens_per_second"])
+    whole_ratio = per(per(ours["tokens"], ours["process_seconds"]), ref["tokens_per_second"])
+    cpu_ratio = per(ours["tokens_per_cpu_second"], ref["tokens_per_cpu_second"])
+    same_steps = ours["steps"] == ref["steps"]
+    quality_ok = ours["heldout_loss"] <= ref["heldout_loss"] * (1 + HELDOUT_TOLERANCE)
+    return {"speedup": round(ratio, 2), "speedup_per_cpu_second": round(cpu_ratio, 2),
+            "speedup_whole_process": round(whole_ratio, 2),
+            "heldout_loss_delta": round(ours["heldout_loss"] - ref["heldout_loss"], 4),
+            "same_steps": same_steps,
+            "goal": f">= {GOAL_RATIO}x tokens/s for the whole process against the reference's training, "
+                    f"held-out loss <= reference +{HELDOUT_TOLERANCE:.0%}",
+            "ok": whole_ratio >= GOAL_RATIO and quality_ok and same_steps}
 
 
 if __name__ == "__main__":

@@ -166,3 +166,16 @@ def test_train_speed_times_each_recipe_as_a_whole_process():
     cmd = [sys.executable, "-c", "import json, time; time.sleep(0.3); print(json.dumps({'tokens': 1}))"]
     result = speed._finish(speed._start(cmd), cmd)
     assert result["tokens"] == 1 and 0.3 <= result["process_seconds"] < 30
+
+
+def test_train_speed_judges_the_whole_process_not_the_training_alone():
+    speed = load("bench_train_speed")
+    ref = {"tokens_per_second": 50.0, "tokens_per_cpu_second": 25.0, "steps": 20, "heldout_loss": 2.0}
+    # 10,000 tokens trained at 250 tok/s (5x): a 40 s training span, inside a process of 60 s (3.33x)
+    ours = {"tokens": 10_000, "tokens_per_second": 250.0, "process_seconds": 60.0, "tokens_per_cpu_second": 125.0,
+            "steps": 20, "heldout_loss": 2.0}
+    slow_start = speed.verdict(ours, ref)
+    assert (slow_start["speedup"], slow_start["speedup_whole_process"], slow_start["ok"]) == (5.0, 3.33, False)
+    assert speed.verdict({**ours, "process_seconds": 48.0}, ref)["ok"] is True  # 4.17x as a whole
+    assert speed.verdict({**ours, "process_seconds": 48.0, "heldout_loss": 2.03}, ref)["ok"] is False
+    assert speed.verdict({**ours, "process_seconds": 48.0, "steps": 19}, ref)["ok"] is False
