@@ -72,3 +72,21 @@ def test_record_added_tokens_leaves_other_folders_alone(chat_tokenizer_dir, tmp_
     shutil.copy(Path(chat_tokenizer_dir) / "tokenizer.json", only_json)
     assert record_added_tokens(only_json) is False
     assert sorted(p.name for p in only_json.iterdir()) == ["tokenizer.json"]
+
+
+def test_a_cached_known_model_is_upgraded_when_resolved(chat_tokenizer_dir, tmp_path, monkeypatch):
+    from specialist.models import resolve as resolve_module
+    from specialist.models.registry import KNOWN_MODELS
+
+    known = KNOWN_MODELS["gemma-3-270m"]
+    folder = known.cache_path  # the tests' isolated home
+    folder.mkdir(parents=True)
+    AutoTokenizer.from_pretrained(chat_tokenizer_dir).save_pretrained(folder)
+    (folder / "config.json").write_text("{}")  # cached: nothing is prepared again
+    monkeypatch.setattr(resolve_module, "prepare_known", lambda name: pytest.fail("prepared again"))
+
+    resolve_module.resolve("gemma-3-270m")
+    assert "added_tokens_decoder" in json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text("{not json")  # damaged: left for loading to report
+    resolve_module.resolve("gemma-3-270m")
+    assert (folder / "tokenizer_config.json").read_text() == "{not json"

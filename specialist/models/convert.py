@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from specialist.errors import ModelNotFound
+from specialist.errors import ModelNotFound, SpecialistError
 from specialist.io import atomic_dir, remove_abandoned_temporaries
 from specialist.models.cache import models_dir
 from specialist.models.tokenizer_files import record_added_tokens, save_tokenizer
@@ -54,16 +54,22 @@ def check_gguf_header(path: Path) -> None:
 READ_GGUF_ERRORS = (Exception,)
 
 
+def upgrade_cached(out_dir: Path) -> None:
+    """Bring a folder converted by an earlier version up to date: its tokenizer config gains
+    the added tokens (models.tokenizer_files), once."""
+    try:
+        record_added_tokens(out_dir)
+    except (OSError, ValueError, SpecialistError):
+        pass  # a read-only or damaged cache is left as it is: loading it says what is wrong
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
     """Dequantize gguf_path into out_dir (atomic: a temporary folder renamed at the end)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (out_dir / "config.json").exists():
         remove_abandoned_temporaries(out_dir)  # of an earlier attempt that was killed
-        try:
-            record_added_tokens(out_dir)  # a folder converted by an earlier version: once
-        except OSError:
-            pass  # a read-only cache still loads, only slower
+        upgrade_cached(out_dir)
         return out_dir
     check_gguf_header(gguf_path)
     if importlib.util.find_spec("gguf") is None:  # transformers needs it to read GGUF

@@ -15,7 +15,7 @@ import torch
 
 from specialist.console import announce
 from specialist.errors import ModelNotFound
-from specialist.models.convert import convert_gguf, gguf_cache_path
+from specialist.models.convert import convert_gguf, gguf_cache_path, upgrade_cached
 from specialist.models.device import GenerationPath, pick_device, pick_dtype
 from specialist.models.registry import KNOWN_MODELS
 from specialist.models.template import ensure_chat_template
@@ -61,8 +61,11 @@ def resolve(ref: str, prepare: bool = True) -> ModelSource:
     ref = str(ref).strip()
     if ref in KNOWN_MODELS:
         known = KNOWN_MODELS[ref]
-        if prepare and not known.is_cached():
-            prepare_known(ref)
+        if prepare:
+            if known.is_cached():
+                upgrade_cached(known.cache_path)
+            else:
+                prepare_known(ref)
         return ModelSource(ref, "known", str(known.cache_path))
 
     path = Path(ref).expanduser()
