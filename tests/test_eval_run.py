@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -369,3 +370,39 @@ def test_eval_accepts_a_merged_export(run_dir, coffee, tmp_path):
     # prompt engineering runs on the base model, not on the merged weights
     answers = [[a["answer"] for a in doc["contenders"][0]["answers"]] for doc in (exported, original)]
     assert answers[0] == answers[1]
+
+
+def test_progress_in_a_log_is_a_line_per_step_start_and_end():
+    """Piped to a file, a rich bar draws only at the end: each step says when it starts and ends."""
+    import io
+
+    from rich.console import Console
+
+    from specialist.evaluate.runner import _progress
+
+    log = io.StringIO()
+    with _progress(Console(file=log, force_terminal=False, width=200)) as step:
+        advance = step("zero-shot: answering", 3)
+        advance(2)
+        assert log.getvalue().splitlines() == ["zero-shot: answering: 3…"]
+        advance(1)
+        advance(0)  # a late call after the end adds nothing
+        step("fine-tuned: answering", 2)(2)  # answers from the cache: all at once
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "zero-shot: answering: 3…"
+    assert re.fullmatch(r"zero-shot: answering: 3/3 in 0:0\d", lines[1])
+    assert lines[2] == "fine-tuned: answering: 2…"
+    assert re.fullmatch(r"fine-tuned: answering: 2/2 in 0:00", lines[3]) and len(lines) == 4
+
+
+def test_progress_on_a_terminal_is_a_bar():
+    import io
+
+    from rich.console import Console
+
+    from specialist.evaluate.runner import _progress
+
+    screen = io.StringIO()
+    with _progress(Console(file=screen, force_terminal=True, width=100)) as step:
+        step("zero-shot: answering", 3)(3)
+    assert "3/3" in screen.getvalue() and "…" not in screen.getvalue()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,18 +424,38 @@ def contender_metrics(result: ContenderResult, references: Sequence[str], classi
 
 
 class _progress:
-    """A rich progress bar on stderr; step(label, total) returns an advance(n) callback."""
+    """A rich progress bar on stderr; step(label, total) returns an advance(n) callback. When
+    stderr is not a terminal (a log, CI, `make demo | tee`) a bar never draws until the end, so
+    each step is a line when it starts and one when it is done instead: a long eval does not
+    look stuck."""
+
+    def __init__(self, console: Any = None) -> None:
+        self.console = console or err_console
 
     def __enter__(self) -> Callable[[str, int], Callable[[int], None]]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        plain = not self.console.is_terminal
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=False)
+                                 TimeElapsedColumn(), console=self.console, transient=False, disable=plain)
         self.progress.__enter__()
 
         def step(label: str, total: int) -> Callable[[int], None]:
-            task = self.progress.add_task(label, total=total)
-            return lambda n: self.progress.advance(task, n)
+            if not plain:
+                task = self.progress.add_task(label, total=total)
+                return lambda n: self.progress.advance(task, n)
+            self.console.print(f"{label}: {total}…", highlight=False)
+            started, done = time.monotonic(), [0]
+
+            def advance(n: int) -> None:
+                before = done[0]
+                done[0] += n
+                if before < total <= done[0]:
+                    seconds = time.monotonic() - started
+                    self.console.print(f"{label}: {total}/{total} in {int(seconds // 60)}:{int(seconds % 60):02d}",
+                                       highlight=False)
+
+            return advance
 
         return step
 
