@@ -36,7 +36,10 @@ def record_added_tokens(folder: Path) -> bool:
     config_path, tokenizer_path = folder / CONFIG, folder / TOKENIZER_JSON
     if not config_path.is_file() or not tokenizer_path.is_file():
         return False
-    config = json.loads(read_text(config_path))
+    text = read_text(config_path)
+    if '"added_tokens_decoder"' in text:  # checked on every resolve: no parse of the (1 MB) config
+        return False
+    config = json.loads(text)
     if "added_tokens_decoder" in config:
         return False
     added = json.loads(read_text(tokenizer_path)).get("added_tokens") or []
