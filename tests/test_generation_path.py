@@ -187,3 +187,41 @@ def test_path_parity_holds_each_eval_metric_within_two_points():
     assert not drifted["parity"] and drifted["fact_accuracy_delta"] == 3.0
     [no_facts] = quality.parity(reference, report(0.90, 0.80, 30.0, None, ["a", "b"]))
     assert no_facts["parity"] and no_facts["fact_accuracy"] is None
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "cap", "expected"),
+    [
+        (SAPPHIRE_RAPIDS, None, {"amx", "avx512_bf16", "avx512", "avx2", "vnni"}),
+        (SAPPHIRE_RAPIDS, "ALL", {"amx", "avx512_bf16", "avx512", "avx2", "vnni"}),
+        (SAPPHIRE_RAPIDS, "AVX512_CORE_AMX", {"amx", "avx512_bf16", "avx512", "avx2", "vnni"}),
+        (SAPPHIRE_RAPIDS, "avx512_core_bf16", {"avx512_bf16", "avx512", "avx2", "vnni"}),  # oneDNN ignores case
+        (EPYC_ZEN4, "AVX512_CORE", {"avx512", "avx2"}),
+        (EPYC_ZEN4, "AVX2", {"avx2"}),
+        (EPYC_ZEN4, "AVX", set()),
+        (EPYC_ZEN2, "AVX512_CORE_BF16", {"avx2"}),  # a cap adds nothing the CPU lacks
+        (EPYC_ZEN4, "NOT_AN_ISA", {"avx512_bf16", "avx512", "avx2", "vnni"}),  # unknown: no cap
+    ],
+)
+def test_onednn_isa_cap_removes_what_torch_matmuls_cannot_use(cpuinfo, cap, expected):
+    from specialist.models.device import usable_features
+
+    assert usable_features(parse_cpu_features(cpuinfo), cap) == expected
+
+
+def test_an_avx2_cap_makes_a_bf16_cpu_choose_fp32(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a CPU with native bf16: bf16 would be emulated, so training
+    and generation choose fp32 as on an AVX2-only CPU."""
+    from specialist.models import device
+
+    monkeypatch.setattr(device, "parse_cpu_features", lambda text: parse_cpu_features(SAPPHIRE_RAPIDS))
+    device.cpu_features.cache_clear()
+    try:
+        assert device.cpu_supports_bf16()
+        device.cpu_features.cache_clear()
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        assert device.cpu_features() == {"avx2"}
+        assert not device.cpu_supports_bf16()
+        assert generation_path(device.cpu_features(), "cpu", "auto", True).name == "fp32"
+    finally:
+        device.cpu_features.cache_clear()

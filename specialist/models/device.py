@@ -31,14 +31,40 @@ def parse_cpu_features(cpuinfo: str) -> frozenset[str]:
     return frozenset(feature for flag, feature in _FLAGS.items() if flag in flags)
 
 
+# The features oneDNN (torch's CPU matmuls) may use under ONEDNN_MAX_CPU_ISA=<cap>. A capped
+# oneDNN emulates bf16 where the CPU has it natively, so the precision choices must not count it.
+_ISA_CAPS: dict[str, frozenset[str]] = {
+    "SSE41": frozenset(), "AVX": frozenset(),
+    "AVX2": frozenset({"avx2"}), "AVX2_VNNI": frozenset({"avx2", "vnni"}), "AVX2_VNNI_2": frozenset({"avx2", "vnni"}),
+    "AVX512_CORE": frozenset({"avx2", "avx512"}), "AVX512_CORE_VNNI": frozenset({"avx2", "avx512", "vnni"}),
+    "AVX512_CORE_BF16": frozenset({"avx2", "avx512", "vnni", "avx512_bf16"}),
+    "AVX10_1_512": frozenset({"avx2", "avx512", "vnni", "avx512_bf16"}),
+    "AVX512_CORE_FP16": frozenset({"avx2", "avx512", "vnni", "avx512_bf16"}),
+}
+
+
+def isa_cap(value: str | None) -> frozenset[str] | None:
+    """The CPU_FEATURES an ONEDNN_MAX_CPU_ISA value leaves usable; None for no cap (unset, ALL,
+    DEFAULT, an AMX level, or a value oneDNN does not know)."""
+    return _ISA_CAPS.get((value or "").strip().upper())
+
+
 @functools.cache
 def cpu_features() -> frozenset[str]:
-    """This machine's CPU_FEATURES (empty where /proc/cpuinfo cannot be read)."""
+    """This machine's CPU_FEATURES (empty where /proc/cpuinfo cannot be read), less those that
+    ONEDNN_MAX_CPU_ISA keeps torch's matmuls from using."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return parse_cpu_features(fh.read())
+            found = parse_cpu_features(fh.read())
     except OSError:
         return frozenset()
+    return usable_features(found, os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
+def usable_features(found: frozenset[str], onednn_max_cpu_isa: str | None) -> frozenset[str]:
+    """`found` less what an ONEDNN_MAX_CPU_ISA value keeps oneDNN from using."""
+    cap = isa_cap(onednn_max_cpu_isa)
+    return found if cap is None else found & cap
 
 
 @functools.cache
