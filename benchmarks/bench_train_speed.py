@@ -26,7 +26,7 @@ Goal: specialist's whole process (from its start to the saved run) >= 4x the ref
 tokens/s of training alone, and held-out loss of ours <= the reference's * (1 +
 HELDOUT_TOLERANCE). The training-only ratio (`speedup`) is reported beside it.
 
-    python benchmarks/bench_train_speed.py [--quick | --examples N] [--threads T] [--concurrent] [--json]
+    python benchmarks/bench_train_speed.py [--quick | --examples N] [--threads T] [--concurrent] [--isa avx2] [--json]
     specialist bench train_speed [--quick] [--json]
 """
 
@@ -214,9 +214,26 @@ def machine() -> dict:
     from specialist.models.device import cpu_supports_bf16
     from specialist.train.setup import physical_cores
 
-    return {"cpu": _cpu_model() or platform.processor() or platform.machine(), "cores": physical_cores(),
+    info = {"cpu": _cpu_model() or platform.processor() or platform.machine(), "cores": physical_cores(),
             "bf16_native": cpu_supports_bf16(), "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "load_average_1m_at_start": _load_average()}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # --isa: an emulation of a smaller CPU, not one
+        info["isa_cap"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    return info
+
+
+# --isa: run both recipes as on a CPU without the larger instruction sets (oneDNN's matmuls and
+# ATen's vectorised kernels capped; specialist's precision choice follows the cap). The memory
+# system and core count stay this machine's: an emulation, to be named as one next to its figures.
+ISA_CAPS = {"avx2": ("AVX2", "avx2"), "avx512": ("AVX512_CORE", "avx512")}
+
+
+def cap_isa(name: str) -> None:
+    """Set the caps in this process's environment before torch loads; the recipes inherit them."""
+    onednn, aten = ISA_CAPS[name]
+    os.environ["ONEDNN_MAX_CPU_ISA"] = onednn
+    os.environ["ATEN_CPU_CAPABILITY"] = aten
 
 
 def _cpu_model() -> str | None:
@@ -315,12 +332,16 @@ if __name__ == "__main__":
     parser.add_argument("--examples", type=int, default=None, help="first N examples only (1 epoch over them)")
     parser.add_argument("--concurrent", action="store_true",
                         help="run both recipes at the same time (fair under a fluctuating machine load)")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS),
+                        help="emulate a CPU with at most this instruction set (both recipes; reported as isa_cap)")
     # internal: run one recipe in this process and print its JSON
     parser.add_argument("--recipe", choices=["specialist"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--adapter-out", type=Path, default=None, help=argparse.SUPPRESS)
     a = parser.parse_args()
+    if a.isa:
+        cap_isa(a.isa)
     if a.recipe:
         sys.stdout.write(json.dumps(run_specialist(a.data, a.model, a.limit, a.threads,
                                                    adapter_out=a.adapter_out)) + "\n")

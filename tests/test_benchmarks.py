@@ -179,3 +179,27 @@ def test_train_speed_judges_the_whole_process_not_the_training_alone():
     assert speed.verdict({**ours, "process_seconds": 48.0}, ref)["ok"] is True  # 4.17x as a whole
     assert speed.verdict({**ours, "process_seconds": 48.0, "heldout_loss": 2.03}, ref)["ok"] is False
     assert speed.verdict({**ours, "process_seconds": 48.0, "steps": 19}, ref)["ok"] is False
+
+
+def test_train_speed_isa_cap_is_inherited_by_the_recipes_and_reported(monkeypatch):
+    from specialist.models import device
+
+    speed = load("bench_train_speed")
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):  # cap_isa sets them: restored after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert "isa_cap" not in speed.machine()
+    monkeypatch.setattr(device, "parse_cpu_features", lambda text: frozenset({"avx512_bf16", "avx512", "avx2"}))
+    device.cpu_features.cache_clear()
+    try:
+        assert speed.machine()["bf16_native"] is True
+        speed.cap_isa("avx2")
+        device.cpu_features.cache_clear()
+        info = speed.machine()
+        assert info["isa_cap"] == "AVX2" and info["bf16_native"] is False  # specialist trains in fp32 then
+        cmd = [sys.executable, "-c", "import json, os; print(json.dumps({'tokens': 1, 'isa': os.environ['ONEDNN_MAX_CPU_ISA'],"
+                                     " 'aten': os.environ['ATEN_CPU_CAPABILITY']}))"]
+        assert speed._finish(speed._start(cmd), cmd)["isa"] == "AVX2"
+        assert speed._finish(speed._start(cmd), cmd)["aten"] == "avx2"
+    finally:
+        device.cpu_features.cache_clear()
