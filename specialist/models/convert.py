@@ -5,6 +5,7 @@ loaded that way; the quantizer state is dropped first so the folder is a plain c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from pathlib import Path
@@ -54,6 +55,7 @@ def check_gguf_header(path: Path) -> None:
 READ_GGUF_ERRORS = (Exception,)
 
 
+@functools.cache  # resolve calls it every time: the folder is checked once per process
 def upgrade_cached(out_dir: Path) -> None:
     """Bring a folder converted by an earlier version up to date: its tokenizer config gains
     the added tokens (models.tokenizer_files), once."""

@@ -43,12 +43,6 @@ _ISA_CAPS: dict[str, frozenset[str]] = {
 }
 
 
-def isa_cap(value: str | None) -> frozenset[str] | None:
-    """The CPU_FEATURES an ONEDNN_MAX_CPU_ISA value leaves usable; None for no cap (unset, ALL,
-    DEFAULT, an AMX level, or a value oneDNN does not know)."""
-    return _ISA_CAPS.get((value or "").strip().upper())
-
-
 @functools.cache
 def cpu_features() -> frozenset[str]:
     """This machine's CPU_FEATURES (empty where /proc/cpuinfo cannot be read), less those that
@@ -62,8 +56,9 @@ def cpu_features() -> frozenset[str]:
 
 
 def usable_features(found: frozenset[str], onednn_max_cpu_isa: str | None) -> frozenset[str]:
-    """`found` less what an ONEDNN_MAX_CPU_ISA value keeps oneDNN from using."""
-    cap = isa_cap(onednn_max_cpu_isa)
+    """`found` less what an ONEDNN_MAX_CPU_ISA value keeps oneDNN from using. No cap: unset,
+    ALL, DEFAULT, an AMX level, or a value oneDNN does not know."""
+    cap = _ISA_CAPS.get((onednn_max_cpu_isa or "").strip().upper())
     return found if cap is None else found & cap
 
 

@@ -37,11 +37,9 @@ def record_added_tokens(folder: Path) -> bool:
     if not config_path.is_file() or not tokenizer_path.is_file():
         return False
     text = read_text(config_path)
-    if '"added_tokens_decoder"' in text:  # checked on every resolve: no parse of the (1 MB) config
+    if '"added_tokens_decoder"' in text:  # no parse of the (1 MB) config once it is there
         return False
     config = json.loads(text)
-    if "added_tokens_decoder" in config:
-        return False
     added = json.loads(read_text(tokenizer_path)).get("added_tokens") or []
     config["added_tokens_decoder"] = {str(t["id"]): {k: v for k, v in t.items() if k != "id"}
                                       for t in sorted(added, key=lambda t: t["id"])}
