@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -141,6 +142,77 @@ def test_batched_sequences_answer_like_pytorch(monkeypatch, torch_generator, tmp
     assert max(fake.decode_sizes) == 7  # prompts were read in chunks, several rows at once
     steps = fake.decode_sizes[-3:]
     assert all(1 <= n <= 3 for n in steps)  # then one token per unfinished row per step
+
+
+def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch, torch_generator, lively_model,
+                                                                    tmp_path):
+    """A row with retrieved passages decodes its plain prompt as a second sequence beside it and
+    picks by contrast.contrast; a run's kept head writes only kept tokens: the same greedy
+    answers as the torch engine (whose context-aware decoding test_context_contrast holds to a
+    step-by-step reference)."""
+    from specialist.models.vocab_head import use_kept_head
+
+    @dataclass
+    class Passage:
+        title: str
+        text: str
+
+    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.",
+                            context=[Passage("Dostawa", "Dostawa kurierem kosztuje 14,99 zł, od 150 zł darmowa.")]),
+             build_messages("Cześć, co polecasz?", "Jesteś baristą."),  # no context: ordinary decoding
+             build_messages("Do kiedy mogę oddać kawę?", None,
+                            context=[Passage("Zwroty", "Nieotwartą kawę można zwrócić w ciągu 14 dni.")])]
+    settings = GenerationSettings(max_new_tokens=10, context_contrast=1.0)
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3, prefill_chunk=9)
+    expected = torch_generator.generate(convs, settings, batch_size=1)
+    got = engine.generate(convs, settings)
+    assert [a.text for a in got] == [a.text for a in expected]
+    assert sorted(fake.seqs) == [0, 1, 2, 3, 5]  # rows 0 and 2 ran their plain prompts as 3 + i
+    plain = torch_generator.generate(convs, GenerationSettings(max_new_tokens=10), batch_size=1)
+    assert [a.text for a in got] != [a.text for a in plain]  # the contrast changed what it says
+
+    kept_model = load_model(str(lively_model), dtype="float32")
+    kept = sorted({*range(150), *(t for c in convs for t in torch_generator.prompt_ids(c)),
+                   *torch_generator.eos_ids})
+    use_kept_head(kept_model.model, kept, vocab_logits=True, frozen=True)
+    reference = TorchGenerator(kept_model).generate(convs, settings, batch_size=1)
+    kept_fake, kept_engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3, kept=kept)
+    got = kept_engine.generate(convs, settings)
+    assert [a.text for a in got] == [a.text for a in reference]
+    assert [a.text for a in got] != [a.text for a in expected]  # the full head would write other tokens
+    written = {t for i, c in enumerate(convs) for t in kept_fake.seqs[i][len(torch_generator.prompt_ids(c)):]}
+    assert written and written <= set(kept)
+
+
+def test_logprobs_equal_the_torch_engines(monkeypatch, torch_generator, tmp_path):
+    """Completion and prompt log-probabilities (the server's logprobs and echo) from the same
+    logits that pick the tokens, as the torch engine reports them; prompts scored in small
+    chunks, a row with no room for new tokens only scored."""
+    monkeypatch.setattr(lc, "SCORED_CHUNK", 5)
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3)
+    assert engine.scores_logprobs
+    prompts = [torch_generator.tokenizer(t)["input_ids"] for t in ("Tell me", "A longer prompt about coffee", "x y")]
+    settings = GenerationSettings(max_new_tokens=5)
+
+    def rows(g):
+        return [g.row_decoder(len(p), settings, chat=False, logprobs=2, prompt_logprobs=3 if i != 1 else None)
+                for i, p in enumerate(prompts[:2])] + [
+            g.row_decoder(len(prompts[2]), GenerationSettings(max_new_tokens=0), chat=False, prompt_logprobs=1)]
+
+    got, expected = engine.run_batch(prompts, rows(engine), settings), torch_generator.run_batch(
+        prompts, rows(torch_generator), settings)
+    assert max(fake.decode_sizes) == 5
+    for a, b in zip(got, expected):
+        assert a.text == b.text and a.completion_tokens == b.completion_tokens
+        for x, y in [*zip(a.logprobs or [], b.logprobs or []), *zip(a.prompt_logprobs or [], b.prompt_logprobs or [])]:
+            assert (x is None) == (y is None)
+            if x is not None:
+                assert x.token == y.token and x.logprob == pytest.approx(y.logprob, abs=1e-4)
+                assert [t for t, _ in x.top] == [t for t, _ in y.top]
+        assert len(a.logprobs or []) == len(b.logprobs or []) and len(a.prompt_logprobs or []) == len(
+            b.prompt_logprobs or [])
+    assert got[0].logprobs and got[0].prompt_logprobs and got[1].prompt_logprobs is None
+    assert got[2].completion_tokens == 0 and len(got[2].prompt_logprobs) == len(prompts[2])
 
 
 def test_stream_and_length_limit(monkeypatch, torch_generator, tmp_path):

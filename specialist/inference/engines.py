@@ -6,7 +6,8 @@
   parity on the coffee specialist: benchmarks/README.md, hence the warning).
 - llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
   llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
-  identical with) the bf16 model's. --quant q4_0 is faster again but can break a small model's
+  identical with) the bf16 model's. A run's kept head and context-aware decoding apply as on
+  torch. --quant q4_0 is faster again but can break a small model's
   answers, hence the warning."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     the torch engine's generation path (auto: this CPU's; int8, bf16 or fp32); the path taken
     is printed on stderr."""
     from specialist.inference import llama_cpp_engine as lc
-    from specialist.models.resolve import gguf_file, load_tokenizer
+    from specialist.models.resolve import gguf_file, load_tokenizer, resolve
 
     if engine not in ENGINES:
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
@@ -60,6 +61,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
         raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
     from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
     from specialist.models.gguf_writer import OUTTYPES
+    from specialist.run_folder import read_kept_vocabulary
 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
@@ -68,7 +70,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     if path is not None:  # runs as it is, tokenizer read from the file
         if quant is not None:
             raise SpecialistError(f"--quant does not apply to a .gguf model ({path.name} runs as it is)", exit_code=2)
-        gguf, tokenizer = path, lc.gguf_tokenizer(path)
+        gguf, tokenizer, kept = path, lc.gguf_tokenizer(path), None
     else:
         if quant == "q4_0":
             from specialist.console import err_console
@@ -76,8 +78,12 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
             err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
                               "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
         gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT), load_tokenizer(model_ref)
+        # a run's specialist-sized head (vocabulary.json) writes the same tokens on either engine
+        run_dir = resolve(model_ref).run_dir
+        saved = read_kept_vocabulary(run_dir) if run_dir is not None else None
+        kept = saved[0] if saved else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
-                                context_length=context_length or 4096)
+                                context_length=context_length or 4096, kept=kept)
 
 
 def _sharing_key(source) -> str | None:

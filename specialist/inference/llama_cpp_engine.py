@@ -8,6 +8,13 @@ token budget, streaming, cancellation), so generate, chat and serve behave the s
 engine. A batch of prompts decodes as parallel llama.cpp sequences: one step reads the weights
 once for every row, which is what makes batched serving pay off.
 
+Context-aware decoding (contrast.py) runs here too: a row with a `contrast` prompt (its
+question without the retrieved passages) gets a second sequence in the same batch, fed the same
+tokens, and its next token is picked from the two rows' logits by contrast.contrast over the
+plausible candidates, as the torch engine does. A run with a specialist-sized output head
+(models/vocab_head.py) writes only its kept tokens here as well (llama.cpp still computes the
+whole head: its GGUF loader wants an output matrix of the whole vocabulary).
+
 The GGUF is the model exported once to q8_0 by default (gguf_cache.py): on a 2-core Xeon, Gemma 3 270M runs
 about 2.5x faster than PyTorch bf16 and answers close to it. q4_0 is faster still but breaks
 this small model's answers (benchmarks/README.md has both measured)."""
@@ -25,7 +32,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from specialist.errors import SpecialistError
+from specialist.inference.contrast import PLAUSIBLE, contrast
 from specialist.inference.generator import Answer, Generator, finish_rows
+from specialist.inference.logprobs import TokenLogprob
 from specialist.inference.sampling import GenerationSettings, sample
 from specialist.inference.stops import RowDecoder
 from specialist.models.device import available_cpus
@@ -33,6 +42,9 @@ from specialist.models.template import Message
 
 INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CPUs with AMX see the README)"
 # the parts of the C API (llama.cpp's memory API, from llama-cpp-python 0.3.36 on) this engine calls
+# prompt tokens per llama_decode when a row's prompt is scored: each wants its logits kept (1 MB
+# apiece for a 262k vocabulary), which a chunk of 512 would make half a gigabyte
+SCORED_CHUNK = 64
 _API = ("llama_get_memory", "llama_memory_clear", "llama_batch_init", "llama_decode", "llama_get_logits_ith",
         "llama_n_ctx_seq", "llama_model_load_from_file", "llama_init_from_model", "llama_vocab_n_tokens")
 
@@ -71,11 +83,19 @@ class _Log:
 
 
 class LlamaCppGenerator(Generator):
-    """A Generator over a GGUF file. `tokenizer` is the Hugging Face tokenizer of the same
-    model (the GGUF's token ids are the same ids); `context_length` is per sequence."""
+    """A Generator over a GGUF file. `tokenizer` is the Hugging Face tokenizer of the same model
+    (the GGUF's token ids are the same ids); `context_length` is per sequence. `kept`: the token
+    ids a specialist-sized head keeps (the run's vocabulary.json), None for all. `contrasts`:
+    room in the cache for context-aware decoding's second sequence per row (it doubles the
+    cache's size). Log-probabilities (inference/logprobs.py) come from the logits that pick the
+    tokens: a completion token's from its step (over the kept head, as on torch), a prompt
+    token's from the prompt's own pass (over the whole vocabulary)."""
+
+    scores_logprobs = True
 
     def __init__(self, gguf: Path, tokenizer: Any, threads: int | None = None, max_batch: int = 8,
-                 context_length: int = 4096, prefill_chunk: int = 512) -> None:
+                 context_length: int = 4096, prefill_chunk: int = 512, kept: Sequence[int] | None = None,
+                 contrasts: bool = True) -> None:
         llama_cpp = require_llama_cpp()
         _Log.install(llama_cpp)
         llama_cpp.llama_backend_init()
@@ -85,6 +105,8 @@ class LlamaCppGenerator(Generator):
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.threads = threads or available_cpus()
+        self.contrasts = contrasts
+        seqs = max_batch * (2 if contrasts else 1)  # row i's plain prompt is sequence max_batch + i
 
         mparams = llama_cpp.llama_model_default_params()
         self.amx = amx_build(llama_cpp)
@@ -101,9 +123,9 @@ class LlamaCppGenerator(Generator):
         train_ctx = int(llama_cpp.llama_model_n_ctx_train(self._model))
         per_seq = min(context_length, train_ctx) if train_ctx > 0 else context_length
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = per_seq * max_batch
-        cparams.n_batch = cparams.n_ubatch = max(prefill_chunk, max_batch)
-        cparams.n_seq_max = max_batch
+        cparams.n_ctx = per_seq * seqs
+        cparams.n_batch = cparams.n_ubatch = max(prefill_chunk, seqs)
+        cparams.n_seq_max = seqs
         cparams.kv_unified = False  # each sequence its own cache of per_seq positions
         # the cache is cleared for every batch and never shifted or branched, so the sliding-window
         # layers need only their window, not a full-length cache
@@ -115,9 +137,13 @@ class LlamaCppGenerator(Generator):
             self._free()  # the model, once (__del__ finds nothing left to free)
             raise SpecialistError(f"{self.gguf}: llama.cpp could not create a context ({_Log.tail()})", exit_code=2)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0, max_batch)
+        self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0, seqs)
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        self._dropped: np.ndarray | None = None  # True for the tokens outside the kept head
+        if kept is not None:
+            self._dropped = np.ones(self.n_vocab, dtype=bool)
+            self._dropped[np.asarray([t for t in kept if t < self.n_vocab], dtype=np.int64)] = False
 
         super().__init__(tokenizer, int(llama_cpp.llama_n_ctx_seq(self._ctx)))
         if len(tokenizer) > self.n_vocab + 64:  # a few added tokens beyond the matrix are usual
@@ -146,15 +172,25 @@ class LlamaCppGenerator(Generator):
             raise SpecialistError(f"llama.cpp returned no logits for batch entry {index} ({_Log.tail()})")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
-    def _pick(self, index: int, settings: GenerationSettings, rng: np.random.Generator,
-              row: RowDecoder | None = None) -> int:
-        logits = self._logits(index)
-        if row is not None and row.guard is not None:
-            logits = logits.copy()  # llama.cpp's own buffer stays as it gave it
+    def _pick(self, logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator,
+              row: RowDecoder, plain: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
+        """The next token from a row's logits (`plain`: its plain prompt's, for context-aware
+        decoding), in the torch engine's order: kept head, contrast, then the number guard; and
+        its log-probability under the model (kept head only) when the row asks for them."""
+        raw = logits
+        if self._dropped is not None:
+            logits = np.where(self._dropped, np.float32(-np.inf), logits)
+        model = logits
+        if plain is not None:
+            logits = contrasted(logits, plain, row.contrast_alpha)
+        if row.guard is not None:
+            if logits is raw:
+                logits = logits.copy()  # llama.cpp's own buffer stays as it gave it
             row.guard.apply(row.text, logits)
-        if settings.greedy:
-            return int(logits.argmax())
-        return sample(logits, settings.temperature, settings.top_p, rng)
+        token = int(logits.argmax()) if settings.greedy else sample(logits, settings.temperature, settings.top_p, rng)
+        if row.logprobs is None:
+            return token, None
+        return token, score(model, token, row.logprobs)
 
     # ------------------------------------------------------------ the Generator interface
     def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder], settings: GenerationSettings,
@@ -172,10 +208,16 @@ class LlamaCppGenerator(Generator):
             # metadata only: zeroing the cache costs more than a token
             self._lib.llama_memory_clear(self._memory, False)
             pos = [len(p) for p in prompts]
-            pending: list[int | None] = [None] * len(prompts)
+            # context-aware decoding: row i's plain prompt runs beside it as sequence max_batch + i
+            plain = {i: list(r.contrast) for i, r in enumerate(rows) if r.contrast is not None and self.contrasts}
+            plain_pos = {i: len(p) for i, p in plain.items()}
+            scored = {i for i, r in enumerate(rows) if r.prompt_logprobs is not None}
+            for i in scored:
+                rows[i].prompt_scores = [None]
+            pending: list[tuple[int, TokenLogprob | None] | None] = [None] * len(prompts)
             # every prompt's tokens as one stream of (token, position, sequence, wants logits),
-            # read in chunks; a row's first answer token is picked right after the chunk that
-            # holds its last prompt token (the next decode overwrites the logits)
+            # read in chunks; a row's last prompt logits are kept (the next decode overwrites
+            # llama.cpp's) and its first answer token picked once its plain prompt's are there too
             entries = []
             for i, prompt in enumerate(prompts):
                 if len(prompt) >= self.context_length:
@@ -183,20 +225,34 @@ class LlamaCppGenerator(Generator):
                                           f"{self.context_length} tokens per sequence")
                 if rows[i].cancelled.is_set():  # the reader left while the request waited: skip it
                     rows[i].finish_reason = "cancelled"
+                    plain.pop(i, None)
+                    scored.discard(i)
                     continue
-                entries += [(t, k, i, k == len(prompt) - 1) for k, t in enumerate(prompt)]
-            for start in range(0, len(entries), self.prefill_chunk):
-                chunk = entries[start:start + self.prefill_chunk]
+                entries += [(t, k, i, i in scored or k == len(prompt) - 1) for k, t in enumerate(prompt)]
+                if i in plain:
+                    entries += [(t, k, self.max_batch + i, k == len(plain[i]) - 1) for k, t in enumerate(plain[i])]
+            last: dict[int, np.ndarray] = {}
+            size = min(self.prefill_chunk, SCORED_CHUNK) if scored else self.prefill_chunk
+            for start in range(0, len(entries), size):
+                chunk = entries[start:start + size]
                 self._decode(chunk)
-                for j, (_, _, i, last) in enumerate(chunk):
-                    if last:
-                        pending[i] = self._pick(j, settings, rng, rows[i])
+                for j, (_, k, seq, wanted) in enumerate(chunk):
+                    if not wanted:
+                        continue
+                    if seq in scored and k + 1 < len(prompts[seq]):  # the prompt's next token, over the whole head
+                        rows[seq].prompt_scores.append(score(self._logits(j), prompts[seq][k + 1],
+                                                             rows[seq].prompt_logprobs))
+                    if k == len(prompts[seq] if seq < self.max_batch else plain[seq - self.max_batch]) - 1:
+                        last[seq] = self._logits(j).copy()
+            for i in range(len(prompts)):
+                if i in last and not rows[i].done:
+                    pending[i] = self._pick(last[i], settings, rng, rows[i], last.get(self.max_batch + i))
             while True:
                 active = []
                 for i, row in enumerate(rows):
                     if pending[i] is None or row.done:
                         continue
-                    row.push(pending[i])
+                    row.push(*pending[i])
                     if row.done:
                         continue
                     if pos[i] + 1 >= self.context_length:  # the sequence's context is full
@@ -205,10 +261,16 @@ class LlamaCppGenerator(Generator):
                     active.append(i)
                 if not active:
                     break
-                self._decode([(pending[i], pos[i], i, True) for i in active])
+                contrasting = [i for i in active if i in plain]
+                self._decode([(pending[i][0], pos[i], i, True) for i in active]
+                             + [(pending[i][0], plain_pos[i], self.max_batch + i, True) for i in contrasting])
+                at = {i: len(active) + k for k, i in enumerate(contrasting)}  # each plain row's logits
                 for j, i in enumerate(active):
                     pos[i] += 1
-                    pending[i] = self._pick(j, settings, rng, rows[i])
+                    if i in plain:
+                        plain_pos[i] += 1
+                    pending[i] = self._pick(self._logits(j), settings, rng, rows[i],
+                                            self._logits(at[i]) if i in at else None)
             seconds = time.perf_counter() - t0
         return finish_rows(rows, seconds)
 
@@ -239,6 +301,30 @@ class LlamaCppGenerator(Generator):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def score(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    """A token's log-probability under one position's logits, with the `top` most likely."""
+    import torch
+
+    from specialist.inference.logprobs import score_positions
+
+    return score_positions(torch.from_numpy(np.asarray(logits, dtype=np.float32))[None], torch.tensor([token]),
+                           top)[0]
+
+
+def contrasted(logits: np.ndarray, plain: np.ndarray, alpha: float) -> np.ndarray:
+    """One row's context-aware scores (contrast.contrast) over the tokens that pass the
+    plausibility cut; -inf elsewhere. Normalising both over the candidates only shifts the
+    row's scores by a constant, as in the torch engine's ContrastRows."""
+    import torch
+
+    cands = np.flatnonzero(logits >= logits.max() + np.float32(np.log(PLAUSIBLE)))
+    mixed = contrast(torch.from_numpy(np.ascontiguousarray(logits[cands]))[None],
+                     torch.from_numpy(np.ascontiguousarray(plain[cands]))[None], alpha)[0]
+    out = np.full(logits.shape, -np.inf, dtype=np.float32)
+    out[cands] = mixed.numpy()
+    return out
 
 
 def amx_build(llama_cpp: Any) -> bool:
