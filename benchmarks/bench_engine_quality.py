@@ -24,6 +24,13 @@ accuracy of every contender are each within 2 points of the reference path's (th
     python benchmarks/bench_engine_quality.py --model RUN --paths bf16,int8 [--style-prompts 24]
         [--contenders fine-tuned] [--reference-report REPORT.json] [--json]
 
+A path named llama.cpp is `eval --engine llama.cpp`: the fine-tuned contenders answer from the
+run's q8_0 GGUF (with the run's kept head and context-aware decoding, as chat and serve run it),
+everything else on torch's own path; held to the same 2 points:
+
+    python benchmarks/bench_engine_quality.py --model RUN --paths fp32,llama.cpp \
+        --contenders fine-tuned,fine-tuned+knowledge
+
 --reference-report takes the reference path's report from an earlier eval with the same
 settings instead of running it again.
 """
@@ -104,13 +111,14 @@ EVAL_ON_PATH = r"""
 import json, sys
 from pathlib import Path
 from specialist.evaluate.runner import EvalSettings, run_eval
-run, data, dtype, out, contenders, coffee = sys.argv[1:7]
+run, data, path, out, contenders, coffee = sys.argv[1:7]
 coffee = Path(coffee)
+engine, dtype = ("llama.cpp", "auto") if path == "llama.cpp" else ("torch", path)
 doc = run_eval(EvalSettings(model=run, data=Path(data), system_prompt=coffee / "system_prompt.txt",
                             rules=coffee / "eval.yaml", knowledge=coffee / "knowledge",
                             knowledge_system_prompt=coffee / "system_prompt_knowledge.txt",
                             train_data=coffee / "train.jsonl", contenders=tuple(contenders.split(",")) or None,
-                            dtype=dtype))
+                            dtype=dtype, engine=engine))
 Path(out).write_text(json.dumps(doc, ensure_ascii=False))
 """
 
@@ -164,7 +172,7 @@ def path_parity(model: str, paths: tuple[str, ...], style_prompts: int = 24,
             proc = subprocess.run([sys.executable, "-c", EVAL_ON_PATH, model, str(data), path, str(out),
                                    ",".join(contenders), str(coffee)], capture_output=True, text=True, timeout=14400)
             if proc.returncode != 0:
-                raise RuntimeError(f"eval --dtype {path}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+                raise RuntimeError(f"eval on {path}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
             reports[path] = json.loads(out.read_text(encoding="utf-8"))
     reference = reports[paths[0]]
     rows = [{"path": p, **row} for p in paths[1:] for row in parity(reference, reports[p])]
@@ -195,8 +203,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--quant", action="append", help="GGUF types to compare (default: f16, q8_0, q4_0)")
-    parser.add_argument("--paths", help="torch generation paths to hold to eval parity, reference first "
-                                        "(e.g. bf16,int8); --model must be a trained run")
+    parser.add_argument("--paths", help="torch generation paths (or llama.cpp) to hold to eval parity, reference "
+                                        "first (e.g. bf16,int8 or fp32,llama.cpp); --model must be a trained run")
     parser.add_argument("--style-prompts", type=int, default=24,
                         help="coffee eval prompts added to the facts (--paths)")
     parser.add_argument("--contenders", default="zero-shot,fine-tuned", help="eval contenders (--paths)")

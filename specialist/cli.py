@@ -505,6 +505,10 @@ def eval_command(
     train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
     dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
                                                        "fp32), bf16, fp32 or int8 (faster, degrades answers)."),
+    engine: str = typer.Option("torch", "--engine",
+                               help="Engine of the fine-tuned answers: torch, or llama.cpp (the run as a q8_0 GGUF, "
+                                    "to check it answers as well as torch; the base model's answers, the losses "
+                                    "and the canary stay on torch)."),
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
                                                "default: the run's own. Adds the +knowledge contenders and fact "
@@ -556,7 +560,7 @@ def eval_command(
         style_negatives=style_negatives, endpoint=endpoint, endpoint_model=endpoint_model,
         endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
-        knowledge=knowledge, cache=not no_cache,
+        engine=engine, knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
         knowledge_system_prompt=knowledge_system_prompt, canary=canary,
         canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit, grounded_numbers=grounded_numbers,

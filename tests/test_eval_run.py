@@ -406,3 +406,30 @@ def test_progress_on_a_terminal_is_a_bar():
     with _progress(Console(file=screen, force_terminal=True, width=100)) as step:
         step("zero-shot: answering", 3)(3)
     assert "3/3" in screen.getvalue() and "…" not in screen.getvalue()
+
+
+def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir, coffee, tmp_path, monkeypatch):
+    """`eval --engine llama.cpp` (how that engine's quality is measured against torch): the
+    fine-tuned answers come from the run's GGUF, through a stand-in for llama.cpp's C API that
+    runs the merged run in PyTorch, so they equal the torch engine's; the base model's stay torch's."""
+    from specialist.evaluate.runner import run_eval
+    from specialist.inference import gguf_cache
+    from specialist.inference import llama_cpp_engine as lc
+    from specialist.models.resolve import load_model
+    from tests.test_llama_cpp_engine import FakeLlamaCpp
+
+    merged = load_model(str(run_dir), dtype="float32", merge_adapter=True).model
+    fake = FakeLlamaCpp(merged)
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    gguf = tmp_path / "run.gguf"
+    gguf.write_bytes(b"GGUF")
+    exported = []
+    monkeypatch.setattr(gguf_cache, "engine_gguf", lambda ref, outtype="q8_0": exported.append(ref) or gguf)
+    kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), cache=False, batch_size=1)
+    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", **kw))
+    on_torch = run_eval(_settings(run_dir, coffee, **kw))
+    assert exported == [str(run_dir)] and fake.decode_sizes  # the run's GGUF answered
+    assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
+    for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):
+        assert [a["answer"] for a in doc_a["answers"]] == [a["answer"] for a in doc_b["answers"]]
+    assert any(a["answer"] for a in on_llama["contenders"][1]["answers"])

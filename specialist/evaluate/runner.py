@@ -71,6 +71,7 @@ class EvalSettings:
     price_per_million_prompt_tokens: float | None = None
     train_price_per_hour: float | None = None
     dtype: str = "auto"
+    engine: str = "torch"  # the fine-tuned contenders' answers: torch or llama.cpp (inference/engines.py)
     knowledge: Path | None = None  # default: the run's own knowledge snapshot, if any
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
@@ -280,6 +281,13 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         contenders = [c for c in contenders if c.name in s.contenders]
     contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_examples)
     generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
+    # --engine llama.cpp: the fine-tuned answers come from the run's GGUF (its merged weights), to
+    # measure that engine's answers against torch's on the same eval
+    tuned_engine = None
+    if s.engine != "torch":
+        from specialist.inference.engines import make_generator
+
+        tuned_engine = make_generator(str(inputs.run.path), s.engine, max_batch=s.batch_size)
 
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
@@ -291,7 +299,8 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     def compute(c: Contender, convs: list, advance: Callable[[int], None]) -> tuple[list[Reply], LossResult]:
         loaded = loaded_for(c)
         with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
-            replies = answer_locally(generators[id(loaded)], convs, settings_for(c), s.batch_size, advance)
+            generator = tuned_engine if tuned_engine is not None and c.kind == "fine-tuned" else generators[id(loaded)]
+            replies = answer_locally(generator, convs, settings_for(c), s.batch_size, advance)
             return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
 
     results: list[ContenderResult] = []
@@ -356,7 +365,8 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         knowledge["system_prompt"] = (str(inputs.knowledge_system_prompt_path)
                                       if inputs.knowledge_system_prompt_path else None)
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
-    doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features())}
+    doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features()),
+                                     "engine": s.engine}
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
     doc["general_ability"] = general  # None with --no-canary
     return doc
