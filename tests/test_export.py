@@ -179,6 +179,28 @@ def test_gguf_llama_metadata_vocab_and_weights(chat_run, tmp_path):
     assert not torch.allclose(q, expected, atol=2e-3)
 
 
+def test_a_kept_vocabulary_gguf_holds_the_kept_tokens_in_order(chat_run, tmp_path):
+    """The llama.cpp engine's GGUF of a specialist-sized head: GGUF id i is token kept[i], in
+    the vocabulary arrays, the embedding rows and the special token ids."""
+    from transformers import AutoTokenizer
+
+    from specialist.errors import SpecialistError
+    from specialist.models.gguf_writer import load_merged, save_gguf
+
+    tok = AutoTokenizer.from_pretrained(chat_run / "adapter")
+    kept = sorted({*range(0, 3000, 7), tok.eos_token_id, *tok.all_special_ids})
+    loaded = load_merged(str(chat_run))
+    save_gguf(loaded, tmp_path / "kept.gguf", "f16", kept=kept)
+    fields, tensors = read_gguf(tmp_path / "kept.gguf")
+    assert fields["tokenizer.ggml.tokens"] == tok.convert_ids_to_tokens(kept)
+    assert fields["tokenizer.ggml.eos_token_id"] == kept.index(tok.eos_token_id)
+    embd = np.array(tensors["token_embd.weight"].data, dtype=np.float32)
+    full = loaded.model.get_input_embeddings().weight.detach().float().numpy()
+    np.testing.assert_allclose(embd, full[kept], atol=2e-3, rtol=1e-3)
+    with pytest.raises(SpecialistError, match="kept vocabulary"):
+        save_gguf(loaded, tmp_path / "bad.gguf", "f16", kept=[len(tok) + 5])
+
+
 def test_gguf_gemma3_norms_and_outtypes(base_run, tmp_path):
     import gguf
 

@@ -1,12 +1,23 @@
 """The GGUF llama.cpp runs for a model reference: a .gguf file as it is; anything else (a run,
 a folder, a known model) is merged and written to a GGUF once, kept under
 SPECIALIST_HOME/engine/ and reused, keyed by the weights it came from, so a retrained run gets
-a fresh file."""
+a fresh file.
+
+A run with a specialist-sized head (vocabulary.json) gets a GGUF of its kept tokens only
+(gguf_writer `kept`): llama.cpp then projects each step onto those rows, not the whole
+vocabulary, which on Gemma 3 is most of the bytes read per token. Beside it, INPUTS holds the
+model's input embedding of every token (float16), through which the engine feeds the prompt,
+so a customer can still type any token."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from specialist.console import announce
 from specialist.errors import SpecialistError
@@ -16,10 +27,12 @@ from specialist.models.gguf_writer import load_merged, save_gguf
 from specialist.models.resolve import gguf_file, resolve
 
 DEFAULT_QUANT = "q8_0"
+INPUTS = "inputs.npy"
 CACHE_VERSION = "1"  # bump when the GGUF writer changes what it writes: cached engine files are redone
 
 
-def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
+def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int] | None = None) -> Path:
+    """The GGUF file; with `kept`, the kept-vocabulary one, its INPUTS beside it."""
     path = gguf_file(model_ref)
     if path is not None:
         return path
@@ -37,15 +50,33 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT) -> Path:
         stamps += [str(weights), *weight_stamps(weights)]
     if source.adapter is not None:
         stamps += weight_stamps(source.adapter)
+    if kept is not None:
+        stamps.append("kept:" + ",".join(map(str, sorted(set(kept)))))
     key = hashlib.sha256("|".join(stamps).encode()).hexdigest()[:16]
-    out = specialist_home() / "engine" / f"{key}-{outtype}"
+    out = specialist_home() / "engine" / f"{key}-{outtype}{'-kept' if kept is not None else ''}"
     if not out.exists():
-        announce(f"Exporting {model_ref} to a {outtype} GGUF for llama.cpp (once)…")
+        what = f"a {outtype} GGUF of its {len(set(kept))} kept tokens" if kept is not None else f"a {outtype} GGUF"
+        announce(f"Exporting {model_ref} to {what} for llama.cpp (once)…")
         loaded = load_merged(model_ref)
         name = Path(str(model_ref).rstrip("/")).name or "model"
         with atomic_dir(out) as tmp:
-            save_gguf(loaded, tmp / f"{name}-{outtype}.gguf", outtype, name)
+            save_gguf(loaded, tmp / f"{name}-{outtype}.gguf", outtype, name, kept=kept)
+            if kept is not None:
+                np.save(tmp / INPUTS, input_embeddings(loaded.model))
     files = sorted(out.glob("*.gguf"))
-    if not files:
-        raise SpecialistError(f"{out}: no GGUF inside; delete the folder and run again")
+    if not files or (kept is not None and not (out / INPUTS).is_file()):
+        raise SpecialistError(f"{out}: no GGUF or {INPUTS} inside; delete the folder and run again")
     return files[0]
+
+
+def input_embeddings(model: Any, chunk: int = 16384) -> np.ndarray:
+    """What the model's input embedding gives for every token id (Gemma's scaling included),
+    float16: a quarter of a float32 copy's size and finer than the q8_0 rows llama.cpp reads."""
+    layer = model.get_input_embeddings()
+    size = int(layer.weight.shape[0])
+    out = np.empty((size, int(layer.weight.shape[1])), dtype=np.float16)
+    with torch.inference_mode():
+        for start in range(0, size, chunk):
+            ids = torch.arange(start, min(start + chunk, size))
+            out[start:start + len(ids)] = layer(ids).float().numpy()
+    return out

@@ -15,7 +15,13 @@ The vocabulary: when the base model was converted from a GGUF (the known models 
 folder names its source) the original tokenizer arrays are carried over exactly — they hold
 llama.cpp's own pre-tokenizer name and SentencePiece scores that tokenizer.json does not.
 Otherwise they are built from the tokenizer: byte-level BPE as "gpt2" (tokens, types, merges),
-SentencePiece-style (byte-fallback BPE, Unigram) as "llama" through gguf.LlamaHfVocab."""
+SentencePiece-style (byte-fallback BPE, Unigram) as "llama" through gguf.LlamaHfVocab.
+
+With `kept` (a specialist-sized head, models/vocab_head.py), the file holds only the kept
+tokens: the vocabulary arrays, the embedding/output rows and the special token ids are those
+of the kept ids in order (GGUF id i is token kept[i]). llama.cpp then projects onto the kept
+rows only, but cannot read a token outside them: such a file is for the llama.cpp engine,
+which feeds the prompt as embedding vectors (inference/llama_cpp_engine.py), not for export."""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +68,7 @@ def _head_dim(config: Any) -> int:
     return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
 
 
-def _write_hparams(writer: Any, config: Any, arch: Any, outtype: str) -> None:
+def _write_hparams(writer: Any, config: Any, arch: Any, outtype: str, vocab_size: int) -> None:
     import gguf
 
     heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, _head_dim(config)
@@ -76,7 +82,7 @@ def _write_hparams(writer: Any, config: Any, arch: Any, outtype: str) -> None:
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_file_type(getattr(gguf.LlamaFileType, _FILE_TYPES[outtype]))
     if arch == gguf.MODEL_ARCH.LLAMA:
-        writer.add_vocab_size(int(config.vocab_size))
+        writer.add_vocab_size(vocab_size)
         writer.add_rope_dimension_count(head_dim)
         if head_dim != config.hidden_size // heads:
             writer.add_key_length(head_dim)
@@ -93,8 +99,9 @@ def _llama_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _tensors(model: Any, arch: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """(GGUF name, float32 tensor) for every weight llama.cpp needs."""
+def _tensors(model: Any, arch: Any, kept: Sequence[int] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(GGUF name, float32 tensor) for every weight llama.cpp needs; with `kept`, the
+    embedding and output matrices hold the kept rows only."""
     import gguf
 
     config = model.config
@@ -107,6 +114,8 @@ def _tensors(model: Any, arch: Any) -> Iterator[tuple[str, torch.Tensor]]:
         if name is None:
             raise SpecialistError(f"GGUF export: no GGUF name for tensor {hf_name!r} ({arch.name})")
         data = tensor.detach().to(torch.float32).cpu()
+        if kept is not None and (hf_name.endswith("embed_tokens.weight") or hf_name.startswith("lm_head")):
+            data = data[torch.as_tensor(list(kept), dtype=torch.long)]
         if arch == gguf.MODEL_ARCH.LLAMA:
             if hf_name.endswith("q_proj.weight"):
                 data = _llama_permute(data, config.num_attention_heads)
@@ -149,8 +158,13 @@ def source_gguf(weights_dir: Path) -> Path | None:
     return path if path and path.exists() else None
 
 
-def _copy_vocab_from_gguf(writer: Any, src: Path, vocab_size: int) -> bool:
-    """Copy the tokenizer arrays; returns the source's add-BOS flag."""
+def _kept(values: list, keep: Sequence[int] | None) -> list:
+    return values if keep is None else [values[i] for i in keep]
+
+
+def _copy_vocab_from_gguf(writer: Any, src: Path, vocab_size: int, keep: Sequence[int] | None = None) -> bool:
+    """Copy the tokenizer arrays (the `keep` entries only, if given); returns the source's
+    add-BOS flag."""
     import gguf
 
     reader = gguf.GGUFReader(str(src))
@@ -161,10 +175,10 @@ def _copy_vocab_from_gguf(writer: Any, src: Path, vocab_size: int) -> bool:
     writer.add_tokenizer_model(fields["tokenizer.ggml.model"].contents())
     if "tokenizer.ggml.pre" in fields:
         writer.add_tokenizer_pre(fields["tokenizer.ggml.pre"].contents())
-    writer.add_token_list(tokens)
+    writer.add_token_list(_kept(tokens, keep))
     if "tokenizer.ggml.scores" in fields:
-        writer.add_token_scores(fields["tokenizer.ggml.scores"].contents())
-    writer.add_token_types(fields["tokenizer.ggml.token_type"].contents())
+        writer.add_token_scores(_kept(fields["tokenizer.ggml.scores"].contents(), keep))
+    writer.add_token_types(_kept(fields["tokenizer.ggml.token_type"].contents(), keep))
     if "tokenizer.ggml.merges" in fields:
         writer.add_token_merges(fields["tokenizer.ggml.merges"].contents())
     if "tokenizer.ggml.add_space_prefix" in fields:
@@ -185,7 +199,8 @@ def _pre_tokenizer_name(tokenizer_json: dict) -> str:
     return "default"
 
 
-def _write_vocab_from_tokenizer(writer: Any, tokenizer: Any, tok_dir: Path, vocab_size: int) -> None:
+def _write_vocab_from_tokenizer(writer: Any, tokenizer: Any, tok_dir: Path, vocab_size: int,
+                                keep: Sequence[int] | None = None) -> None:
     import gguf
 
     data = json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))
@@ -201,9 +216,9 @@ def _write_vocab_from_tokenizer(writer: Any, tokenizer: Any, tok_dir: Path, voca
         writer.add_tokenizer_model("llama")
         writer.add_tokenizer_pre("default")
         _pad_vocab(tokens, types, vocab_size, scores)
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
+        writer.add_token_list(_kept(tokens, keep))
+        writer.add_token_scores(_kept(scores, keep))
+        writer.add_token_types(_kept(types, keep))
         return
     special = set(tokenizer.all_special_ids)
     added = set(tokenizer.added_tokens_decoder)
@@ -213,8 +228,8 @@ def _write_vocab_from_tokenizer(writer: Any, tokenizer: Any, tok_dir: Path, voca
     _pad_vocab(tokens, types, vocab_size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer_name(data))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
+    writer.add_token_list(_kept(tokens, keep))
+    writer.add_token_types(_kept(types, keep))
 
 
 def _pad_vocab(tokens: list, types: list, vocab_size: int, scores: list | None = None) -> None:
@@ -228,10 +243,11 @@ def _pad_vocab(tokens: list, types: list, vocab_size: int, scores: list | None =
 
 
 def write_gguf(model: Any, tokenizer: Any, tok_dir: Path, out_file: Path, outtype: str = "f16",
-               weights_dir: Path | None = None, name: str = "specialist") -> bool:
+               weights_dir: Path | None = None, name: str = "specialist", kept: Sequence[int] | None = None) -> bool:
     """Write `model` (merged, any dtype) and its tokenizer (saved in tok_dir, with the chat
-    template the model was trained on) into out_file. Returns whether llama.cpp adds the BOS
-    token itself (the GGUF's add_bos_token flag)."""
+    template the model was trained on) into out_file; only the `kept` tokens, if given (see the
+    module's docstring). Returns whether llama.cpp adds the BOS token itself (the GGUF's
+    add_bos_token flag)."""
     import gguf
 
     if outtype not in OUTTYPES:
@@ -241,27 +257,33 @@ def write_gguf(model: Any, tokenizer: Any, tok_dir: Path, out_file: Path, outtyp
     writer = gguf.GGUFWriter(str(out_file), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
-    _write_hparams(writer, config, arch, outtype)
-
     vocab_size = int(config.vocab_size)
+    keep = sorted(set(kept)) if kept is not None else None
+    if keep is not None and (not keep or keep[0] < 0 or keep[-1] >= vocab_size):
+        raise SpecialistError(f"a kept vocabulary must hold ids of this model's {vocab_size} tokens")
+    _write_hparams(writer, config, arch, outtype, len(keep) if keep is not None else vocab_size)
+
     # SpecialVocab warns about tokenizer.json post-processors it cannot map (Gemma's "<bos> A
     # <bos> B" pair template); the add-BOS/EOS flags are set explicitly below
     logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
     src = source_gguf(weights_dir) if weights_dir else None
     if src is not None:
-        add_bos = _copy_vocab_from_gguf(writer, src, vocab_size)
+        add_bos = _copy_vocab_from_gguf(writer, src, vocab_size, keep)
         special = gguf.SpecialVocab(tok_dir, load_merges=False, n_vocab=vocab_size)
     else:
-        _write_vocab_from_tokenizer(writer, tokenizer, tok_dir, vocab_size)
+        _write_vocab_from_tokenizer(writer, tokenizer, tok_dir, vocab_size, keep)
         special = gguf.SpecialVocab(tok_dir, load_merges=True, n_vocab=vocab_size)
         add_bos = bool(getattr(tokenizer, "add_bos_token", False))
+    if keep is not None:  # the special tokens by their place among the kept (one outside is left out)
+        place = {t: i for i, t in enumerate(keep)}
+        special.special_token_ids = {k: place[v] for k, v in special.special_token_ids.items() if v in place}
     # the template the model was trained with, which a template-less base model got from us
     special.chat_template = tokenizer.chat_template
     special.add_special_token["bos"] = add_bos
     special.add_special_token["eos"] = False
     special.add_to_gguf(writer)
 
-    for tname, data in _tensors(model, arch):
+    for tname, data in _tensors(model, arch, keep):
         arr, qtype = _encode(data, outtype)
         # F32/F16 are known from the numpy dtype; packed types (uint8 bytes) need raw_dtype
         writer.add_tensor(tname, arr, raw_dtype=qtype if arr.dtype == np.uint8 else None)
@@ -278,13 +300,14 @@ def load_merged(model_ref: str) -> LoadedModel:
     return load_model(model_ref, dtype=torch.float32, device="cpu", merge_adapter=True, kept_head=False)
 
 
-def save_gguf(loaded: LoadedModel, out_file: Path, outtype: str = "f16", name: str = "specialist") -> bool:
+def save_gguf(loaded: LoadedModel, out_file: Path, outtype: str = "f16", name: str = "specialist",
+              kept: Sequence[int] | None = None) -> bool:
     """write_gguf for a loaded (merged) model. Its tokenizer is saved beside out_file for the
     vocabulary readers and removed again. Returns whether llama.cpp adds the BOS token itself."""
     tok_dir = Path(out_file).parent / ".tokenizer"
     loaded.tokenizer.save_pretrained(tok_dir)
     try:
         return write_gguf(loaded.model, loaded.tokenizer, tok_dir, Path(out_file), outtype,
-                          weights_dir=Path(loaded.source.weights), name=name)
+                          weights_dir=Path(loaded.source.weights), name=name, kept=kept)
     finally:
         shutil.rmtree(tok_dir, ignore_errors=True)
