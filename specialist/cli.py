@@ -31,9 +31,10 @@ app.add_typer(models_app, name="models")
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
                         help="Model reference: run folder, HF folder, .gguf, HF id or known name.")
-EngineOpt = typer.Option("torch", "--engine",
-                         help="torch (the trained weights on this CPU's generation path, see --dtype) or llama.cpp "
-                              "(an 8-bit GGUF; needs llama-cpp-python).")
+EngineOpt = typer.Option("auto", "--engine",
+                         help="auto (llama.cpp where llama-cpp-python is installed and there is no GPU, else "
+                              "torch; SPECIALIST_ENGINE sets it), torch (the trained weights on this CPU's "
+                              "generation path, see --dtype) or llama.cpp (an 8-bit GGUF).")
 ThreadsOpt = typer.Option(None, "--threads", min=1,
                           help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant",

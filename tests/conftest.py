@@ -19,6 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Module- and session-scoped fixtures run before the per-test home below: they get a home of
 # the session's own, never the user's cache.
 os.environ["SPECIALIST_HOME"] = tempfile.mkdtemp(prefix="specialist-test-home-")
+# --engine auto picks llama.cpp where llama-cpp-python is installed; the suite runs the torch
+# engine on every machine (child processes included), and tests of llama.cpp or of auto ask for it
+os.environ["SPECIALIST_ENGINE"] = "torch"
 
 
 @pytest.fixture(autouse=True)

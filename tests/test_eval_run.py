@@ -424,7 +424,8 @@ def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir,
     gguf = tmp_path / "run.gguf"
     gguf.write_bytes(b"GGUF")
     exported = []
-    monkeypatch.setattr(gguf_cache, "engine_gguf", lambda ref, outtype="q8_0": exported.append(ref) or gguf)
+    monkeypatch.setattr(gguf_cache, "engine_gguf",
+                        lambda ref, outtype="q8_0", kept=None: exported.append(ref) or gguf)
     kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), cache=False, batch_size=1)
     on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", **kw))
     on_torch = run_eval(_settings(run_dir, coffee, **kw))

@@ -33,8 +33,10 @@ class FakeLlamaCpp:
     each sequence keeps its own tokens, every token must arrive at the next position of its
     sequence, and logits exist only for batch entries that asked for them."""
 
-    def __init__(self, model, system_info: str = "AVX2 = 1 | AVX512 = 1 |", n_ctx_train: int = 2048):
+    def __init__(self, model, system_info: str = "AVX2 = 1 | AVX512 = 1 |", n_ctx_train: int = 2048,
+                 kept: list[int] | None = None):
         self.model = model
+        self.kept = kept  # a kept-vocabulary GGUF: logits over these rows; the batch brings embeddings
         self.system_info = system_info
         self.n_ctx_train = n_ctx_train
         self.seqs: dict[int, list[int]] = {}
@@ -72,12 +74,15 @@ class FakeLlamaCpp:
         return self.ctx_params.n_ctx // (1 if self.ctx_params.kv_unified else self.ctx_params.n_seq_max)
     def llama_get_memory(self, ctx): return "mem"
     def llama_model_get_vocab(self, model): return "vocab"
-    def llama_vocab_n_tokens(self, vocab): return self.model.config.vocab_size
+    def llama_vocab_n_tokens(self, vocab): return len(self.kept) if self.kept else self.model.config.vocab_size
 
     def llama_batch_init(self, n_tokens, embd, n_seq_max):
         self.batch_capacity = n_tokens
-        return SimpleNamespace(token=[0] * n_tokens, pos=[0] * n_tokens, n_seq_id=[0] * n_tokens,
-                               seq_id=[[0] for _ in range(n_tokens)], logits=[False] * n_tokens, n_tokens=0)
+        self.embd_dim = embd
+        self.embd_buffer = (ctypes.c_float * (n_tokens * embd))() if embd else None
+        return SimpleNamespace(token=None if embd else [0] * n_tokens, pos=[0] * n_tokens, n_seq_id=[0] * n_tokens,
+                               seq_id=[[0] for _ in range(n_tokens)], logits=[False] * n_tokens, n_tokens=0,
+                               embd=ctypes.cast(self.embd_buffer, ctypes.POINTER(ctypes.c_float)) if embd else None)
 
     def llama_batch_free(self, b): pass
     def llama_free(self, ctx): pass
@@ -97,10 +102,13 @@ class FakeLlamaCpp:
             seq = self.seqs.setdefault(b.seq_id[i][0], [])
             assert b.pos[i] == len(seq), f"sequence {b.seq_id[i][0]}: token at {b.pos[i]}, expected {len(seq)}"
             assert b.pos[i] < self.llama_n_ctx_seq("ctx"), "past the sequence's context"
-            seq.append(b.token[i])
+            d = self.embd_dim
+            seq.append(b.token[i] if not d else torch.tensor(self.embd_buffer[i * d:(i + 1) * d]))
             if b.logits[i]:
                 with torch.no_grad():
-                    logits = self.model(torch.tensor([seq])).logits[0, -1].float().numpy()
+                    given = {"inputs_embeds": torch.stack(seq)[None]} if d else {"input_ids": torch.tensor([seq])}
+                    logits = self.model(**given).logits[0, -1].float()
+                    logits = (logits[self.kept] if self.kept else logits).numpy()
                 self.out[i] = (ctypes.c_float * len(logits))(*logits)
         return 0
 
@@ -122,7 +130,8 @@ def lively_model(chat_tokenizer_dir, tmp_path_factory) -> Path:
 
 
 def fake_engine(monkeypatch, torch_generator, tmp_path, **kwargs):
-    fake = FakeLlamaCpp(torch_generator.model, **{k: kwargs.pop(k) for k in ("system_info",) if k in kwargs})
+    fake = FakeLlamaCpp(torch_generator.model, **{k: kwargs.pop(k) for k in ("system_info",) if k in kwargs},
+                        kept=kwargs.get("kept") if kwargs.get("inputs") is not None else None)
     monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
@@ -182,6 +191,41 @@ def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch,
     assert [a.text for a in got] != [a.text for a in expected]  # the full head would write other tokens
     written = {t for i, c in enumerate(convs) for t in kept_fake.seqs[i][len(torch_generator.prompt_ids(c)):]}
     assert written and written <= set(kept)
+
+
+def test_a_kept_vocabulary_gguf_reads_embeddings_and_answers_like_pytorch(monkeypatch, torch_generator, lively_model,
+                                                                         tmp_path):
+    """A run's GGUF of its kept tokens only (gguf_cache.py): the prompt goes in as input
+    embeddings, the logits come back over the kept rows and are put at their token ids, so the
+    answers, context-aware or not, equal the torch engine's with the kept head."""
+    from specialist.inference.gguf_cache import input_embeddings
+    from specialist.models.vocab_head import use_kept_head
+
+    @dataclass
+    class Passage:
+        title: str
+        text: str
+
+    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.",
+                            context=[Passage("Dostawa", "Dostawa kurierem kosztuje 14,99 zł, od 150 zł darmowa.")]),
+             build_messages("Cześć, co polecasz?", "Jesteś baristą.")]
+    kept = sorted({*range(150), *(t for c in convs for t in torch_generator.prompt_ids(c)), *torch_generator.eos_ids})
+    inputs = input_embeddings(torch_generator.model)
+    assert inputs.shape == (torch_generator.model.config.vocab_size, torch_generator.model.config.hidden_size)
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2, prefill_chunk=9, kept=kept,
+                               inputs=inputs)
+    assert fake.embd_dim == inputs.shape[1] and engine.n_vocab == inputs.shape[0]
+    assert not engine.scores_prompts  # the other tokens have no logits here: the server refuses echo scoring
+    kept_model = load_model(str(lively_model), dtype="float32")
+    use_kept_head(kept_model.model, kept, vocab_logits=True, frozen=True)
+    reference = TorchGenerator(kept_model)
+    for alpha in (0.0, 1.0):
+        settings = GenerationSettings(max_new_tokens=10, context_contrast=alpha)
+        expected = reference.generate(convs, settings, batch_size=1)
+        assert [a.text for a in engine.generate(convs, settings)] == [a.text for a in expected]
+        assert all(a.text for a in expected)
+    with pytest.raises(SpecialistError, match="kept ids"):  # a GGUF of another kept set
+        lc.LlamaCppGenerator(engine.gguf, torch_generator.tokenizer, kept=kept[:-1], inputs=inputs)
 
 
 def test_logprobs_equal_the_torch_engines(monkeypatch, torch_generator, tmp_path):
@@ -337,6 +381,41 @@ def test_engine_choice_errors(monkeypatch, tiny_chat_model):
         make_generator(str(tiny_chat_model), "llama.cpp")
 
 
+def test_auto_takes_llama_cpp_where_it_is_installed_and_says_so(monkeypatch, torch_generator, tiny_chat_model,
+                                                                 tmp_path, capsys):
+    from specialist.inference import engines
+
+    monkeypatch.delenv(engines.ENGINE_ENV)
+    installed = {"yes": True}
+    monkeypatch.setattr(engines, "llama_cpp_available", lambda: installed["yes"])
+    assert engines.choose_engine("auto") == "llama.cpp"
+    assert "engine: llama.cpp (llama-cpp-python is installed" in capsys.readouterr().err
+    assert engines.choose_engine("auto", dtype="fp32") == "torch"  # a torch generation path was asked for
+    assert engines.choose_engine("auto", models=2) == "torch"  # a server of several runs shares their base
+    assert engines.choose_engine("torch") == "torch" and engines.choose_engine("llama.cpp") == "llama.cpp"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engines.choose_engine("auto") == "torch"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    installed["yes"] = False
+    assert engines.choose_engine("auto", quant="q8_0") == "llama.cpp"  # and then says it is missing
+    assert engines.choose_engine("auto") == "torch"
+    assert "make llama-cpp" in capsys.readouterr().err
+    installed["yes"] = True
+    monkeypatch.setenv(engines.ENGINE_ENV, "torch")
+    assert engines.choose_engine("auto") == "torch"
+    monkeypatch.setenv(engines.ENGINE_ENV, "vllm")
+    with pytest.raises(SpecialistError, match="SPECIALIST_ENGINE='vllm'"):
+        engines.choose_engine("auto")
+    # the default of make_generator (chat, serve, generate, the studio) is auto
+    monkeypatch.delenv(engines.ENGINE_ENV)
+    fake = FakeLlamaCpp(torch_generator.model)
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    monkeypatch.setattr("specialist.inference.gguf_cache.engine_gguf",
+                        lambda ref, outtype="q8_0", kept=None: tmp_path / "m.gguf")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert isinstance(make_generator(str(tiny_chat_model)), lc.LlamaCppGenerator)
+
+
 def test_a_too_old_llama_cpp_python_is_named(monkeypatch):
     old = SimpleNamespace(__version__="0.2.90", llama_decode=None, llama_batch_init=None)
     monkeypatch.setitem(sys.modules, "llama_cpp", old)
@@ -377,6 +456,16 @@ def test_engine_gguf_is_exported_once_and_redone_for_new_weights(monkeypatch, ti
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     renewed = engine_gguf(str(model), "f16")
     assert renewed != first and len(calls) == 2
+    # a kept vocabulary is a file of its own, with the input embeddings beside it, per kept set
+    kept = engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41])
+    assert kept.parent != renewed.parent and len(calls) == 3
+    inputs = np.load(kept.parent / gguf_cache.INPUTS)
+    assert inputs.dtype == np.float16 and inputs.shape[0] == load_model(str(model)).model.config.vocab_size
+    assert engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41]) == kept and len(calls) == 3
+    assert engine_gguf(str(model), "f16", kept=[0, 1, 2, 40]).parent != kept.parent
+    (kept.parent / gguf_cache.INPUTS).unlink()
+    with pytest.raises(SpecialistError, match="delete the folder"):
+        engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41])
 
 
 # ---------------------------------------------------------------- the real llama.cpp (slow)

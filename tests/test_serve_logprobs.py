@@ -243,3 +243,16 @@ def test_an_engine_without_logprobs_refuses_them_and_still_echoes(generator):
         r = post(url, COMPLETION, {"prompt": "Echo me", "echo": True, "max_tokens": 0})
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == "Echo me"
         assert r.json()["choices"][0]["logprobs"] is None
+
+
+def test_an_engine_that_scores_only_answers_refuses_echo_scoring(generator):
+    """A kept-vocabulary GGUF on llama.cpp scores a specialist's answers but has no logits for
+    a prompt's other tokens: echo with logprobs is refused, logprobs of the answer are not."""
+    answers_only = copy.copy(generator)
+    answers_only.scores_prompts = False
+    with running(create_app(answers_only, MODEL_ID, limits=ServerLimits(max_tokens=8))) as url:
+        r = post(url, COMPLETION, {"prompt": "Echo me", "echo": True, "logprobs": 1, "max_tokens": 0})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
+        assert "--engine torch" in r.json()["error"]["message"]
+        r = post(url, COMPLETION, {"prompt": "Echo me", "logprobs": 1, "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["choices"][0]["logprobs"]["token_logprobs"]

@@ -1,6 +1,11 @@
 """--engine: which runtime decodes for generate, chat and serve.
 
-- torch (default): the model's own weights (a run's LoRA merged in) in PyTorch, on the
+- auto (default): llama.cpp where llama-cpp-python is installed (`make setup` builds it) and no
+  GPU is, since on a CPU it answers 4-9x faster than torch for one stream (benchmarks/README.md);
+  torch otherwise, when a torch generation path is asked for (--dtype), and for a server of
+  several runs (torch keeps their shared base in memory once). The choice is printed;
+  SPECIALIST_ENGINE=torch (or llama.cpp) in the environment fixes it.
+- torch: the model's own weights (a run's LoRA merged in) in PyTorch, on the
   generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, else
   fp32); --dtype int8 runs int8 weights and activations (faster on x86, but it failed eval
   parity on the coffee specialist: benchmarks/README.md, hence the warning).
@@ -15,13 +20,61 @@ from __future__ import annotations
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 
-ENGINES = ("torch", "llama.cpp")
+ENGINES = ("auto", "torch", "llama.cpp")
+DEFAULT_ENGINE = "auto"
+ENGINE_ENV = "SPECIALIST_ENGINE"  # what auto means on this machine, if set (torch or llama.cpp)
 INT8_WARNING = ("[yellow]warning:[/yellow] int8 weights and activations change a small model's answers (on the "
                 "coffee specialist: style adherence, rules, chrF and facts well below the fp32/bf16 model's); "
                 "compare with --dtype fp32 before relying on them")
 
 
-def make_generator(model_ref: str, engine: str = "torch", threads: int | None = None,
+def llama_cpp_available() -> bool:
+    """Whether llama-cpp-python is installed and new enough for the llama.cpp engine."""
+    from specialist.inference.llama_cpp_engine import require_llama_cpp
+
+    try:
+        require_llama_cpp()
+    except SpecialistError:
+        return False
+    return True
+
+
+def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, models: int = 1) -> str:
+    """The engine `engine` names; for auto, the one this machine and these options call for
+    (see the module's docstring), said on stderr."""
+    if engine not in ENGINES:
+        raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
+    if engine != "auto":
+        return engine
+    import os
+
+    import torch
+
+    preset = os.environ.get(ENGINE_ENV, "auto")
+    if preset not in ENGINES:
+        raise SpecialistError(f"{ENGINE_ENV}={preset!r}: use one of {', '.join(ENGINES)}", exit_code=2)
+    if preset != "auto":
+        return preset
+
+    if dtype != "auto":
+        chosen, why = "torch", f"--dtype {dtype} is a torch generation path"
+    elif quant is not None:
+        chosen, why = "llama.cpp", f"--quant {quant} is a GGUF type"
+    elif models > 1:
+        chosen, why = "torch", "several models share their base in memory"
+    elif torch.cuda.is_available():
+        chosen, why = "torch", "a GPU"
+    elif llama_cpp_available():
+        chosen, why = "llama.cpp", "llama-cpp-python is installed: the faster engine on a CPU"
+    else:
+        chosen, why = "torch", "llama-cpp-python is not installed (make llama-cpp)"
+    from specialist.console import err_console
+
+    err_console.print(f"[dim]engine: {chosen} ({why}; --engine to choose)[/dim]", highlight=False, soft_wrap=True)
+    return chosen
+
+
+def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | None = None,
                    quant: str | None = None, max_batch: int = 8, context_length: int | None = None,
                    dtype: str = "auto") -> Generator:
     """The Generator for a model reference on the chosen engine. `threads` caps the CPU
@@ -33,8 +86,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     from specialist.inference import llama_cpp_engine as lc
     from specialist.models.resolve import gguf_file, load_tokenizer, resolve
 
-    if engine not in ENGINES:
-        raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
+    engine = choose_engine(engine, dtype, quant)
     if engine == "torch":
         if quant is not None:
             raise SpecialistError("--quant applies to --engine llama.cpp only", exit_code=2)
@@ -59,7 +111,7 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
         return generator
     if dtype != "auto":
         raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
-    from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf
+    from specialist.inference.gguf_cache import DEFAULT_QUANT, INPUTS, engine_gguf
     from specialist.models.gguf_writer import OUTTYPES
     from specialist.run_folder import read_kept_vocabulary
 
@@ -70,20 +122,26 @@ def make_generator(model_ref: str, engine: str = "torch", threads: int | None = 
     if path is not None:  # runs as it is, tokenizer read from the file
         if quant is not None:
             raise SpecialistError(f"--quant does not apply to a .gguf model ({path.name} runs as it is)", exit_code=2)
-        gguf, tokenizer, kept = path, lc.gguf_tokenizer(path), None
+        gguf, tokenizer, kept, inputs = path, lc.gguf_tokenizer(path), None, None
     else:
         if quant == "q4_0":
             from specialist.console import err_console
 
             err_console.print("[yellow]warning:[/yellow] 4-bit (q4_0) weights can break a small model's answers "
                               "(they do for Gemma 3 270M); compare with --quant q8_0 before relying on them")
-        gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT), load_tokenizer(model_ref)
-        # a run's specialist-sized head (vocabulary.json) writes the same tokens on either engine
+        # a run's specialist-sized head (vocabulary.json) writes the same tokens on either engine,
+        # from a GGUF of those tokens only, read through the input embeddings (gguf_cache.py)
         run_dir = resolve(model_ref).run_dir
         saved = read_kept_vocabulary(run_dir) if run_dir is not None else None
         kept = saved[0] if saved else None
+        gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT, kept), load_tokenizer(model_ref)
+        inputs = None
+        if kept is not None:
+            import numpy as np
+
+            inputs = np.load(gguf.parent / INPUTS, mmap_mode="r")
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
-                                context_length=context_length or 4096, kept=kept)
+                                context_length=context_length or 4096, kept=kept, inputs=inputs)
 
 
 def _sharing_key(source) -> str | None:
@@ -106,7 +164,7 @@ def _sharing_key(source) -> str | None:
     return str(weights.resolve()) if weights.exists() else source.weights
 
 
-def make_generators(model_refs: list[str], engine: str = "torch", threads: int | None = None,
+def make_generators(model_refs: list[str], engine: str = DEFAULT_ENGINE, threads: int | None = None,
                     quant: str | None = None, max_batch: int = 8, dtype: str = "auto") -> list[Generator]:
     """One Generator per reference, for a server of several models. On the torch engine the
     references that share a base (LoRA runs of it, and the base itself) share one model in
@@ -114,6 +172,7 @@ def make_generators(model_refs: list[str], engine: str = "torch", threads: int |
     generator per reference over it (its tokenizer, its adapter; the base's rows use none).
     A reference alone on its base loads as make_generator does (adapter merged). llama.cpp
     runs merged GGUFs, one model per reference: nothing is shared. `dtype`: the torch weights'."""
+    engine = choose_engine(engine, dtype, quant, models=len(model_refs))
     if engine != "torch":
         return [make_generator(ref, engine, threads, quant, max_batch=max_batch) for ref in model_refs]
     if quant is not None:

@@ -54,6 +54,7 @@ class Generator(ABC):
     refuses such requests."""
 
     scores_logprobs = False
+    scores_prompts = True  # with scores_logprobs: prompt tokens too, over the whole vocabulary
 
     def __init__(self, tokenizer: Any, context_length: int) -> None:
         self.tokenizer = tokenizer

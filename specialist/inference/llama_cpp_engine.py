@@ -95,7 +95,7 @@ class LlamaCppGenerator(Generator):
 
     def __init__(self, gguf: Path, tokenizer: Any, threads: int | None = None, max_batch: int = 8,
                  context_length: int = 4096, prefill_chunk: int = 512, kept: Sequence[int] | None = None,
-                 contrasts: bool = True) -> None:
+                 contrasts: bool = True, inputs: np.ndarray | None = None) -> None:
         llama_cpp = require_llama_cpp()
         _Log.install(llama_cpp)
         llama_cpp.llama_backend_init()
@@ -137,11 +137,24 @@ class LlamaCppGenerator(Generator):
             self._free()  # the model, once (__del__ finds nothing left to free)
             raise SpecialistError(f"{self.gguf}: llama.cpp could not create a context ({_Log.tail()})", exit_code=2)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0, seqs)
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        # a kept-vocabulary GGUF (gguf_writer `kept`): its id i is token kept[i], and the prompt goes
+        # in as the model's input embedding vectors (`inputs`: one row per token of the whole vocabulary)
+        self._inputs = inputs
+        self._rows: np.ndarray | None = None
+        if inputs is not None:
+            self._rows = np.asarray(sorted(set(kept or ())), dtype=np.int64)
+            if len(self._rows) != self.n_vocab or inputs.ndim != 2:
+                self._free()
+                raise SpecialistError(f"{self.gguf}: {self.n_vocab} tokens, but {len(self._rows)} kept ids and input "
+                                      f"embeddings of shape {inputs.shape}; delete it and run again", exit_code=2)
+            self.n_vocab = int(inputs.shape[0])
+        self._batch = llama_cpp.llama_batch_init(cparams.n_batch, 0 if inputs is None else int(inputs.shape[1]), seqs)
+        self._embd = (None if inputs is None
+                      else np.ctypeslib.as_array(self._batch.embd, shape=(cparams.n_batch, int(inputs.shape[1]))))
         self._dropped: np.ndarray | None = None  # True for the tokens outside the kept head
-        if kept is not None:
+        if kept is not None and inputs is None:
             self._dropped = np.ones(self.n_vocab, dtype=bool)
             self._dropped[np.asarray([t for t in kept if t < self.n_vocab], dtype=np.int64)] = False
 
@@ -151,12 +164,20 @@ class LlamaCppGenerator(Generator):
             raise SpecialistError(f"{self.gguf}: its vocabulary ({self.n_vocab}) does not match the tokenizer "
                                   f"({len(tokenizer)}); pass the GGUF exported from this model", exit_code=2)
 
+    @property
+    def scores_prompts(self) -> bool:
+        """A kept-vocabulary GGUF has no logits for the other tokens, which a prompt may hold."""
+        return self._rows is None
+
     # ------------------------------------------------------------ llama.cpp calls
     def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """One llama_decode over (token, position, sequence, wants logits) entries."""
         b = self._batch
+        if self._embd is not None:
+            self._embd[:len(entries)] = self._inputs[[e[0] for e in entries]]
         for i, (token, pos, seq, logits) in enumerate(entries):
-            b.token[i] = token
+            if self._embd is None:
+                b.token[i] = token
             b.pos[i] = pos
             b.n_seq_id[i] = 1
             b.seq_id[i][0] = seq
@@ -170,7 +191,11 @@ class LlamaCppGenerator(Generator):
         ptr = self._lib.llama_get_logits_ith(self._ctx, index)
         if not ptr:
             raise SpecialistError(f"llama.cpp returned no logits for batch entry {index} ({_Log.tail()})")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        if self._rows is None:
+            return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        full = np.full(self.n_vocab, -np.inf, dtype=np.float32)  # the kept head's logits at their token ids
+        full[self._rows] = np.ctypeslib.as_array(ptr, shape=(len(self._rows),))
+        return full
 
     def _pick(self, logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator,
               row: RowDecoder, plain: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:

@@ -465,6 +465,9 @@ def create_app(generator: Generator | list[Specialist], model_id: str | None = N
         generator, context = spec.generator, spec.generator.context_length
         req.refuse_unsupported()
         check_logprobs(req, generator, req.logprobs is not None, "logprobs")
+        if req.echo and req.logprobs is not None and not generator.scores_prompts:
+            raise unsupported("echo", "this server's engine scores a specialist's answers over its own vocabulary, "
+                                      "not a prompt's tokens (serve with --engine torch)")
         one = req.prompt
         if isinstance(one, list) and one and isinstance(one[0], (str, list)):
             if len(one) != 1:
@@ -504,7 +507,7 @@ def uvicorn_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **kw
 
 
 def serve(model_ref: str | list[Specialist], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          limits: ServerLimits | None = None, model_id: str | None = None, engine: str = "torch",
+          limits: ServerLimits | None = None, model_id: str | None = None, engine: str = "auto",
           threads: int | None = None, quant: str | None = None, knowledge: KnowledgeContext | None = None) -> None:
     """Load the model and run the server until interrupted; with `knowledge`, chat completions
     retrieve from it (see the module docstring). `model_ref` may be specialists already loaded

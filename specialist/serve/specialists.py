@@ -113,7 +113,7 @@ def training_system_prompt(ref: str) -> str | None:
 
 def load_specialists(
     entries: list[ModelEntry],
-    engine: str = "torch",
+    engine: str = "auto",
     threads: int | None = None,
     quant: str | None = None,
     max_batch: int = 8,
@@ -142,9 +142,11 @@ def load_specialists(
                     markup=False,
                     highlight=False,
                 )
-        if engine != "torch":
+        from specialist.inference.llama_cpp_engine import LlamaCppGenerator
+
+        if any(isinstance(g, LlamaCppGenerator) for g in generators):
             err_console.print(
-                f"note: --engine {engine} runs a merged model per specialist: {len(entries)} models "
+                f"note: --engine llama.cpp runs a merged model per specialist: {len(entries)} models "
                 "in memory (the torch engine shares a base between its runs)",
                 style="dim",
                 markup=False,

@@ -3,8 +3,8 @@ question (an arena), the system prompt editable.
 
 The page keeps the conversation and sends it with every question, so the server holds no
 session: a reload keeps the page's copy, a restarted studio loses nothing. Answers are
-decoded by the same Generator as `specialist chat` (serve.engines.make_generator), with the
-run's knowledge base when it was trained with one."""
+decoded by the same Generator as `specialist chat` (inference.engines.make_generator, on the
+same engine), with the run's knowledge base when it was trained with one."""
 
 from __future__ import annotations
 

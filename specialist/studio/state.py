@@ -67,7 +67,7 @@ class Studio:
         """The loaded Generator for a model reference (a run name, a path, a known model)."""
         from specialist.inference.engines import make_generator
 
-        return self._loaded(self._models, model, lambda ref: make_generator(ref, "torch", max_batch=1))
+        return self._loaded(self._models, model, lambda ref: make_generator(ref, max_batch=1))
 
     def knowledge(self, model: str) -> Any:
         """The knowledge base a run was trained with (KnowledgeContext: its retrieval index built
