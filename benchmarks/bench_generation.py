@@ -20,6 +20,15 @@ The single-stream target is judged on the configurations whose answers hold up (
 llama.cpp q8_0); q4_0 rows are reported beside them.
 
     python benchmarks/bench_generation.py [--model gemma-3-270m] [--tokens 64] [--quant q8_0 --quant q4_0] [--json]
+
+With --specialist RUN, a trained run answers as `specialist chat` and `serve` make it answer:
+its knowledge base retrieved into each of the coffee fact questions, its own system prompt,
+context-aware decoding and grounded numbers as the run was trained, its kept head, answers of
+their natural length (up to 128 tokens). Once on the engine chat and serve choose by default
+(auto) and once on each engine named by --engine: tokens/s of one stream (8 questions one after
+the other) and of 8 streams (the same 8 in one batch):
+
+    python benchmarks/bench_generation.py --specialist runs/coffee [--engine torch] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 NAME = "generation"
 DESCRIPTION = "Generation speed of the embedded model: one stream and 8 batched streams (PyTorch, llama.cpp)"
@@ -113,6 +124,58 @@ def _llama_cpp(gguf: Path, model: str, tokens: int, threads: int) -> dict:
             "batch8_tokens_per_s": round(got["batched"], 1), "batch_speedup": round(got["batched"] / got["single"], 2)}
 
 
+SPECIALIST = r"""
+import json, sys, time
+from specialist.inference.engines import make_generator
+from specialist.inference.sampling import GenerationSettings
+from specialist.knowledge.runtime import open_knowledge
+from specialist.serve.specialists import training_system_prompt
+run, engine, questions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+gen = make_generator(run, engine, max_batch=8)
+kb = open_knowledge(None, run)
+convs = [kb.messages(q, training_system_prompt(run))[0] for q in questions]
+settings = kb.generation(GenerationSettings(max_new_tokens=128))
+gen.generate(convs[:1], settings, batch_size=1)  # warm-up
+t0 = time.perf_counter()
+one = [gen.generate([c], settings, batch_size=1)[0] for c in convs]
+single_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+batch = gen.generate(convs, settings, batch_size=8)
+batch_s = time.perf_counter() - t0
+print(json.dumps({"generator": type(gen).__name__, "context_contrast": settings.context_contrast,
+                  "grounded_numbers": settings.grounded_numbers,
+                  "single_tokens": sum(a.completion_tokens for a in one), "single_seconds": single_s,
+                  "batch_tokens": sum(a.completion_tokens for a in batch), "batch_seconds": batch_s,
+                  "answers": [a.text for a in one]}, ensure_ascii=False))
+"""
+
+
+def specialist_streams(run_dir: str, engines: tuple[str, ...] = ("auto",),
+                       facts: Path = ROOT / "examples" / "coffee" / "facts.jsonl", questions: int = 8) -> dict:
+    """One stream and 8 streams of a trained run answering fact questions with its knowledge,
+    per engine (auto: what chat and serve choose here), each in a child process."""
+    records = [json.loads(x) for x in facts.read_text(encoding="utf-8").splitlines() if x.strip()]
+    asked = [r["prompt"] for r in records[:questions]]
+    rows = []
+    for engine in engines:
+        env = {k: v for k, v in os.environ.items() if k != "SPECIALIST_ENGINE"}  # auto decides as for a user
+        proc = subprocess.run([sys.executable, "-c", SPECIALIST, run_dir, engine, json.dumps(asked)],
+                              capture_output=True, text=True, timeout=3600, env=env)
+        if proc.returncode != 0:
+            rows.append({"engine": engine, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"})
+            continue
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        chosen = [line for line in proc.stderr.splitlines() if line.startswith("engine: ")]
+        single = got["single_tokens"] / got["single_seconds"]
+        batched = got["batch_tokens"] / got["batch_seconds"]
+        rows.append({"engine": engine, "chose": chosen[0] if chosen else engine, "generator": got["generator"],
+                     "context_contrast": got["context_contrast"], "grounded_numbers": got["grounded_numbers"],
+                     "single_tokens_per_s": round(single, 1), "batch8_tokens_per_s": round(batched, 1),
+                     "batch_speedup": round(batched / single, 2), "answers": got["answers"]})
+    return {"run": run_dir, "questions": len(asked), "rows": rows, "load_average": os.getloadavg()[0],
+            "target_single_tokens_per_s": TARGET_SINGLE, "target_batch_speedup": TARGET_BATCH_SPEEDUP}
+
+
 # GGUF types whose answers stay close to the bf16 model's (bench_engine_quality.py)
 FAITHFUL_QUANTS = ("q8_0", "f16", "bf16")
 
@@ -192,8 +255,26 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--quant", action="append", help="GGUF types for the llama.cpp rows (default: q8_0 and q4_0)")
     parser.add_argument("--no-llama-cpp", action="store_true")
+    parser.add_argument("--specialist", metavar="RUN", help="a trained run answering with its knowledge base, as "
+                                                            "chat and serve run it (see above)")
+    parser.add_argument("--engine", action="append", help="--specialist: engines besides auto (torch, llama.cpp)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.specialist:
+        doc = specialist_streams(args.specialist, ("auto", *(args.engine or ())))
+        if args.json:
+            print(json.dumps(doc, indent=2, ensure_ascii=False))
+            return
+        print(f"{args.specialist}: {doc['questions']} fact questions with its knowledge base, "
+              f"load average {doc['load_average']:.1f}")
+        for r in doc["rows"]:
+            if "error" in r:
+                print(f"  {r['engine']}: {r['error']}")
+                continue
+            print(f"  {r['engine']:9s} {r['generator']:18s} contrast {r['context_contrast']}  single "
+                  f"{r['single_tokens_per_s']:6.1f} tok/s  8 streams {r['batch8_tokens_per_s']:6.1f} tok/s "
+                  f"({r['batch_speedup']}x)  [{r['chose']}]")
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
