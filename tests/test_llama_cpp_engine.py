@@ -179,6 +179,13 @@ def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch,
     assert sorted(fake.seqs) == [0, 1, 2, 3, 5]  # rows 0 and 2 ran their plain prompts as 3 + i
     plain = torch_generator.generate(convs, GenerationSettings(max_new_tokens=10), batch_size=1)
     assert [a.text for a in got] != [a.text for a in plain]  # the contrast changed what it says
+    # one stream at a time (chat), the plain prompt is fed lazily, when a step has several plausible
+    # tokens: the same answers, and with a cut this tight (only the best token passes) never
+    assert [engine.generate([c], settings)[0].text for c in convs] == [a.text for a in got]
+    monkeypatch.setattr(lc, "PLAUSIBLE", 0.999)
+    lazy = engine.generate([convs[2]], settings)[0]
+    assert lazy.text == plain[2].text and sorted(fake.seqs) == [0]
+    monkeypatch.undo()
 
     kept_model = load_model(str(lively_model), dtype="float32")
     kept = sorted({*range(150), *(t for c in convs for t in torch_generator.prompt_ids(c)),

@@ -25,7 +25,7 @@ import collections
 import ctypes
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -197,25 +197,37 @@ class LlamaCppGenerator(Generator):
         full[self._rows] = np.ctypeslib.as_array(ptr, shape=(len(self._rows),))
         return full
 
-    def _pick(self, logits: np.ndarray, settings: GenerationSettings, rng: np.random.Generator,
+    def _kept_only(self, logits: np.ndarray) -> np.ndarray:
+        """A row's logits over the kept head (a new array when a mask applies)."""
+        return logits if self._dropped is None else np.where(self._dropped, np.float32(-np.inf), logits)
+
+    def _pick(self, model: np.ndarray, settings: GenerationSettings, rng: np.random.Generator,
               row: RowDecoder, plain: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
-        """The next token from a row's logits (`plain`: its plain prompt's, for context-aware
-        decoding), in the torch engine's order: kept head, contrast, then the number guard; and
-        its log-probability under the model (kept head only) when the row asks for them."""
-        raw = logits
-        if self._dropped is not None:
-            logits = np.where(self._dropped, np.float32(-np.inf), logits)
-        model = logits
-        if plain is not None:
+        """The next token from a row's logits over the kept head (`plain`: its plain prompt's,
+        for context-aware decoding), in the torch engine's order: contrast, then the number
+        guard; and its log-probability under the model when the row asks for them."""
+        logits = model
+        if row.contrast is not None and self.contrasts:
             logits = contrasted(logits, plain, row.contrast_alpha)
         if row.guard is not None:
-            if logits is raw:
-                logits = logits.copy()  # llama.cpp's own buffer stays as it gave it
+            if logits is model:
+                logits = logits.copy()  # llama.cpp's own buffer (and the model's scores) stay as they are
             row.guard.apply(row.text, logits)
         token = int(logits.argmax()) if settings.greedy else sample(logits, settings.temperature, settings.top_p, rng)
         if row.logprobs is None:
             return token, None
         return token, score(model, token, row.logprobs)
+
+    def _feed(self, entries: list[tuple[int, int, int, bool]], size: int,
+              take: Callable[[tuple[int, int, int, bool], np.ndarray], None]) -> None:
+        """Decode (token, position, sequence, wants logits) entries in chunks of `size`, handing
+        each wanted entry's logits to `take` before the next chunk overwrites them."""
+        for start in range(0, len(entries), size):
+            chunk = entries[start:start + size]
+            self._decode(chunk)
+            for j, entry in enumerate(chunk):
+                if entry[3]:
+                    take(entry, self._logits(j))
 
     # ------------------------------------------------------------ the Generator interface
     def run_batch(self, prompts: list[list[int]], rows: Sequence[RowDecoder], settings: GenerationSettings,
@@ -233,16 +245,18 @@ class LlamaCppGenerator(Generator):
             # metadata only: zeroing the cache costs more than a token
             self._lib.llama_memory_clear(self._memory, False)
             pos = [len(p) for p in prompts]
-            # context-aware decoding: row i's plain prompt runs beside it as sequence max_batch + i
+            # context-aware decoding: row i's plain prompt is sequence max_batch + i. Alone (chat, one
+            # stream) it is fed lazily: most steps have one plausible token, which the contrast keeps
+            # whatever the plain prompt says, so only a step with several reads the plain logits, and
+            # first catches the plain sequence up on the tokens it has not read, in one call (cheaper
+            # per token than a step each). With several such rows the plain tokens ride along in each
+            # step's call instead: a second call per step would cost a batch more than it saves.
             plain = {i: list(r.contrast) for i, r in enumerate(rows) if r.contrast is not None and self.contrasts}
-            plain_pos = {i: len(p) for i, p in plain.items()}
+            plain_pos = dict.fromkeys(plain, 0)
             scored = {i for i, r in enumerate(rows) if r.prompt_logprobs is not None}
             for i in scored:
                 rows[i].prompt_scores = [None]
             pending: list[tuple[int, TokenLogprob | None] | None] = [None] * len(prompts)
-            # every prompt's tokens as one stream of (token, position, sequence, wants logits),
-            # read in chunks; a row's last prompt logits are kept (the next decode overwrites
-            # llama.cpp's) and its first answer token picked once its plain prompt's are there too
             entries = []
             for i, prompt in enumerate(prompts):
                 if len(prompt) >= self.context_length:
@@ -254,24 +268,33 @@ class LlamaCppGenerator(Generator):
                     scored.discard(i)
                     continue
                 entries += [(t, k, i, i in scored or k == len(prompt) - 1) for k, t in enumerate(prompt)]
-                if i in plain:
-                    entries += [(t, k, self.max_batch + i, k == len(plain[i]) - 1) for k, t in enumerate(plain[i])]
-            last: dict[int, np.ndarray] = {}
-            size = min(self.prefill_chunk, SCORED_CHUNK) if scored else self.prefill_chunk
-            for start in range(0, len(entries), size):
-                chunk = entries[start:start + size]
-                self._decode(chunk)
-                for j, (_, k, seq, wanted) in enumerate(chunk):
-                    if not wanted:
-                        continue
-                    if seq in scored and k + 1 < len(prompts[seq]):  # the prompt's next token, over the whole head
-                        rows[seq].prompt_scores.append(score(self._logits(j), prompts[seq][k + 1],
-                                                             rows[seq].prompt_logprobs))
-                    if k == len(prompts[seq] if seq < self.max_batch else plain[seq - self.max_batch]) - 1:
-                        last[seq] = self._logits(j).copy()
-            for i in range(len(prompts)):
-                if i in last and not rows[i].done:
-                    pending[i] = self._pick(last[i], settings, rng, rows[i], last.get(self.max_batch + i))
+            eager = len(plain) > 1
+            step: dict[int, np.ndarray] = {}
+            ready: dict[int, np.ndarray] = {}  # plain logits at the current position
+
+            def take(entry: tuple[int, int, int, bool], logits: np.ndarray) -> None:
+                _, k, i, _ = entry
+                if i >= self.max_batch:
+                    if k == len(plain[i - self.max_batch]) - 1:
+                        ready[i - self.max_batch] = logits.copy()
+                    return
+                if i in scored and k + 1 < len(prompts[i]):  # the prompt's next token, over the whole head
+                    rows[i].prompt_scores.append(score(logits, prompts[i][k + 1], rows[i].prompt_logprobs))
+                if k == pos[i] - 1:
+                    step[i] = self._kept_only(logits).copy()
+
+            def plain_entries(rows_: list[int]) -> list[tuple[int, int, int, bool]]:
+                out = [(t, plain_pos[i] + k, self.max_batch + i, plain_pos[i] + k == len(plain[i]) - 1)
+                       for i in rows_ for k, t in enumerate(plain[i][plain_pos[i]:])]
+                for i in rows_:
+                    plain_pos[i] = len(plain[i])
+                return out
+
+            if eager:
+                entries += plain_entries(list(plain))
+            self._feed(entries, min(self.prefill_chunk, SCORED_CHUNK) if scored else self.prefill_chunk, take)
+            self._choose({i: lg for i, lg in step.items() if not rows[i].done}, plain, plain_pos, ready, pending,
+                         rows, settings, rng)
             while True:
                 active = []
                 for i, row in enumerate(rows):
@@ -286,18 +309,36 @@ class LlamaCppGenerator(Generator):
                     active.append(i)
                 if not active:
                     break
-                contrasting = [i for i in active if i in plain]
-                self._decode([(pending[i][0], pos[i], i, True) for i in active]
-                             + [(pending[i][0], plain_pos[i], self.max_batch + i, True) for i in contrasting])
-                at = {i: len(active) + k for k, i in enumerate(contrasting)}  # each plain row's logits
-                for j, i in enumerate(active):
+                entries = [(pending[i][0], pos[i], i, True) for i in active]
+                for i in active:
                     pos[i] += 1
                     if i in plain:
-                        plain_pos[i] += 1
-                    pending[i] = self._pick(self._logits(j), settings, rng, rows[i],
-                                            self._logits(at[i]) if i in at else None)
+                        plain[i].append(pending[i][0])
+                if eager:
+                    entries += plain_entries([i for i in active if i in plain])
+                step.clear()
+                ready.clear()
+                self._feed(entries, self.prefill_chunk, take)
+                self._choose(dict(step), plain, plain_pos, ready, pending, rows, settings, rng)
             seconds = time.perf_counter() - t0
         return finish_rows(rows, seconds)
+
+    def _choose(self, logits: dict[int, np.ndarray], plain: dict[int, list[int]], plain_pos: dict[int, int],
+                ready: dict[int, np.ndarray], pending: list, rows: Sequence[RowDecoder],
+                settings: GenerationSettings, rng: np.random.Generator) -> None:
+        """Pick each row's next token from its logits (over the kept head, copies); `ready`: the
+        plain logits already at the current position. Rows whose step needs the contrast and
+        whose plain sequence lags behind first catch it up, all in one call."""
+        needs = [i for i in logits if i in plain and i not in ready and len(plausible(logits[i])) > 1]
+        if needs:
+            entries = [(t, plain_pos[i] + k, self.max_batch + i, plain_pos[i] + k == len(plain[i]) - 1)
+                       for i in needs for k, t in enumerate(plain[i][plain_pos[i]:])]
+            self._feed(entries, self.prefill_chunk,
+                       lambda entry, lg: ready.__setitem__(entry[2] - self.max_batch, lg.copy()))
+            for i in needs:
+                plain_pos[i] = len(plain[i])
+        for i, lg in logits.items():
+            pending[i] = self._pick(lg, settings, rng, rows[i], ready.get(i))
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings | None = None,
                  batch_size: int = 8) -> list[Answer]:
@@ -338,16 +379,27 @@ def score(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
                            top)[0]
 
 
-def contrasted(logits: np.ndarray, plain: np.ndarray, alpha: float) -> np.ndarray:
+def plausible(logits: np.ndarray) -> np.ndarray:
+    """The token ids that pass context-aware decoding's plausibility cut (contrast.PLAUSIBLE)."""
+    return np.flatnonzero(logits >= logits.max() + np.float32(np.log(PLAUSIBLE)))
+
+
+def contrasted(logits: np.ndarray, plain: np.ndarray | None, alpha: float) -> np.ndarray:
     """One row's context-aware scores (contrast.contrast) over the tokens that pass the
     plausibility cut; -inf elsewhere. Normalising both over the candidates only shifts the
-    row's scores by a constant, as in the torch engine's ContrastRows."""
+    row's scores by a constant, as in the torch engine's ContrastRows; a lone candidate scores
+    0 whatever the plain prompt's logits (then `plain` may be None)."""
     import torch
 
-    cands = np.flatnonzero(logits >= logits.max() + np.float32(np.log(PLAUSIBLE)))
+    cands = plausible(logits)
+    out = np.full(logits.shape, -np.inf, dtype=np.float32)
+    if len(cands) == 1:
+        out[cands] = 0.0
+        return out
+    if plain is None:
+        raise ValueError("several plausible tokens: the contrast needs the plain prompt's logits")
     mixed = contrast(torch.from_numpy(np.ascontiguousarray(logits[cands]))[None],
                      torch.from_numpy(np.ascontiguousarray(plain[cands]))[None], alpha)[0]
-    out = np.full(logits.shape, -np.inf, dtype=np.float32)
     out[cands] = mixed.numpy()
     return out
 
