@@ -32,7 +32,9 @@ everything else on torch's own path; held to the same 2 points:
         --contenders fine-tuned,fine-tuned+knowledge
 
 --reference-report takes the reference path's report from an earlier eval with the same
-settings instead of running it again.
+settings instead of running it again; --reports DIR keeps each path's report there. The canary
+(general ability) is left out: it measures the base against the specialist, not the answers
+these paths give on the task.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ doc = run_eval(EvalSettings(model=run, data=Path(data), system_prompt=coffee / "
                             rules=coffee / "eval.yaml", knowledge=coffee / "knowledge",
                             knowledge_system_prompt=coffee / "system_prompt_knowledge.txt",
                             train_data=coffee / "train.jsonl", contenders=tuple(contenders.split(",")) or None,
-                            dtype=dtype, engine=engine))
+                            dtype=dtype, engine=engine, canary=False))
 Path(out).write_text(json.dumps(doc, ensure_ascii=False))
 """
 
@@ -155,7 +157,7 @@ def parity(reference: dict, candidate: dict) -> list[dict]:
 
 def path_parity(model: str, paths: tuple[str, ...], style_prompts: int = 24,
                 contenders: tuple[str, ...] = ("zero-shot", "fine-tuned"), reference_report: Path | None = None,
-                coffee: Path = ROOT / "examples" / "coffee") -> dict:
+                coffee: Path = ROOT / "examples" / "coffee", reports_dir: Path | None = None) -> dict:
     """Eval of `model` on each path (the first is the reference) and the parity rows."""
     records = [json.loads(x) for x in (coffee / "facts.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     records += [json.loads(x) for x in (coffee / "eval.jsonl").read_text(encoding="utf-8").splitlines()
@@ -174,6 +176,9 @@ def path_parity(model: str, paths: tuple[str, ...], style_prompts: int = 24,
             if proc.returncode != 0:
                 raise RuntimeError(f"eval on {path}: exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
             reports[path] = json.loads(out.read_text(encoding="utf-8"))
+            if reports_dir is not None:
+                reports_dir.mkdir(parents=True, exist_ok=True)
+                (reports_dir / f"{path}.json").write_text(out.read_text(encoding="utf-8"), encoding="utf-8")
     reference = reports[paths[0]]
     rows = [{"path": p, **row} for p in paths[1:] for row in parity(reference, reports[p])]
     chosen = [r["path"] for r in rows]
@@ -209,11 +214,12 @@ def main() -> None:
                         help="coffee eval prompts added to the facts (--paths)")
     parser.add_argument("--contenders", default="zero-shot,fine-tuned", help="eval contenders (--paths)")
     parser.add_argument("--reference-report", type=Path, help="the reference path's eval report, if already made")
+    parser.add_argument("--reports", type=Path, help="keep each path's eval report in this folder (--paths)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.paths:
         doc = path_parity(args.model, tuple(args.paths.split(",")), args.style_prompts,
-                          tuple(args.contenders.split(",")), args.reference_report)
+                          tuple(args.contenders.split(",")), args.reference_report, reports_dir=args.reports)
         if args.json:
             print(json.dumps(doc, indent=2, ensure_ascii=False))
             return
