@@ -400,6 +400,14 @@ def test_auto_takes_llama_cpp_where_it_is_installed_and_says_so(monkeypatch, tor
     assert engines.choose_engine("auto", dtype="fp32") == "torch"  # a torch generation path was asked for
     assert engines.choose_engine("auto", models=2) == "torch"  # a server of several runs shares their base
     assert engines.choose_engine("torch") == "torch" and engines.choose_engine("llama.cpp") == "llama.cpp"
+    # a model the GGUF writer cannot write stays on torch
+    from transformers import Qwen2Config
+
+    Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1).save_pretrained(tmp_path / "qwen")
+    assert engines.choose_engine("auto", model_ref=str(tmp_path / "qwen")) == "torch"
+    assert "runs Llama and Gemma 3 models" in capsys.readouterr().err
+    assert engines.choose_engine("auto", model_ref=str(tiny_chat_model)) == "llama.cpp"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert engines.choose_engine("auto") == "torch"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -39,9 +39,27 @@ def llama_cpp_available() -> bool:
     return True
 
 
-def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, models: int = 1) -> str:
-    """The engine `engine` names; for auto, the one this machine and these options call for
-    (see the module's docstring), said on stderr."""
+def gguf_writable(model_ref: str) -> bool:
+    """Whether the llama.cpp engine can run this model: a .gguf file, or an architecture the GGUF
+    writer knows (models/gguf_writer.py)."""
+    from specialist.models.gguf_writer import WRITES
+    from specialist.models.resolve import gguf_file, resolve
+
+    if gguf_file(model_ref) is not None:
+        return True
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve(model_ref).weights)
+    except Exception:  # noqa: BLE001 - not resolvable or readable here: torch's loader says why
+        return False
+    return getattr(config, "model_type", None) in WRITES
+
+
+def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, models: int = 1,
+                  model_ref: str | None = None) -> str:
+    """The engine `engine` names; for auto, the one this machine, these options and this model
+    (`model_ref`) call for (see the module's docstring), said on stderr."""
     if engine not in ENGINES:
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
     if engine != "auto":
@@ -64,10 +82,12 @@ def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, mo
         chosen, why = "torch", "several models share their base in memory"
     elif torch.cuda.is_available():
         chosen, why = "torch", "a GPU"
-    elif llama_cpp_available():
-        chosen, why = "llama.cpp", "llama-cpp-python is installed: the faster engine on a CPU"
-    else:
+    elif not llama_cpp_available():
         chosen, why = "torch", "llama-cpp-python is not installed (make llama-cpp)"
+    elif model_ref is not None and not gguf_writable(model_ref):
+        chosen, why = "torch", "llama.cpp's engine runs Llama and Gemma 3 models, not this one"
+    else:
+        chosen, why = "llama.cpp", "llama-cpp-python is installed: the faster engine on a CPU"
     from specialist.console import err_console
 
     err_console.print(f"[dim]engine: {chosen} ({why}; --engine to choose)[/dim]", highlight=False, soft_wrap=True)
@@ -86,7 +106,7 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
     from specialist.inference import llama_cpp_engine as lc
     from specialist.models.resolve import gguf_file, load_tokenizer, resolve
 
-    engine = choose_engine(engine, dtype, quant)
+    engine = choose_engine(engine, dtype, quant, model_ref=model_ref)
     if engine == "torch":
         if quant is not None:
             raise SpecialistError("--quant applies to --engine llama.cpp only", exit_code=2)

@@ -45,6 +45,9 @@ _FILE_TYPES = {"f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"
 _TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER_DEFINED, _TOKEN_UNUSED = 1, 3, 4, 5
 
 
+WRITES = ("llama", "gemma3_text", "gemma3")  # the model_type values (Hugging Face config) written here
+
+
 def _arch(config: Any):
     import gguf
 
