@@ -138,8 +138,7 @@ def run_demo(s: DemoSettings) -> Path:
     console.print(doc["verdict"], markup=False, highlight=False)
     console.print(f"reports: {json_path}, {html_path}")
     uses = " (it retrieves from its knowledge base on its own; /sources shows the passages)" if s.knowledge else ""
-    err_console.print(f"[green]done[/green]: chat with it: specialist chat --model {run_dir}{uses}  "
-                      "(add --engine llama.cpp after `make llama-cpp` for faster answers on a CPU)")
+    err_console.print(f"[green]done[/green]: chat with it: specialist chat --model {run_dir}{uses}")
     return run_dir
 
 
