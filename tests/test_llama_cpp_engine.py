@@ -540,3 +540,45 @@ def test_real_llama_cpp_engine_runs_gemma3_q8_0(tmp_path):
     got = engine_answers(gguf, "gemma-3-270m", 16, PROMPTS)
     assert got["one"] == got["batched"]
     assert all(got["one"])
+
+
+KEPT_RUNNER = r"""
+import json, sys
+import numpy as np
+from specialist.inference.gguf_cache import INPUTS, engine_gguf
+from specialist.inference.llama_cpp_engine import LlamaCppGenerator
+from specialist.inference.sampling import GenerationSettings
+from specialist.models.resolve import load_tokenizer
+from specialist.models.template import build_messages
+ref, n, kept, prompts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+gguf = engine_gguf(ref, "f16", kept)
+engine = LlamaCppGenerator(gguf, load_tokenizer(ref), max_batch=4, kept=kept,
+                           inputs=np.load(gguf.parent / INPUTS, mmap_mode="r"))
+s = GenerationSettings(max_new_tokens=n)
+print(json.dumps([a.text for a in engine.generate([build_messages(p) for p in prompts], s)]))
+"""
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_runs_a_kept_vocabulary_gguf_like_pytorch_smollm2(tmp_path):
+    """The real llama.cpp on a GGUF of kept tokens, the prompt given as input embeddings (no
+    token ids): the same greedy answers as PyTorch with the same kept head (f16 weights, as the
+    full-vocabulary test above)."""
+    import json
+
+    _llama_cpp_or_skip()
+    from specialist.models.vocab_head import use_kept_head
+    from tests.test_export import PROMPTS as EXPORT_PROMPTS
+
+    loaded = load_model("smollm2-135m-instruct", dtype="float32")
+    gen = TorchGenerator(loaded)
+    convs = [build_messages(p) for p in EXPORT_PROMPTS]
+    texts = [a.text for a in gen.generate(convs, GenerationSettings(max_new_tokens=24), batch_size=1)]
+    kept = sorted({*range(2000), *(t for c in convs for t in gen.prompt_ids(c)), *gen.eos_ids,
+                   *(t for x in texts for t in gen.tokenizer(x, add_special_tokens=False).input_ids)})
+    use_kept_head(loaded.model, kept, vocab_logits=True, frozen=True)
+    expected = [a.text for a in gen.generate(convs, GenerationSettings(max_new_tokens=24), batch_size=1)]
+    proc = subprocess.run([sys.executable, "-c", KEPT_RUNNER, "smollm2-135m-instruct", "24", json.dumps(kept),
+                           json.dumps(EXPORT_PROMPTS)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected and all(expected)
