@@ -231,6 +231,9 @@ def test_a_kept_vocabulary_gguf_reads_embeddings_and_answers_like_pytorch(monkey
         expected = reference.generate(convs, settings, batch_size=1)
         assert [a.text for a in engine.generate(convs, settings)] == [a.text for a in expected]
         assert all(a.text for a in expected)
+    few = GenerationSettings(max_new_tokens=2)
+    with pytest.raises(SpecialistError, match="outside the model's"):  # a token id past the embeddings: one line
+        engine.run_batch([[1, inputs.shape[0]]], [engine.row_decoder(2, few)], few)
     with pytest.raises(SpecialistError, match="kept ids"):  # a GGUF of another kept set
         lc.LlamaCppGenerator(engine.gguf, torch_generator.tokenizer, kept=kept[:-1], inputs=inputs)
 

@@ -192,7 +192,8 @@ def make_generators(model_refs: list[str], engine: str = DEFAULT_ENGINE, threads
     generator per reference over it (its tokenizer, its adapter; the base's rows use none).
     A reference alone on its base loads as make_generator does (adapter merged). llama.cpp
     runs merged GGUFs, one model per reference: nothing is shared. `dtype`: the torch weights'."""
-    engine = choose_engine(engine, dtype, quant, models=len(model_refs))
+    engine = choose_engine(engine, dtype, quant, models=len(model_refs),
+                           model_ref=model_refs[0] if len(model_refs) == 1 else None)
     if engine != "torch":
         return [make_generator(ref, engine, threads, quant, max_batch=max_batch) for ref in model_refs]
     if quant is not None:

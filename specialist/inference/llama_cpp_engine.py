@@ -87,9 +87,11 @@ class LlamaCppGenerator(Generator):
     (the GGUF's token ids are the same ids); `context_length` is per sequence. `kept`: the token
     ids a specialist-sized head keeps (the run's vocabulary.json), None for all. `contrasts`:
     room in the cache for context-aware decoding's second sequence per row (it doubles the
-    cache's size). Log-probabilities (inference/logprobs.py) come from the logits that pick the
-    tokens: a completion token's from its step (over the kept head, as on torch), a prompt
-    token's from the prompt's own pass (over the whole vocabulary)."""
+    cache's size). `inputs`: with a kept-vocabulary GGUF (gguf_cache.py), the input embedding of
+    every token, through which the prompt goes in. Log-probabilities (inference/logprobs.py) come
+    from the logits that pick the tokens: a completion token's from its step (over the kept head,
+    as on torch), a prompt token's from the prompt's own pass (over the whole vocabulary, which a
+    kept-vocabulary GGUF does not have: `scores_prompts`)."""
 
     scores_logprobs = True
 
@@ -174,7 +176,11 @@ class LlamaCppGenerator(Generator):
         """One llama_decode over (token, position, sequence, wants logits) entries."""
         b = self._batch
         if self._embd is not None:
-            self._embd[:len(entries)] = self._inputs[[e[0] for e in entries]]
+            ids = [e[0] for e in entries]
+            if max(ids) >= len(self._inputs):
+                raise SpecialistError(f"token id {max(ids)} is outside the model's {len(self._inputs)} "
+                                      "input embeddings")
+            self._embd[:len(entries)] = self._inputs[ids]
         for i, (token, pos, seq, logits) in enumerate(entries):
             if self._embd is None:
                 b.token[i] = token
