@@ -481,6 +481,9 @@ def test_engine_gguf_is_exported_once_and_redone_for_new_weights(monkeypatch, ti
     assert inputs.dtype == np.float16 and inputs.shape[0] == load_model(str(model)).model.config.vocab_size
     assert engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41]) == kept and len(calls) == 3
     assert engine_gguf(str(model), "f16", kept=[0, 1, 2, 40]).parent != kept.parent
+    (kept.parent / gguf_cache.INPUTS).write_bytes(b"not numpy")
+    with pytest.raises(SpecialistError, match="unreadable"):
+        gguf_cache.load_inputs(kept)
     (kept.parent / gguf_cache.INPUTS).unlink()
     with pytest.raises(SpecialistError, match="delete the folder"):
         engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41])

@@ -131,7 +131,7 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         return generator
     if dtype != "auto":
         raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
-    from specialist.inference.gguf_cache import DEFAULT_QUANT, INPUTS, engine_gguf
+    from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf, load_inputs
     from specialist.models.gguf_writer import OUTTYPES
     from specialist.run_folder import read_kept_vocabulary
 
@@ -155,11 +155,7 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         saved = read_kept_vocabulary(run_dir) if run_dir is not None else None
         kept = saved[0] if saved else None
         gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT, kept), load_tokenizer(model_ref)
-        inputs = None
-        if kept is not None:
-            import numpy as np
-
-            inputs = np.load(gguf.parent / INPUTS, mmap_mode="r")
+        inputs = load_inputs(gguf) if kept is not None else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096, kept=kept, inputs=inputs)
 

@@ -69,9 +69,18 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int
     return files[0]
 
 
+def load_inputs(gguf: Path) -> np.ndarray:
+    """The INPUTS beside a kept-vocabulary GGUF, memory-mapped (only the rows a prompt uses are read)."""
+    try:
+        return np.load(gguf.parent / INPUTS, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise SpecialistError(f"{gguf.parent / INPUTS}: unreadable ({exc}); delete {gguf.parent} and run "
+                              "again") from exc
+
+
 def input_embeddings(model: Any, chunk: int = 16384) -> np.ndarray:
     """What the model's input embedding gives for every token id (Gemma's scaling included),
-    float16: a quarter of a float32 copy's size and finer than the q8_0 rows llama.cpp reads."""
+    float16: half a float32 copy's size, and finer than the q8_0 rows llama.cpp would read."""
     layer = model.get_input_embeddings()
     size = int(layer.weight.shape[0])
     out = np.empty((size, int(layer.weight.shape[1])), dtype=np.float16)
