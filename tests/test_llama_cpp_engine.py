@@ -153,6 +153,16 @@ def test_batched_sequences_answer_like_pytorch(monkeypatch, torch_generator, tmp
     assert all(1 <= n <= 3 for n in steps)  # then one token per unfinished row per step
 
 
+@dataclass
+class Passage:
+    title: str
+    text: str
+
+
+SHIPPING = [Passage("Dostawa", "Dostawa kurierem kosztuje 14,99 zł, od 150 zł darmowa.")]
+RETURNS = [Passage("Zwroty", "Nieotwartą kawę można zwrócić w ciągu 14 dni.")]
+
+
 def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch, torch_generator, lively_model,
                                                                     tmp_path):
     """A row with retrieved passages decodes its plain prompt as a second sequence beside it and
@@ -161,16 +171,9 @@ def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch,
     step-by-step reference)."""
     from specialist.models.vocab_head import use_kept_head
 
-    @dataclass
-    class Passage:
-        title: str
-        text: str
-
-    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.",
-                            context=[Passage("Dostawa", "Dostawa kurierem kosztuje 14,99 zł, od 150 zł darmowa.")]),
+    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.", context=SHIPPING),
              build_messages("Cześć, co polecasz?", "Jesteś baristą."),  # no context: ordinary decoding
-             build_messages("Do kiedy mogę oddać kawę?", None,
-                            context=[Passage("Zwroty", "Nieotwartą kawę można zwrócić w ciągu 14 dni.")])]
+             build_messages("Do kiedy mogę oddać kawę?", None, context=RETURNS)]
     settings = GenerationSettings(max_new_tokens=10, context_contrast=1.0)
     fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3, prefill_chunk=9)
     expected = torch_generator.generate(convs, settings, batch_size=1)
@@ -208,13 +211,7 @@ def test_a_kept_vocabulary_gguf_reads_embeddings_and_answers_like_pytorch(monkey
     from specialist.inference.gguf_cache import input_embeddings
     from specialist.models.vocab_head import use_kept_head
 
-    @dataclass
-    class Passage:
-        title: str
-        text: str
-
-    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.",
-                            context=[Passage("Dostawa", "Dostawa kurierem kosztuje 14,99 zł, od 150 zł darmowa.")]),
+    convs = [build_messages("Ile kosztuje wysyłka?", "Jesteś baristą.", context=SHIPPING),
              build_messages("Cześć, co polecasz?", "Jesteś baristą.")]
     kept = sorted({*range(150), *(t for c in convs for t in torch_generator.prompt_ids(c)), *torch_generator.eos_ids})
     inputs = input_embeddings(torch_generator.model)
