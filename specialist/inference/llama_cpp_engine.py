@@ -85,19 +85,20 @@ class _Log:
 class LlamaCppGenerator(Generator):
     """A Generator over a GGUF file. `tokenizer` is the Hugging Face tokenizer of the same model
     (the GGUF's token ids are the same ids); `context_length` is per sequence. `kept`: the token
-    ids a specialist-sized head keeps (the run's vocabulary.json), None for all. `contrasts`:
-    room in the cache for context-aware decoding's second sequence per row (it doubles the
-    cache's size). `inputs`: with a kept-vocabulary GGUF (gguf_cache.py), the input embedding of
-    every token, through which the prompt goes in. Log-probabilities (inference/logprobs.py) come
+    ids a specialist-sized head keeps (the run's vocabulary.json), None for all; the cache holds a
+    second sequence per row for context-aware decoding (twice the rows' cache). `inputs`: with a
+    kept-vocabulary GGUF (gguf_cache.py), the input embedding of every token, through which the
+    prompt goes in. Log-probabilities (inference/logprobs.py) come
     from the logits that pick the tokens: a completion token's from its step (over the kept head,
     as on torch), a prompt token's from the prompt's own pass (over the whole vocabulary, which a
     kept-vocabulary GGUF does not have: `scores_prompts`)."""
 
     scores_logprobs = True
+    contrasts = True
 
     def __init__(self, gguf: Path, tokenizer: Any, threads: int | None = None, max_batch: int = 8,
                  context_length: int = 4096, prefill_chunk: int = 512, kept: Sequence[int] | None = None,
-                 contrasts: bool = True, inputs: np.ndarray | None = None) -> None:
+                 inputs: np.ndarray | None = None) -> None:
         llama_cpp = require_llama_cpp()
         _Log.install(llama_cpp)
         llama_cpp.llama_backend_init()
@@ -107,8 +108,7 @@ class LlamaCppGenerator(Generator):
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.threads = threads or available_cpus()
-        self.contrasts = contrasts
-        seqs = max_batch * (2 if contrasts else 1)  # row i's plain prompt is sequence max_batch + i
+        seqs = 2 * max_batch  # row i's plain prompt (context-aware decoding) is sequence max_batch + i
 
         mparams = llama_cpp.llama_model_default_params()
         self.amx = amx_build(llama_cpp)
@@ -213,7 +213,7 @@ class LlamaCppGenerator(Generator):
         for context-aware decoding), in the torch engine's order: contrast, then the number
         guard; and its log-probability under the model when the row asks for them."""
         logits = model
-        if row.contrast is not None and self.contrasts:
+        if row.contrast is not None:
             logits = contrasted(logits, plain, row.contrast_alpha)
         if row.guard is not None:
             if logits is model:
@@ -257,7 +257,7 @@ class LlamaCppGenerator(Generator):
             # first catches the plain sequence up on the tokens it has not read, in one call (cheaper
             # per token than a step each). With several such rows the plain tokens ride along in each
             # step's call instead: a second call per step would cost a batch more than it saves.
-            plain = {i: list(r.contrast) for i, r in enumerate(rows) if r.contrast is not None and self.contrasts}
+            plain = {i: list(r.contrast) for i, r in enumerate(rows) if r.contrast is not None}
             plain_pos = dict.fromkeys(plain, 0)
             scored = {i for i, r in enumerate(rows) if r.prompt_logprobs is not None}
             for i in scored:
@@ -289,15 +289,8 @@ class LlamaCppGenerator(Generator):
                 if k == pos[i] - 1:
                     step[i] = self._kept_only(logits).copy()
 
-            def plain_entries(rows_: list[int]) -> list[tuple[int, int, int, bool]]:
-                out = [(t, plain_pos[i] + k, self.max_batch + i, plain_pos[i] + k == len(plain[i]) - 1)
-                       for i in rows_ for k, t in enumerate(plain[i][plain_pos[i]:])]
-                for i in rows_:
-                    plain_pos[i] = len(plain[i])
-                return out
-
             if eager:
-                entries += plain_entries(list(plain))
+                entries += self._plain_entries(plain, plain_pos, list(plain))
             self._feed(entries, min(self.prefill_chunk, SCORED_CHUNK) if scored else self.prefill_chunk, take)
             self._choose({i: lg for i, lg in step.items() if not rows[i].done}, plain, plain_pos, ready, pending,
                          rows, settings, rng)
@@ -321,13 +314,23 @@ class LlamaCppGenerator(Generator):
                     if i in plain:
                         plain[i].append(pending[i][0])
                 if eager:
-                    entries += plain_entries([i for i in active if i in plain])
+                    entries += self._plain_entries(plain, plain_pos, [i for i in active if i in plain])
                 step.clear()
                 ready.clear()
                 self._feed(entries, self.prefill_chunk, take)
                 self._choose(dict(step), plain, plain_pos, ready, pending, rows, settings, rng)
             seconds = time.perf_counter() - t0
         return finish_rows(rows, seconds)
+
+    def _plain_entries(self, plain: dict[int, list[int]], plain_pos: dict[int, int],
+                       which: list[int]) -> list[tuple[int, int, int, bool]]:
+        """The entries that bring rows `which`'s plain sequences up to date (logits for the last
+        of each), marked as read in `plain_pos`."""
+        out = [(t, plain_pos[i] + k, self.max_batch + i, plain_pos[i] + k == len(plain[i]) - 1)
+               for i in which for k, t in enumerate(plain[i][plain_pos[i]:])]
+        for i in which:
+            plain_pos[i] = len(plain[i])
+        return out
 
     def _choose(self, logits: dict[int, np.ndarray], plain: dict[int, list[int]], plain_pos: dict[int, int],
                 ready: dict[int, np.ndarray], pending: list, rows: Sequence[RowDecoder],
@@ -337,12 +340,8 @@ class LlamaCppGenerator(Generator):
         whose plain sequence lags behind first catch it up, all in one call."""
         needs = [i for i in logits if i in plain and i not in ready and len(plausible(logits[i])) > 1]
         if needs:
-            entries = [(t, plain_pos[i] + k, self.max_batch + i, plain_pos[i] + k == len(plain[i]) - 1)
-                       for i in needs for k, t in enumerate(plain[i][plain_pos[i]:])]
-            self._feed(entries, self.prefill_chunk,
+            self._feed(self._plain_entries(plain, plain_pos, needs), self.prefill_chunk,
                        lambda entry, lg: ready.__setitem__(entry[2] - self.max_batch, lg.copy()))
-            for i in needs:
-                plain_pos[i] = len(plain[i])
         for i, lg in logits.items():
             pending[i] = self._pick(lg, settings, rng, rows[i], ready.get(i))
 
