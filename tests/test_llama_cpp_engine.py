@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specialist.errors import SpecialistError
 from specialist.inference import llama_cpp_engine as lc
@@ -42,6 +44,9 @@ class FakeLlamaCpp:
         self.seqs: dict[int, list[int]] = {}
         self.out: dict[int, ctypes.Array] = {}
         self.decode_sizes: list[int] = []
+        self.calls: list[list[tuple[int, int]]] = []  # (sequence, position) of each token of each llama_decode
+        self.n_swa = 0  # no sliding-window layer
+        self.removed: list[tuple[int, int]] = []  # (sequence, from position) of each llama_memory_seq_rm
         self.model_params = None
         self.fail_decode = False
         self.fail_context = False
@@ -64,6 +69,7 @@ class FakeLlamaCpp:
         return "model" if Path(path.decode()).exists() else None
 
     def llama_model_n_ctx_train(self, model): return self.n_ctx_train
+    def llama_model_n_swa(self, model): return self.n_swa
 
     def llama_init_from_model(self, model, params):
         self.ctx_params = params
@@ -91,9 +97,16 @@ class FakeLlamaCpp:
     # decoding
     def llama_memory_clear(self, mem, data): self.seqs.clear()
 
+    def llama_memory_seq_rm(self, mem, seq, p0, p1):
+        assert p1 == -1 and 0 <= p0 <= len(self.seqs[seq])
+        self.removed.append((seq, p0))
+        del self.seqs[seq][p0:]
+        return True
+
     def llama_decode(self, ctx, b):
         assert b.n_tokens <= self.batch_capacity
         self.decode_sizes.append(b.n_tokens)
+        self.calls.append([(b.seq_id[i][0], b.pos[i]) for i in range(b.n_tokens)])
         self.out.clear()
         if self.fail_decode:
             return -3
@@ -233,6 +246,55 @@ def test_a_kept_vocabulary_gguf_reads_embeddings_and_answers_like_pytorch(monkey
         engine.run_batch([[1, inputs.shape[0]]], [engine.row_decoder(2, few)], few)
     with pytest.raises(SpecialistError, match="kept ids"):  # a GGUF of another kept set
         lc.LlamaCppGenerator(engine.gguf, torch_generator.tokenizer, kept=kept[:-1], inputs=inputs)
+
+
+def test_a_lone_stream_checks_drafted_tokens_and_answers_the_same(monkeypatch, torch_generator, tmp_path):
+    """Prompt lookup decoding (chat, one stream): the tokens that followed the answer's last few
+    tokens earlier ride along in the step's call; those the model would have picked are kept,
+    the rest leave the cache. The answers equal the torch engine's, greedy, and sampled with a
+    seed they equal the engine's own without drafts; fewer calls than tokens."""
+    # this tiny model falls into loops ("tip tip tip …"), which the lookup finds
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)
+    convs = [build_messages(p) for p in PROMPTS]
+    greedy = GenerationSettings(max_new_tokens=40)
+    expected = torch_generator.generate(convs, greedy, batch_size=1)
+    fake.calls.clear()
+    got = [engine.generate([c], greedy)[0] for c in convs]
+    assert [a.text for a in got] == [a.text for a in expected] and all(a.completion_tokens == 40 for a in got)
+    steps = [c for c in fake.calls if len(c) < 12]  # after the prompts
+    assert len(fake.calls) < 3 * 40 and max(len(c) for c in steps) > 2  # several tokens per call
+    assert fake.removed  # some drafts were not what the model picks
+    hot = GenerationSettings(max_new_tokens=40, temperature=0.8, seed=3)
+    drafted = [engine.generate([c], hot)[0].text for c in convs]
+    monkeypatch.setattr(lc, "DRAFT_TOKENS", 0)
+    fake.calls.clear()
+    assert [engine.generate([c], hot)[0].text for c in convs] == drafted
+    assert all(len(c) == 1 for c in fake.calls if len(c) < 12)  # no drafts: a call per token
+    monkeypatch.undo()
+
+    # a sliding-window model: drafted tokens that leave the cache again would leave it short of
+    # cells once a sequence is past the window, so drafting stops there
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)
+    prompt_len = len(engine.prompt_ids(convs[2]))
+    fake.n_swa = engine.n_swa = prompt_len + 12
+    assert engine.generate([convs[2]], greedy)[0].text == expected[2].text
+    steps = fake.calls[1:]
+    assert any(len(c) > 1 for c in steps)
+    assert all(pos < fake.n_swa for c in steps if len(c) > 1 for _, pos in c)
+    assert any(pos >= fake.n_swa for c in steps for _, pos in c)  # it went on, a token per call
+
+
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(0, 12))
+def test_lookup_continues_an_earlier_occurrence_of_the_tail(tokens, limit):
+    draft = lc.lookup(tokens, limit)
+    assert len(draft) <= limit
+    n = next((n for n in lc.DRAFT_NGRAM if len(tokens) > n and any(
+        tokens[s:s + n] == tokens[-n:] for s in range(len(tokens) - n))), None)
+    if n is None or limit == 0:
+        assert draft == []
+        return
+    start = next(s for s in range(len(tokens) - n) if tokens[s:s + n] == tokens[-n:])  # the first occurrence
+    assert draft == tokens[start + n:start + n + limit] and draft
 
 
 def test_logprobs_equal_the_torch_engines(monkeypatch, torch_generator, tmp_path):
