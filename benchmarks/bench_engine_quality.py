@@ -26,9 +26,11 @@ accuracy of every contender are each within 2 points of the reference path's (th
 
 A path named llama.cpp is `eval --engine llama.cpp`: the fine-tuned contenders answer from the
 run's q8_0 GGUF (with the run's kept head and context-aware decoding, as chat and serve run it),
-everything else on torch's own path; held to the same 2 points:
+everything else on torch's own path; held to the same 2 points. llama.cpp-chat asks the same
+one request at a time, as chat does: a lone stream drafts tokens by prompt lookup, and llama.cpp's
+several-token calls round a little differently from its one-token calls:
 
-    python benchmarks/bench_engine_quality.py --model RUN --paths fp32,llama.cpp \
+    python benchmarks/bench_engine_quality.py --model RUN --paths fp32,llama.cpp,llama.cpp-chat \
         --contenders fine-tuned,fine-tuned+knowledge
 
 --reference-report takes the reference path's report from an earlier eval with the same
@@ -115,12 +117,16 @@ from pathlib import Path
 from specialist.evaluate.runner import EvalSettings, run_eval
 run, data, path, out, contenders, coffee = sys.argv[1:7]
 coffee = Path(coffee)
-engine, dtype = ("llama.cpp", "auto") if path == "llama.cpp" else ("torch", path)
+# llama.cpp-chat: one request at a time, as chat asks (a lone stream drafts by prompt lookup);
+# llama.cpp:bf16 = --quant bf16
+name, _, quant = path.partition(":")
+engine, dtype = ("llama.cpp", "auto") if name.startswith("llama.cpp") else ("torch", name)
 doc = run_eval(EvalSettings(model=run, data=Path(data), system_prompt=coffee / "system_prompt.txt",
                             rules=coffee / "eval.yaml", knowledge=coffee / "knowledge",
                             knowledge_system_prompt=coffee / "system_prompt_knowledge.txt",
                             train_data=coffee / "train.jsonl", contenders=tuple(contenders.split(",")) or None,
-                            dtype=dtype, engine=engine, canary=False))
+                            dtype=dtype, engine=engine, canary=False,
+                            quant=quant or None, batch_size=1 if name == "llama.cpp-chat" else 8))
 Path(out).write_text(json.dumps(doc, ensure_ascii=False))
 """
 
@@ -208,8 +214,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--quant", action="append", help="GGUF types to compare (default: f16, q8_0, q4_0)")
-    parser.add_argument("--paths", help="torch generation paths (or llama.cpp) to hold to eval parity, reference "
-                                        "first (e.g. bf16,int8 or fp32,llama.cpp); --model must be a trained run")
+    parser.add_argument("--paths", help="torch generation paths (or llama.cpp, llama.cpp-chat) to hold to eval "
+                                        "parity, reference first (e.g. bf16,int8 or fp32,llama.cpp); --model must be "
+                                        "a trained run")
     parser.add_argument("--style-prompts", type=int, default=24,
                         help="coffee eval prompts added to the facts (--paths)")
     parser.add_argument("--contenders", default="zero-shot,fine-tuned", help="eval contenders (--paths)")

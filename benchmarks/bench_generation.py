@@ -131,7 +131,8 @@ from specialist.inference.sampling import GenerationSettings
 from specialist.knowledge.runtime import open_knowledge
 from specialist.serve.specialists import training_system_prompt
 run, engine, questions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-gen = make_generator(run, engine, max_batch=8)
+engine, _, quant = engine.partition(":")  # llama.cpp:bf16 = --engine llama.cpp --quant bf16
+gen = make_generator(run, engine, quant=quant or None, max_batch=8)
 kb = open_knowledge(None, run)
 convs = [kb.messages(q, training_system_prompt(run))[0] for q in questions]
 settings = kb.generation(GenerationSettings(max_new_tokens=128))
@@ -257,7 +258,8 @@ def main() -> None:
     parser.add_argument("--no-llama-cpp", action="store_true")
     parser.add_argument("--specialist", metavar="RUN", help="a trained run answering with its knowledge base, as "
                                                             "chat and serve run it (see above)")
-    parser.add_argument("--engine", action="append", help="--specialist: engines besides auto (torch, llama.cpp)")
+    parser.add_argument("--engine", action="append",
+                        help="--specialist: engines besides auto (torch, llama.cpp, llama.cpp:QUANT)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.specialist:

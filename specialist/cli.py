@@ -510,6 +510,7 @@ def eval_command(
                                help="Engine of the fine-tuned answers: torch, or llama.cpp (the run as a q8_0 GGUF, "
                                     "to check it answers as well as torch; the base model's answers, the losses "
                                     "and the canary stay on torch)."),
+    quant: str | None = QuantOpt,
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "
                                                "default: the run's own. Adds the +knowledge contenders and fact "
@@ -561,7 +562,7 @@ def eval_command(
         style_negatives=style_negatives, endpoint=endpoint, endpoint_model=endpoint_model,
         endpoint_name=endpoint_name, endpoint_api_key=endpoint_api_key,
         price_per_million_prompt_tokens=price_per_mtok, train_price_per_hour=train_price_per_hour, dtype=dtype,
-        engine=engine, knowledge=knowledge, cache=not no_cache,
+        engine=engine, quant=quant, knowledge=knowledge, cache=not no_cache,
         contenders=tuple(n.strip() for n in only.split(",") if n.strip()) if only else None, top_k=top_k,
         knowledge_system_prompt=knowledge_system_prompt, canary=canary,
         canary_max_new_tokens=canary_max_new_tokens, canary_limit=canary_limit, grounded_numbers=grounded_numbers,

@@ -425,12 +425,13 @@ def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir,
     gguf.write_bytes(b"GGUF")
     exported = []
     monkeypatch.setattr(gguf_cache, "engine_gguf",
-                        lambda ref, outtype="q8_0", kept=None: exported.append(ref) or gguf)
+                        lambda ref, outtype="q8_0", kept=None: exported.append((ref, outtype)) or gguf)
     kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), cache=False, batch_size=1)
-    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", **kw))
+    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", **kw))
     on_torch = run_eval(_settings(run_dir, coffee, **kw))
-    assert exported == [str(run_dir)] and fake.decode_sizes  # the run's GGUF answered
+    assert exported == [(str(run_dir), "bf16")] and fake.decode_sizes  # the run's GGUF (--quant) answered
     assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
+    assert on_llama["settings"]["generation"]["quant"] == "bf16"
     for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):
         assert [a["answer"] for a in doc_a["answers"]] == [a["answer"] for a in doc_b["answers"]]
     assert any(a["answer"] for a in on_llama["contenders"][1]["answers"])

@@ -72,6 +72,7 @@ class EvalSettings:
     train_price_per_hour: float | None = None
     dtype: str = "auto"
     engine: str = "torch"  # the fine-tuned contenders' answers: torch or llama.cpp (inference/engines.py)
+    quant: str | None = None  # llama.cpp's GGUF type (None: the engine's default)
     knowledge: Path | None = None  # default: the run's own knowledge snapshot, if any
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
@@ -287,7 +288,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     if s.engine != "torch":
         from specialist.inference.engines import make_generator
 
-        tuned_engine = make_generator(str(inputs.run.path), s.engine, max_batch=s.batch_size)
+        tuned_engine = make_generator(str(inputs.run.path), s.engine, quant=s.quant, max_batch=s.batch_size)
 
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
@@ -366,7 +367,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
                                       if inputs.knowledge_system_prompt_path else None)
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
     doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features()),
-                                     "engine": s.engine}
+                                     "engine": s.engine, "quant": s.quant}
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
     doc["general_ability"] = general  # None with --no-canary
     return doc
