@@ -487,10 +487,19 @@ def test_auto_takes_llama_cpp_where_it_is_installed_and_says_so(monkeypatch, tor
     monkeypatch.delenv(engines.ENGINE_ENV)
     fake = FakeLlamaCpp(torch_generator.model)
     monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
+    exported = []
     monkeypatch.setattr("specialist.inference.gguf_cache.engine_gguf",
-                        lambda ref, outtype="q8_0", kept=None: tmp_path / "m.gguf")
+                        lambda ref, outtype="q8_0", kept=None: exported.append(outtype) or tmp_path / "m.gguf")
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     assert isinstance(make_generator(str(tiny_chat_model)), lc.LlamaCppGenerator)
+    # the GGUF type per CPU: bf16 where this llama.cpp computes it natively, else 8-bit; said, and
+    # --quant decides over it
+    assert exported == ["q8_0"] and "llama.cpp weights: q8_0 (8-bit" in capsys.readouterr().err
+    fake.system_info = "AVX2 = 1 | AVX512 = 1 | AVX512_BF16 = 1 |"
+    make_generator(str(tiny_chat_model))
+    assert exported[-1] == "bf16" and "llama.cpp weights: bf16 (this CPU computes bf16" in capsys.readouterr().err
+    make_generator(str(tiny_chat_model), quant="q8_0")
+    assert exported[-1] == "q8_0" and "llama.cpp weights" not in capsys.readouterr().err
 
 
 def test_a_too_old_llama_cpp_python_is_named(monkeypatch):

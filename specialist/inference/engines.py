@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from specialist.errors import SpecialistError
 from specialist.inference.generator import Generator
 
@@ -94,6 +96,20 @@ def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, mo
     return chosen
 
 
+def default_quant(llama_cpp: Any) -> tuple[str, str]:
+    """The GGUF type llama.cpp runs on this CPU unless --quant says, and why. bf16 where this
+    llama.cpp computes it natively: on the coffee specialist it held eval parity with torch fp32
+    both in batches and one request at a time, where q8_0 lost 6 points of fact accuracy one
+    request at a time (benchmarks/README.md); elsewhere bf16 is converted on every use and
+    q8_0 reads half the bytes."""
+    from specialist.inference.gguf_cache import DEFAULT_QUANT
+    from specialist.inference.llama_cpp_engine import native_bf16
+
+    if native_bf16(llama_cpp):
+        return "bf16", "this CPU computes bf16 natively"
+    return DEFAULT_QUANT, "8-bit: this CPU has no native bf16"
+
+
 def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | None = None,
                    quant: str | None = None, max_batch: int = 8, context_length: int | None = None,
                    dtype: str = "auto") -> Generator:
@@ -131,13 +147,13 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         return generator
     if dtype != "auto":
         raise SpecialistError("--dtype applies to --engine torch only (llama.cpp runs --quant)", exit_code=2)
-    from specialist.inference.gguf_cache import DEFAULT_QUANT, engine_gguf, load_inputs
+    from specialist.inference.gguf_cache import engine_gguf, load_inputs
     from specialist.models.gguf_writer import OUTTYPES
     from specialist.run_folder import read_kept_vocabulary
 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
-    lc.require_llama_cpp()  # before minutes of loading and exporting
+    llama_cpp = lc.require_llama_cpp()  # before minutes of loading and exporting
     path = gguf_file(model_ref)
     if path is not None:  # runs as it is, tokenizer read from the file
         if quant is not None:
@@ -154,7 +170,13 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         run_dir = resolve(model_ref).run_dir
         saved = read_kept_vocabulary(run_dir) if run_dir is not None else None
         kept = saved[0] if saved else None
-        gguf, tokenizer = engine_gguf(model_ref, quant or DEFAULT_QUANT, kept), load_tokenizer(model_ref)
+        if quant is None:
+            quant, why = default_quant(llama_cpp)
+            from specialist.console import err_console
+
+            err_console.print(f"[dim]llama.cpp weights: {quant} ({why}; --quant to choose)[/dim]", highlight=False,
+                              soft_wrap=True)
+        gguf, tokenizer = engine_gguf(model_ref, quant, kept), load_tokenizer(model_ref)
         inputs = load_inputs(gguf) if kept is not None else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096, kept=kept, inputs=inputs)

@@ -478,6 +478,12 @@ def contrasted(logits: np.ndarray, plain: np.ndarray | None, alpha: float) -> np
     return out
 
 
+def native_bf16(llama_cpp: Any) -> bool:
+    """Whether this llama.cpp computes bf16 dot products natively (built for AVX512_BF16, which
+    AMX CPUs have too); elsewhere bf16 weights are converted on every use."""
+    return "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
 def amx_build(llama_cpp: Any) -> bool:
     """Whether this llama.cpp was built with its AMX int8 kernels (the default on AMX CPUs)."""
     return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
