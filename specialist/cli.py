@@ -34,12 +34,13 @@ ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
 EngineOpt = typer.Option("auto", "--engine",
                          help="auto (llama.cpp where llama-cpp-python is installed and there is no GPU, else "
                               "torch; SPECIALIST_ENGINE sets it), torch (the trained weights on this CPU's "
-                              "generation path, see --dtype) or llama.cpp (an 8-bit GGUF).")
+                              "generation path, see --dtype) or llama.cpp (a GGUF: bf16 where native, else 8-bit).")
 ThreadsOpt = typer.Option(None, "--threads", min=1,
                           help="CPU threads for decoding (default: all cores; fewer can be faster on a busy machine).")
 QuantOpt = typer.Option(None, "--quant",
-                        help="GGUF type llama.cpp runs when the model is not a .gguf: q8_0 (default), q4_0 (fastest, "
-                             "can break small models), f16 or bf16.")
+                        help="GGUF type llama.cpp runs when the model is not a .gguf: bf16 (default where this "
+                             "CPU computes bf16 natively), q8_0 (default elsewhere), q4_0 (fastest, can break small "
+                             "models) or f16.")
 DtypeOpt = typer.Option("auto", "--dtype",
                         help="--engine torch's generation path: auto (this CPU's: bf16 with AMX, else fp32), bf16, "
                              "fp32, or int8 (int8 weights and activations: faster, but they degrade a small model's "
@@ -507,7 +508,7 @@ def eval_command(
     dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
                                                        "fp32), bf16, fp32 or int8 (faster, degrades answers)."),
     engine: str = typer.Option("torch", "--engine",
-                               help="Engine of the fine-tuned answers: torch, or llama.cpp (the run as a q8_0 GGUF, "
+                               help="Engine of the fine-tuned answers: torch, or llama.cpp (the run as a GGUF, "
                                     "to check it answers as well as torch; the base model's answers, the losses "
                                     "and the canary stay on torch)."),
     quant: str | None = QuantOpt,

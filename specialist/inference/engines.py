@@ -9,11 +9,11 @@
   generation path chosen for this CPU (models.device.generation_path: bf16 with AMX, else
   fp32); --dtype int8 runs int8 weights and activations (faster on x86, but it failed eval
   parity on the coffee specialist: benchmarks/README.md, hence the warning).
-- llama.cpp: a GGUF of the same model (8-bit by default, exported once and cached) run by
-  llama.cpp; about 2.5x faster for one stream on a CPU, with answers close to (not always
-  identical with) the bf16 model's. A run's kept head and context-aware decoding apply as on
-  torch. --quant q4_0 is faster again but can break a small model's
-  answers, hence the warning."""
+- llama.cpp: a GGUF of the same model (exported once and cached: bf16 where llama.cpp
+  computes it natively, else 8-bit; default_quant) run by llama.cpp; several times faster for
+  one stream on a CPU, with answers close to (not always identical with) torch's. A run's
+  kept head and context-aware decoding apply as on torch. --quant q4_0 is faster again but can
+  break a small model's answers, hence the warning."""
 
 from __future__ import annotations
 

@@ -15,9 +15,13 @@ plausible candidates, as the torch engine does. A run with a specialist-sized ou
 (models/vocab_head.py) writes only its kept tokens here as well (llama.cpp still computes the
 whole head: its GGUF loader wants an output matrix of the whole vocabulary).
 
-The GGUF is the model exported once to q8_0 by default (gguf_cache.py): on a 2-core Xeon, Gemma 3 270M runs
-about 2.5x faster than PyTorch bf16 and answers close to it. q4_0 is faster still but breaks
-this small model's answers (benchmarks/README.md has both measured)."""
+A lone stream (chat) also drafts by prompt lookup (`lookup`): tokens that followed the
+answer's last few tokens in its prompt ride along in the step's call and are kept where they
+are the row's pick, so a knowledge-base answer that quotes its passages takes fewer steps.
+
+The GGUF is the model exported once (gguf_cache.py): bf16 where this llama.cpp computes it
+natively, q8_0 elsewhere (engines.default_quant). q4_0 is faster still but breaks this small
+model's answers (benchmarks/README.md has them measured)."""
 
 from __future__ import annotations
 
