@@ -557,6 +557,35 @@ def test_engine_gguf_is_exported_once_and_redone_for_new_weights(monkeypatch, ti
         engine_gguf(str(model), "f16", kept=[0, 1, 2, 40, 41])
 
 
+def test_the_engine_cache_keeps_within_its_budget_least_recently_used_first(monkeypatch, tiny_chat_model,
+                                                                            tmp_path, capsys):
+    import os
+
+    from specialist.inference import gguf_cache
+
+    first = engine_gguf(str(tiny_chat_model), "f16")
+    size = sum(f.stat().st_size for f in first.parent.rglob("*") if f.is_file())
+    second = engine_gguf(str(tiny_chat_model), "q8_0")
+    os.utime(first.parent, (1, 1))
+    os.utime(second.parent, (2, 2))
+    engine_gguf(str(tiny_chat_model), "f16")  # used again: now the most recent
+    assert first.parent.stat().st_mtime > second.parent.stat().st_mtime
+    # room for two entries of this size: a third export removes the one used least recently
+    monkeypatch.setenv(gguf_cache.CACHE_BUDGET_ENV, str(2.5 * size / 1e9))
+    (first.parent.parent / ".half-written.tmp-1").mkdir()  # another export's unfinished folder stays
+    third = engine_gguf(str(tiny_chat_model), "bf16")
+    assert third.exists() and first.exists() and not second.parent.exists()
+    assert (first.parent.parent / ".half-written.tmp-1").exists()
+    assert "engine cache: removed 1 GGUF(s) used least recently" in capsys.readouterr().err
+    # the entry just made stays even when alone it is over the budget
+    monkeypatch.setenv(gguf_cache.CACHE_BUDGET_ENV, "0")
+    assert gguf_cache.prune(third.parent) == [first.parent] and third.exists()
+    monkeypatch.setenv(gguf_cache.CACHE_BUDGET_ENV, "lots")
+    monkeypatch.setattr(gguf_cache, "save_gguf", None)  # said before any export begins
+    with pytest.raises(SpecialistError, match="SPECIALIST_ENGINE_CACHE_GB='lots'"):
+        engine_gguf(str(tiny_chat_model), "q8_0")
+
+
 # ---------------------------------------------------------------- the real llama.cpp (slow)
 def _llama_cpp_or_skip():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp)")

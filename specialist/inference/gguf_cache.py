@@ -7,11 +7,17 @@ A run with a specialist-sized head (vocabulary.json) gets a GGUF of its kept tok
 (gguf_writer `kept`): llama.cpp then projects each step onto those rows, not the whole
 vocabulary, which on Gemma 3 is most of the bytes read per token. Beside it, INPUTS holds the
 model's input embedding of every token (float16), through which the engine feeds the prompt,
-so a customer can still type any token."""
+so a customer can still type any token.
+
+The folder is bounded (CACHE_BUDGET_ENV, default DEFAULT_BUDGET_GB): each entry is half a
+gigabyte for Gemma 3 270M, one per run and GGUF type, so after a new export the entries used
+least recently go until the rest fits. They are copies: the next use exports them again."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,8 @@ from specialist.models.resolve import gguf_file, resolve
 DEFAULT_QUANT = "q8_0"
 INPUTS = "inputs.npy"
 CACHE_VERSION = "1"  # bump when the GGUF writer changes what it writes: cached engine files are redone
+CACHE_BUDGET_ENV = "SPECIALIST_ENGINE_CACHE_GB"
+DEFAULT_BUDGET_GB = 5.0
 
 
 def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int] | None = None) -> Path:
@@ -56,6 +64,7 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int
     out = specialist_home() / "engine" / f"{key}-{outtype}{'-kept' if kept is not None else ''}"
     if not out.exists():
         what = f"a {outtype} GGUF of its {len(set(kept))} kept tokens" if kept is not None else f"a {outtype} GGUF"
+        budget = cache_budget()  # a bad setting says so before the export, not after
         announce(f"Exporting {model_ref} to {what} for llama.cpp (once)…")
         loaded = load_merged(model_ref)
         name = Path(str(model_ref).rstrip("/")).name or "model"
@@ -63,10 +72,49 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int
             save_gguf(loaded, tmp / f"{name}-{outtype}.gguf", outtype, name, kept=kept)
             if kept is not None:
                 np.save(tmp / INPUTS, input_embeddings(loaded.model))
+        prune(out, budget)
+    else:
+        os.utime(out)  # used now: the least recently used entries are the first to go
     files = sorted(out.glob("*.gguf"))
     if not files or (kept is not None and not (out / INPUTS).is_file()):
         raise SpecialistError(f"{out}: no GGUF or {INPUTS} inside; delete the folder and run again")
     return files[0]
+
+
+def cache_budget() -> float:
+    """The engine folder's bound in GB (CACHE_BUDGET_ENV)."""
+    raw = os.environ.get(CACHE_BUDGET_ENV, "").strip()
+    try:
+        budget = float(raw) if raw else DEFAULT_BUDGET_GB
+    except ValueError:
+        raise SpecialistError(f"{CACHE_BUDGET_ENV}={raw!r}: give a size in GB, e.g. 5", exit_code=2) from None
+    if budget < 0:
+        raise SpecialistError(f"{CACHE_BUDGET_ENV}={raw!r}: give a size in GB, e.g. 5", exit_code=2)
+    return budget
+
+
+def prune(keep: Path, budget_gb: float | None = None) -> list[Path]:
+    """Remove the engine folder's least recently used entries (folder times: made or used) until
+    the rest, `keep` always among them, fits the budget (GB; default cache_budget()); the
+    removed ones, said on stderr."""
+    budget = (cache_budget() if budget_gb is None else budget_gb) * 1e9
+    entries = [p for p in keep.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries.sort(key=lambda p: (p != keep, -p.stat().st_mtime))  # `keep` first, then the newest
+    total, removed = 0, []
+    for entry in entries:
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        if entry != keep and total + size > budget:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append((entry, size))
+            continue
+        total += size
+    if removed:
+        from specialist.console import err_console
+
+        err_console.print(f"[dim]engine cache: removed {len(removed)} GGUF(s) used least recently "
+                          f"({sum(s for _, s in removed) / 1e9:.1f} GB) to stay within {budget / 1e9:g} GB "
+                          f"({CACHE_BUDGET_ENV})[/dim]", highlight=False, soft_wrap=True)
+    return [p for p, _ in removed]
 
 
 def load_inputs(gguf: Path) -> np.ndarray:
