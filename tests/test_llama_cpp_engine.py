@@ -272,6 +272,15 @@ def test_a_lone_stream_checks_drafted_tokens_and_answers_the_same(monkeypatch, t
     assert all(len(c) == 1 for c in fake.calls if len(c) < 12)  # no drafts: a call per token
     monkeypatch.undo()
 
+    # the last row of a batch still answering drafts too
+    prompts = [engine.prompt_ids(c) for c in convs[:2]]
+    budgets = [GenerationSettings(max_new_tokens=3), greedy]
+    fake.calls.clear()
+    got = engine.run_batch(prompts, [engine.row_decoder(len(p), b) for p, b in zip(prompts, budgets)], greedy)
+    assert [a.completion_tokens for a in got] == [3, 40] and got[1].text == expected[1].text
+    assert expected[0].text.startswith(got[0].text)
+    assert any(len(c) > 2 and {s for s, _ in c} == {1} for c in fake.calls)
+
     # a sliding-window model: drafted tokens that leave the cache again would leave it short of
     # cells once a sequence is past the window, so drafting stops there
     fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)

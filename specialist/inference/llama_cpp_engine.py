@@ -12,12 +12,13 @@ Context-aware decoding (contrast.py) runs here too: a row with a `contrast` prom
 question without the retrieved passages) gets a second sequence in the same batch, fed the same
 tokens, and its next token is picked from the two rows' logits by contrast.contrast over the
 plausible candidates, as the torch engine does. A run with a specialist-sized output head
-(models/vocab_head.py) writes only its kept tokens here as well (llama.cpp still computes the
-whole head: its GGUF loader wants an output matrix of the whole vocabulary).
+(models/vocab_head.py) writes only its kept tokens here as well, from a GGUF of those tokens
+(gguf_cache.py).
 
-A lone stream (chat) also drafts by prompt lookup (`lookup`): tokens that followed the
-answer's last few tokens in its prompt ride along in the step's call and are kept where they
-are the row's pick, so a knowledge-base answer that quotes its passages takes fewer steps.
+A lone row (chat, or the last of a batch still answering) also drafts by prompt lookup
+(`lookup`): tokens that followed the answer's last few tokens in its prompt ride along in the
+step's call and are kept where they are the row's pick, so a knowledge-base answer that quotes
+its passages takes fewer steps.
 
 The GGUF is the model exported once (gguf_cache.py): bf16 where this llama.cpp computes it
 natively, q8_0 elsewhere (engines.default_quant). q4_0 is faster still but breaks this small
@@ -52,7 +53,7 @@ SCORED_CHUNK = 64
 _API = ("llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_batch_init", "llama_decode",
         "llama_get_logits_ith", "llama_n_ctx_seq", "llama_model_load_from_file", "llama_init_from_model",
         "llama_vocab_n_tokens", "llama_model_n_swa")
-# prompt lookup (a lone stream): the answer's last DRAFT_NGRAM tokens (the longest first) are looked
+# prompt lookup (a lone row): the answer's last DRAFT_NGRAM tokens (the longest first) are looked
 # up in the prompt and the answer before them, and up to DRAFT_TOKENS of what followed them ride along in
 # the step's call, each checked against the token the step picks. Measured on coffee answers with
 # their knowledge base (benchmarks/README.md): 4 then 3 tokens, 10 drafted, decode 1.6x fewer
@@ -292,7 +293,6 @@ class LlamaCppGenerator(Generator):
                     continue
                 entries += [(t, k, i, i in scored or k == len(prompt) - 1) for k, t in enumerate(prompt)]
             eager = len(plain) > 1
-            lone = len(prompts) == 1
             step: dict[int, np.ndarray] = {}
             ready: dict[int, np.ndarray] = {}  # plain logits at the current position
 
@@ -333,9 +333,9 @@ class LlamaCppGenerator(Generator):
                         plain[i].append(pending[i][0])
                 step.clear()
                 ready.clear()
-                if lone:  # chat: the step also checks the tokens the answer so far suggests
-                    self._drafted_step(entries[0], prompts[0], pos, plain, plain_pos, ready, pending, rows, settings,
-                                       rng)
+                if len(active) == 1:  # chat, or the last row of a batch: its step also checks drafted tokens
+                    self._drafted_step(entries[0], prompts[active[0]], pos, plain, plain_pos, ready, pending, rows,
+                                       settings, rng)
                     continue
                 if eager:
                     entries += self._plain_entries(plain, plain_pos, [i for i in active if i in plain])
