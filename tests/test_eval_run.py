@@ -412,6 +412,7 @@ def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir,
     """`eval --engine llama.cpp` (how that engine's quality is measured against torch): the
     fine-tuned answers come from the run's GGUF, through a stand-in for llama.cpp's C API that
     runs the merged run in PyTorch, so they equal the torch engine's; the base model's stay torch's."""
+    from specialist.errors import SpecialistError
     from specialist.evaluate.runner import run_eval
     from specialist.inference import gguf_cache
     from specialist.inference import llama_cpp_engine as lc
@@ -432,6 +433,8 @@ def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir,
     assert exported == [(str(run_dir), "bf16")] and fake.decode_sizes  # the run's GGUF (--quant) answered
     assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
     assert on_llama["settings"]["generation"]["quant"] == "bf16"
+    with pytest.raises(SpecialistError, match=r"--quant applies to --engine llama\.cpp"):
+        run_eval(_settings(run_dir, coffee, quant="bf16", **kw))
     for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):
         assert [a["answer"] for a in doc_a["answers"]] == [a["answer"] for a in doc_b["answers"]]
     assert any(a["answer"] for a in on_llama["contenders"][1]["answers"])

@@ -245,6 +245,9 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     from specialist.models.resolve import resolve
     from specialist.models.template import encode_prompt
 
+    if s.quant is not None and s.engine == "torch":
+        raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the fine-tuned answers come from)",
+                              exit_code=2)
     inputs = gather_inputs(s)
     try:
         path = choose_path(s.dtype)

@@ -74,7 +74,10 @@ def engine_gguf(model_ref: str, outtype: str = DEFAULT_QUANT, kept: Sequence[int
                 np.save(tmp / INPUTS, input_embeddings(loaded.model))
         prune(out, budget)
     else:
-        os.utime(out)  # used now: the least recently used entries are the first to go
+        try:
+            os.utime(out)  # used now: the least recently used entries are the first to go
+        except OSError:  # a read-only cache still serves
+            pass
     files = sorted(out.glob("*.gguf"))
     if not files or (kept is not None and not (out / INPUTS).is_file()):
         raise SpecialistError(f"{out}: no GGUF or {INPUTS} inside; delete the folder and run again")
@@ -98,11 +101,16 @@ def prune(keep: Path, budget_gb: float | None = None) -> list[Path]:
     the rest, `keep` always among them, fits the budget (GB; default cache_budget()); the
     removed ones, said on stderr."""
     budget = (cache_budget() if budget_gb is None else budget_gb) * 1e9
-    entries = [p for p in keep.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    entries.sort(key=lambda p: (p != keep, -p.stat().st_mtime))  # `keep` first, then the newest
+    entries = []
+    for entry in keep.parent.iterdir():
+        if entry.is_dir() and not entry.name.startswith("."):  # not another export's unfinished folder
+            try:
+                entries.append((entry, entry.stat().st_mtime, sum(f.stat().st_size for f in entry.rglob("*"))))
+            except OSError:  # another process removed it meanwhile
+                continue
+    entries.sort(key=lambda e: (e[0] != keep, -e[1]))  # `keep` first, then the newest
     total, removed = 0, []
-    for entry in entries:
-        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+    for entry, _, size in entries:
         if entry != keep and total + size > budget:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append((entry, size))
