@@ -292,6 +292,14 @@ def test_a_lone_stream_checks_drafted_tokens_and_answers_the_same(monkeypatch, t
     assert all(pos < fake.n_swa for c in steps if len(c) > 1 for _, pos in c)
     assert any(pos >= fake.n_swa for c in steps for _, pos in c)  # it went on, a token per call
 
+    # a recurrent model (a Mamba or hybrid .gguf) cannot drop tokens from its state: no drafts
+    fake.llama_model_is_recurrent = lambda model: True
+    fake.n_swa = 0
+    engine = lc.LlamaCppGenerator(engine.gguf, torch_generator.tokenizer, max_batch=2)
+    fake.calls.clear()
+    assert engine.generate([convs[2]], greedy)[0].text == expected[2].text
+    assert all(len(c) == 1 for c in fake.calls[1:])
+
 
 @given(st.lists(st.integers(0, 5), max_size=40), st.integers(0, 12))
 def test_lookup_continues_an_earlier_occurrence_of_the_tail(tokens, limit):

@@ -157,6 +157,9 @@ class LlamaCppGenerator(Generator):
         # fail the check are taken out of the cache again, which is exact only while no sequence
         # has gone past the window: beyond it llama.cpp reuses the cells that fell out of it
         self.n_swa = int(llama_cpp.llama_model_n_swa(self._model))
+        # a recurrent state (Mamba, hybrids; a .gguf passed as it is) cannot drop its last tokens
+        self.drafts = not any(getattr(llama_cpp, f, lambda m: False)(self._model)
+                              for f in ("llama_model_is_recurrent", "llama_model_is_hybrid"))
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         # a kept-vocabulary GGUF (gguf_writer `kept`): its id i is token kept[i], and the prompt goes
@@ -359,7 +362,7 @@ class LlamaCppGenerator(Generator):
         i = entry[2]
         row = rows[i]
         room = min(self.context_length - 1, self.n_swa if self.n_swa > 0 else self.context_length) - pos[i]
-        draft = lookup(prompt + row.tokens, min(DRAFT_TOKENS, room))
+        draft = lookup(prompt + row.tokens, min(DRAFT_TOKENS, room)) if self.drafts else []
         logits: list[np.ndarray] = []
         self._feed([entry, *((t, pos[i] + k, i, True) for k, t in enumerate(draft))], self.prefill_chunk,
                    lambda e, lg: logits.append(self._kept_only(lg).copy()))
@@ -369,7 +372,8 @@ class LlamaCppGenerator(Generator):
             if k == len(draft):
                 return
             if pending[i][0] != draft[k]:
-                self._lib.llama_memory_seq_rm(self._memory, i, pos[i], -1)
+                if not self._lib.llama_memory_seq_rm(self._memory, i, pos[i], -1):
+                    raise SpecialistError(f"llama.cpp could not take drafted tokens out of its cache ({_Log.tail()})")
                 return
             row.push(*pending[i])  # the draft token is this step's pick: its logits are the next step's
             pending[i] = None
