@@ -70,6 +70,8 @@ class FakeLlamaCpp:
 
     def llama_model_n_ctx_train(self, model): return self.n_ctx_train
     def llama_model_n_swa(self, model): return self.n_swa
+    def llama_model_is_recurrent(self, model): return False
+    def llama_model_is_hybrid(self, model): return False
 
     def llama_init_from_model(self, model, params):
         self.ctx_params = params

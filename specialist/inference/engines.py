@@ -103,9 +103,9 @@ def default_quant(llama_cpp: Any) -> tuple[str, str]:
     request at a time (benchmarks/README.md); elsewhere bf16 is converted on every use and
     q8_0 reads half the bytes."""
     from specialist.inference.gguf_cache import DEFAULT_QUANT
-    from specialist.inference.llama_cpp_engine import native_bf16
+    from specialist.inference.llama_cpp_engine import built_with
 
-    if native_bf16(llama_cpp):
+    if built_with(llama_cpp, "AVX512_BF16"):
         return "bf16", "this CPU computes bf16 natively"
     return DEFAULT_QUANT, "8-bit: this CPU has no native bf16"
 

@@ -52,7 +52,7 @@ INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CP
 SCORED_CHUNK = 64
 _API = ("llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_batch_init", "llama_decode",
         "llama_get_logits_ith", "llama_n_ctx_seq", "llama_model_load_from_file", "llama_init_from_model",
-        "llama_vocab_n_tokens", "llama_model_n_swa")
+        "llama_vocab_n_tokens", "llama_model_n_swa", "llama_model_is_recurrent", "llama_model_is_hybrid")
 # prompt lookup (a lone row): the answer's last DRAFT_NGRAM tokens (the longest first) are looked
 # up in the prompt and the answer before them, and up to DRAFT_TOKENS of what followed them ride along in
 # the step's call, each checked against the token the step picks. Measured on coffee answers with
@@ -125,7 +125,7 @@ class LlamaCppGenerator(Generator):
         seqs = 2 * max_batch  # row i's plain prompt (context-aware decoding) is sequence max_batch + i
 
         mparams = llama_cpp.llama_model_default_params()
-        self.amx = amx_build(llama_cpp)
+        self.amx = built_with(llama_cpp, "AMX_INT8")
         if self.amx:
             # llama.cpp's AMX int8 kernels (ggml_backend_amx_mul_mat) crash on Gemma 3's quantized
             # weights; without the extra buffer types the plain CPU kernels run (no AMX, no repacking)
@@ -158,8 +158,8 @@ class LlamaCppGenerator(Generator):
         # has gone past the window: beyond it llama.cpp reuses the cells that fell out of it
         self.n_swa = int(llama_cpp.llama_model_n_swa(self._model))
         # a recurrent state (Mamba, hybrids; a .gguf passed as it is) cannot drop its last tokens
-        self.drafts = not any(getattr(llama_cpp, f, lambda m: False)(self._model)
-                              for f in ("llama_model_is_recurrent", "llama_model_is_hybrid"))
+        self.drafts = not (llama_cpp.llama_model_is_recurrent(self._model)
+                           or llama_cpp.llama_model_is_hybrid(self._model))
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         # a kept-vocabulary GGUF (gguf_writer `kept`): its id i is token kept[i], and the prompt goes
@@ -224,9 +224,12 @@ class LlamaCppGenerator(Generator):
         full[self._rows] = np.ctypeslib.as_array(ptr, shape=(len(self._rows),))
         return full
 
-    def _kept_only(self, logits: np.ndarray) -> np.ndarray:
-        """A row's logits over the kept head (a new array when a mask applies)."""
-        return logits if self._dropped is None else np.where(self._dropped, np.float32(-np.inf), logits)
+    def _kept_copy(self, logits: np.ndarray) -> np.ndarray:
+        """A row's logits over the kept head, in an array of its own (the next decode overwrites
+        llama.cpp's buffer; a kept-vocabulary GGUF's logits are a new array already)."""
+        if self._dropped is not None:
+            return np.where(self._dropped, np.float32(-np.inf), logits)
+        return logits if self._rows is not None else logits.copy()
 
     def _pick(self, model: np.ndarray, settings: GenerationSettings, rng: np.random.Generator,
               row: RowDecoder, plain: np.ndarray | None = None) -> tuple[int, TokenLogprob | None]:
@@ -303,12 +306,12 @@ class LlamaCppGenerator(Generator):
                 _, k, i, _ = entry
                 if i >= self.max_batch:
                     if k == len(plain[i - self.max_batch]) - 1:
-                        ready[i - self.max_batch] = logits.copy()
+                        ready[i - self.max_batch] = self._kept_copy(logits)
                     return
                 if i in scored and k + 1 < len(prompts[i]):  # the prompt's next token, over the whole head
                     rows[i].prompt_scores.append(score(logits, prompts[i][k + 1], rows[i].prompt_logprobs))
                 if k == pos[i] - 1:
-                    step[i] = self._kept_only(logits).copy()
+                    step[i] = self._kept_copy(logits)
 
             if eager:
                 entries += self._plain_entries(plain, plain_pos, list(plain))
@@ -365,7 +368,7 @@ class LlamaCppGenerator(Generator):
         draft = lookup(prompt + row.tokens, min(DRAFT_TOKENS, room)) if self.drafts else []
         logits: list[np.ndarray] = []
         self._feed([entry, *((t, pos[i] + k, i, True) for k, t in enumerate(draft))], self.prefill_chunk,
-                   lambda e, lg: logits.append(self._kept_only(lg).copy()))
+                   lambda e, lg: logits.append(self._kept_copy(lg)))
         for k, lg in enumerate(logits):
             ready.clear()
             self._choose({i: lg}, plain, plain_pos, ready, pending, rows, settings, rng)
@@ -402,7 +405,7 @@ class LlamaCppGenerator(Generator):
         needs = [i for i in logits if i in plain and i not in ready and len(plausible(logits[i])) > 1]
         if needs:
             self._feed(self._plain_entries(plain, plain_pos, needs), self.prefill_chunk,
-                       lambda entry, lg: ready.__setitem__(entry[2] - self.max_batch, lg.copy()))
+                       lambda entry, lg: ready.__setitem__(entry[2] - self.max_batch, self._kept_copy(lg)))
         for i, lg in logits.items():
             pending[i] = self._pick(lg, settings, rng, rows[i], ready.get(i))
 
@@ -486,15 +489,11 @@ def contrasted(logits: np.ndarray, plain: np.ndarray | None, alpha: float) -> np
     return out
 
 
-def native_bf16(llama_cpp: Any) -> bool:
-    """Whether this llama.cpp computes bf16 dot products natively (built for AVX512_BF16, which
-    AMX CPUs have too); elsewhere bf16 weights are converted on every use."""
-    return "AVX512_BF16 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-
-
-def amx_build(llama_cpp: Any) -> bool:
-    """Whether this llama.cpp was built with its AMX int8 kernels (the default on AMX CPUs)."""
-    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+def built_with(llama_cpp: Any, feature: str) -> bool:
+    """Whether this llama.cpp was built with a CPU feature (its system info's name): AMX_INT8,
+    its AMX int8 kernels (the default on AMX CPUs); AVX512_BF16, native bf16 dot products (AMX
+    CPUs have them too; elsewhere bf16 weights are converted on every use)."""
+    return f"{feature} = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
 
 
 def gguf_tokenizer(path: Path) -> Any:
