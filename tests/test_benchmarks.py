@@ -22,7 +22,8 @@ def write_data(path: Path, n: int) -> Path:
 def test_every_benchmark_is_registered():
     from specialist.bench import discover
 
-    assert {"train_speed", "data_check", "eval", "generation", "engine_quality", "multi_serve"} <= set(discover())
+    expected = {"train_speed", "data_check", "eval", "generation", "engine_quality", "multi_serve", "demo"}
+    assert expected <= set(discover())
 
 
 def test_engine_quality_compares_answers_with_the_torch_engine():
@@ -204,3 +205,26 @@ def test_train_speed_isa_cap_is_inherited_by_the_recipes_and_reported(monkeypatc
         assert (seen["isa"], seen["aten"]) == ("AVX2", "avx2")
     finally:
         device.cpu_features.cache_clear()
+
+
+def test_demo_benchmark_times_each_step_from_its_heading_on_a_cold_cache(tmp_path, monkeypatch):
+    demo = load("bench_demo")
+    rule = "─" * 20
+    timed = [(0.5, f"{rule} 1. Base model: gemma-3-270m {rule}"), (1.0, "gemma-3-270m → /models/x"),
+             (2.0, f"{rule} 3. Training: LoRA with the knowledge base {rule}"), (9.0, "step 80/80  loss 1.77"),
+             (10.0, f"{rule} 5. Proof: fine-tuning vs prompt engineering, measured {rule}"),
+             (11.0, "zero-shot: answering: 20/20 in 0:27"), (12.0, "fine-tuned: answering: 20/20 in 1:02:03")]
+    steps, lines = demo.steps_of(timed, 15.0)
+    assert steps == [{"step": "1. Base model: gemma-3-270m", "seconds": 1.5},
+                     {"step": "3. Training: LoRA with the knowledge base", "seconds": 8.0},
+                     {"step": "5. Proof: fine-tuning vs prompt engineering, measured", "seconds": 5.0}]
+    assert lines == ["zero-shot: answering: 20/20 in 0:27", "fine-tuned: answering: 20/20 in 1:02:03"]
+    real = tmp_path / "real"
+    for name in ("models", "gguf", "engine", "eval-cache"):
+        (real / name).mkdir(parents=True)
+    monkeypatch.setenv("SPECIALIST_HOME", str(real))
+    (tmp_path / "t").mkdir()
+    home = demo._home(False, tmp_path / "t")
+    assert sorted(p.name for p in home.iterdir()) == ["gguf", "models"]  # no exports, no cached answers
+    assert (home / "models").resolve() == real / "models"
+    assert demo._home(True, tmp_path / "t") == real
