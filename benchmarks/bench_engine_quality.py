@@ -24,11 +24,14 @@ accuracy of every contender are each within 2 points of the reference path's (th
     python benchmarks/bench_engine_quality.py --model RUN --paths bf16,int8 [--style-prompts 24]
         [--contenders fine-tuned] [--reference-report REPORT.json] [--json]
 
-A path named llama.cpp is `eval --engine llama.cpp`: the fine-tuned contenders answer from the
-run's q8_0 GGUF (with the run's kept head and context-aware decoding, as chat and serve run it),
-everything else on torch's own path; held to the same 2 points. llama.cpp-chat asks the same
-one request at a time, as chat does: a lone stream drafts tokens by prompt lookup, and llama.cpp's
-several-token calls round a little differently from its one-token calls:
+A path named llama.cpp is `eval --engine llama.cpp` (what `eval` and `demo` take by default
+where llama.cpp is installed): the fine-tuned contenders answer from the run's GGUF (with the
+run's kept head and context-aware decoding, as chat and serve run it), the base model's
+contenders and the style classifier's generic answers from the base model's GGUF, in the GGUF
+type this CPU gets by default (llama.cpp:q8_0 names one); the held-out losses stay on torch's
+own path; held to the same 2 points. llama.cpp-chat asks the same one request at a time, as chat
+does: a lone stream drafts tokens by prompt lookup, and llama.cpp's several-token calls round a
+little differently from its one-token calls:
 
     python benchmarks/bench_engine_quality.py --model RUN --paths fp32,llama.cpp,llama.cpp-chat \
         --contenders fine-tuned,fine-tuned+knowledge

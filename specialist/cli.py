@@ -507,10 +507,10 @@ def eval_command(
     train_price_per_hour: float | None = typer.Option(None, "--train-price-per-hour", min=0),
     dtype: str = typer.Option("auto", "--dtype", help="Generation path: auto (this CPU's: bf16 with AMX, else "
                                                        "fp32), bf16, fp32 or int8 (faster, degrades answers)."),
-    engine: str = typer.Option("torch", "--engine",
-                               help="Engine of the fine-tuned answers: torch, or llama.cpp (the run as a GGUF, "
-                                    "to check it answers as well as torch; the base model's answers, the losses "
-                                    "and the canary stay on torch)."),
+    engine: str = typer.Option("auto", "--engine",
+                               help="Engine every contender answers on: auto (as chat and serve: llama.cpp where "
+                                    "it is installed, else torch), torch, or llama.cpp (the run's GGUF and the base "
+                                    "model's; held-out losses stay on torch)."),
     quant: str | None = QuantOpt,
     knowledge: Path | None = typer.Option(None, "--knowledge",
                                           help="Knowledge base (Markdown/text file, folder, or JSONL of passages); "

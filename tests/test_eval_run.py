@@ -408,33 +408,53 @@ def test_progress_on_a_terminal_is_a_bar():
     assert "3/3" in screen.getvalue() and "…" not in screen.getvalue()
 
 
-def test_eval_answers_the_fine_tuned_contenders_on_the_llama_cpp_engine(run_dir, coffee, tmp_path, monkeypatch):
-    """`eval --engine llama.cpp` (how that engine's quality is measured against torch): the
-    fine-tuned answers come from the run's GGUF, through a stand-in for llama.cpp's C API that
-    runs the merged run in PyTorch, so they equal the torch engine's; the base model's stay torch's."""
+def test_eval_answers_every_contender_on_the_llama_cpp_engine(run_dir, tiny_base_model, coffee, tmp_path,
+                                                              monkeypatch):
+    """`eval --engine llama.cpp` (auto's choice where llama.cpp is installed, as for chat and
+    serve): the fine-tuned answers come from the run's GGUF, the base model's contenders, the
+    style classifier's generic answers and the canary's base answers from the base model's GGUF,
+    each through a stand-in for llama.cpp's C API that runs that model in PyTorch, so every answer
+    equals the torch engine's. The answer cache keeps the two engines apart."""
     from specialist.errors import SpecialistError
+    from specialist.evaluate import answer_cache
     from specialist.evaluate.runner import run_eval
     from specialist.inference import gguf_cache
     from specialist.inference import llama_cpp_engine as lc
     from specialist.models.resolve import load_model
     from tests.test_llama_cpp_engine import FakeLlamaCpp
 
-    merged = load_model(str(run_dir), dtype="float32", merge_adapter=True).model
-    fake = FakeLlamaCpp(merged)
-    monkeypatch.setattr(lc, "require_llama_cpp", lambda: fake)
-    gguf = tmp_path / "run.gguf"
-    gguf.write_bytes(b"GGUF")
+    fakes = {str(run_dir): FakeLlamaCpp(load_model(str(run_dir), dtype="float32", merge_adapter=True).model),
+             str(tiny_base_model): FakeLlamaCpp(load_model(str(tiny_base_model), dtype="float32").model)}
+    current = [fakes[str(run_dir)]]
+    monkeypatch.setattr(lc, "require_llama_cpp", lambda: current[0])
     exported = []
-    monkeypatch.setattr(gguf_cache, "engine_gguf",
-                        lambda ref, outtype="q8_0", kept=None: exported.append((ref, outtype)) or gguf)
-    kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), cache=False, batch_size=1)
-    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", **kw))
-    on_torch = run_eval(_settings(run_dir, coffee, **kw))
-    assert exported == [(str(run_dir), "bf16")] and fake.decode_sizes  # the run's GGUF (--quant) answered
+
+    def engine_gguf(ref, outtype="q8_0", kept=None):
+        exported.append((ref, outtype))
+        current[0] = fakes[ref]  # the engine loads this GGUF next: its stand-in answers
+        gguf = tmp_path / f"{len(exported)}.gguf"
+        gguf.write_bytes(b"GGUF")
+        return gguf
+
+    monkeypatch.setattr(gguf_cache, "engine_gguf", engine_gguf)
+    monkeypatch.setattr(answer_cache, "cache_dir", lambda: tmp_path / "eval-cache")
+    kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), batch_size=1, canary=True, canary_limit=2,
+              canary_max_new_tokens=6, style_negatives=4)
+    on_torch = run_eval(_settings(run_dir, coffee, **kw))  # fills the cache with torch's base answers
+    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", **kw))
+    assert exported == [(str(run_dir), "bf16"), (str(tiny_base_model), "bf16")]
+    assert all(f.decode_sizes for f in fakes.values())  # both GGUFs answered
+    assert on_llama["cached"] == []  # torch's cached answers are not llama.cpp's
     assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
     assert on_llama["settings"]["generation"]["quant"] == "bf16"
+    assert on_torch["settings"]["generation"]["engine"] == "torch"
     with pytest.raises(SpecialistError, match=r"--quant applies to --engine llama\.cpp"):
-        run_eval(_settings(run_dir, coffee, quant="bf16", **kw))
+        run_eval(_settings(run_dir, coffee, quant="bf16", engine="torch", **kw))
     for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):
         assert [a["answer"] for a in doc_a["answers"]] == [a["answer"] for a in doc_b["answers"]]
+        assert doc_a["metrics"]["style_adherence"] == doc_b["metrics"]["style_adherence"]  # same classifier
     assert any(a["answer"] for a in on_llama["contenders"][1]["answers"])
+    sections = [d["general_ability"] for d in (on_llama, on_torch)]
+    assert sections[0]["answers"] == sections[1]["answers"]
+    again = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", **kw))
+    assert set(again["cached"]) >= {"prompt-engineering", "style classifier (generic answers)"}

@@ -221,7 +221,7 @@ def spread(items: Sequence[Any], n: int | None) -> list[Any]:
 def general_ability(
     base: Any,
     tuned: Any,
-    generators: dict[int, Any],
+    generator_for: Callable[[bool], Any],
     train_completions: Sequence[str],
     system: str | None,
     seed: int,
@@ -234,8 +234,9 @@ def general_ability(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Ask the canary questions and measure the canary paragraphs' loss with the base (`base`,
-    adapter off) and the specialist (`tuned`, adapter on: the same object for a LoRA run).
-    `answers_dtype`: what the base's answers were computed in (the cache keeps int8 apart).
+    adapter off) and the specialist (`tuned`, adapter on: the same object for a LoRA run);
+    `generator_for(adapter on)`: who answers for each. `answers_dtype`: what the base's
+    answers were computed in (the cache keeps int8 and each engine apart).
     `limit`: at most this many questions and as many paragraphs, spread over the set (see spread)."""
     from specialist.inference.sampling import GenerationSettings
     from specialist.models.template import build_messages
@@ -255,7 +256,7 @@ def general_ability(
 
         def compute() -> tuple[list[Reply], LossResult]:
             with adapter_enabled(loaded.model, enabled):
-                replies = answer_locally(generators[id(loaded)], q_convs, settings, batch_size, advance)
+                replies = answer_locally(generator_for(enabled), q_convs, settings, batch_size, advance)
                 return replies, heldout_loss(loaded.model, loaded.tokenizer, h_convs, references)
 
         return compute, advance

@@ -9,7 +9,12 @@ report (report.py, html.py).
 With a knowledge base (--knowledge, else the run's own snapshot) every prompt is retrieved for
 once, before any contender answers; the +knowledge contenders get those passages in their
 prompt, and every contender's answers are checked against the eval records' facts and the
-knowledge base's numbers (facts.py)."""
+knowledge base's numbers (facts.py).
+
+Every contender answers on one engine (--engine, as chat and serve: auto takes llama.cpp where it
+is installed), so their latencies compare: on llama.cpp the fine-tuned contenders from the run's
+GGUF, the base contenders, the style classifier's generic answers and the canary's from the base
+model's. The held-out losses are computed by torch on either."""
 
 from __future__ import annotations
 
@@ -71,8 +76,8 @@ class EvalSettings:
     price_per_million_prompt_tokens: float | None = None
     train_price_per_hour: float | None = None
     dtype: str = "auto"
-    engine: str = "torch"  # the fine-tuned contenders' answers: torch or llama.cpp (inference/engines.py)
-    quant: str | None = None  # llama.cpp's GGUF type (None: the engine's default)
+    engine: str = "auto"  # every contender's answers: auto, torch or llama.cpp (inference/engines.py)
+    quant: str | None = None  # llama.cpp's GGUF type (None: the engine's default for this CPU)
     knowledge: Path | None = None  # default: the run's own knowledge snapshot, if any
     top_k: int | None = None       # default: the run's retrieval settings (3)
     knowledge_system_prompt: Path | None = None  # default: system_prompt_knowledge.txt next to --data
@@ -227,6 +232,46 @@ def _beside(data: Path, name: str) -> Path | None:
     return None
 
 
+class Answerers:
+    """Who answers: `base` for the base model's contenders (with the adapter off), `tuned` for
+    the fine-tuned ones (on torch a LoRA run's two are one generator, the adapter toggled).
+    `on` names the engine for the answer cache. The base's generator is made when first asked
+    for: an eval whose base answers all come from the cache needs none."""
+
+    def __init__(self, base: Callable[[], Any], tuned: Any, engine: str, quant: str | None, on: str) -> None:
+        self._base = base
+        self.tuned, self.engine, self.quant, self.on = tuned, engine, quant, on
+
+    @functools.cached_property
+    def base(self) -> Any:
+        return self._base()
+
+
+def answerers(s: EvalSettings, engine: str, run: RunInfo, base: Any, tuned: Any, answers_dtype: Any) -> Answerers:
+    """The generators of `engine` (engines.choose_engine's). llama.cpp runs the run's GGUF (its
+    merged weights, kept head) and the base model's own, both in one GGUF type."""
+    from specialist.inference.engines import default_quant, make_generator
+    from specialist.inference.llama_cpp_engine import require_llama_cpp
+    from specialist.inference.torch_engine import TorchGenerator
+
+    if engine == "torch":
+        if s.quant is not None:
+            raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the answers come from)",
+                                  exit_code=2)
+        generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
+        return Answerers(lambda: generators[id(base)], generators[id(tuned)], "torch", None, str(answers_dtype))
+    llama_cpp = require_llama_cpp()
+    quant = s.quant
+    if quant is None:
+        quant, why = default_quant(llama_cpp)
+        err_console.print(f"[dim]llama.cpp weights: {quant} ({why}; --quant to choose)[/dim]", highlight=False,
+                          soft_wrap=True)
+    tuned_engine = make_generator(str(run.path), "llama.cpp", quant=quant, max_batch=s.batch_size)
+    version = getattr(llama_cpp, "__version__", "?")
+    return Answerers(lambda: make_generator(run.base_model, "llama.cpp", quant=quant, max_batch=s.batch_size),
+                     tuned_engine, "llama.cpp", quant, f"llama.cpp {version} {quant}")
+
+
 @dataclass
 class ContenderResult:
     contender: Contender
@@ -238,26 +283,28 @@ class ContenderResult:
 def run_eval(s: EvalSettings) -> dict[str, Any]:
     """Evaluate and return the report document (see report.build_report)."""
     from specialist.evaluate.report import build_report
+    from specialist.inference.engines import choose_engine
     from specialist.inference.precision import choose_path, load_for_generation
     from specialist.inference.sampling import GenerationSettings
-    from specialist.inference.torch_engine import TorchGenerator
     from specialist.models.device import cpu_features
     from specialist.models.resolve import resolve
     from specialist.models.template import encode_prompt
 
     if s.quant is not None and s.engine == "torch":
-        raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the fine-tuned answers come from)",
-                              exit_code=2)
+        raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the answers come from)", exit_code=2)
     inputs = gather_inputs(s)
     try:
         path = choose_path(s.dtype)
     except ValueError as exc:
         raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
     source = resolve(str(inputs.run.path))
+    engine = choose_engine(s.engine, s.dtype, s.quant, model_ref=str(inputs.run.path))
     what = "adapter" if source.adapter else "weights"
     err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {what}…[/cyan]")
-    err_console.print(f"[dim]generation path: {path.name} ({path.reason})[/dim]", highlight=False)
-    if path.int8:
+    # on llama.cpp torch still computes the held-out losses, on this path
+    err_console.print(f"[dim]{'generation' if engine == 'torch' else 'held-out loss'} path: {path.name} "
+                      f"({path.reason})[/dim]", highlight=False)
+    if path.int8 and engine == "torch":
         from specialist.inference.engines import INT8_WARNING
 
         err_console.print(INT8_WARNING)
@@ -284,14 +331,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             raise SpecialistError(f"--contenders: unknown {', '.join(unknown)}; this eval has {', '.join(known)}")
         contenders = [c for c in contenders if c.name in s.contenders]
     contexts = retrieval.passages if retrieval is not None else [()] * len(inputs.eval_examples)
-    generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
-    # --engine llama.cpp: the fine-tuned answers come from the run's GGUF (its merged weights), to
-    # measure that engine's answers against torch's on the same eval
-    tuned_engine = None
-    if s.engine != "torch":
-        from specialist.inference.engines import make_generator
-
-        tuned_engine = make_generator(str(inputs.run.path), s.engine, quant=s.quant, max_batch=s.batch_size)
+    answer = answerers(s, engine, inputs.run, base, tuned, answers_dtype)
 
     def loaded_for(c: Contender) -> Any:
         return tuned if c.kind == "fine-tuned" else base
@@ -303,7 +343,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     def compute(c: Contender, convs: list, advance: Callable[[int], None]) -> tuple[list[Reply], LossResult]:
         loaded = loaded_for(c)
         with adapter_enabled(loaded.model, c.kind == "fine-tuned"):
-            generator = tuned_engine if tuned_engine is not None and c.kind == "fine-tuned" else generators[id(loaded)]
+            generator = answer.tuned if c.kind == "fine-tuned" else answer.base
             replies = answer_locally(generator, convs, settings_for(c), s.batch_size, advance)
             return replies, heldout_loss(loaded.model, loaded.tokenizer, convs, references)
 
@@ -315,7 +355,7 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
             convs = [c.messages(p, ctx) for p, ctx in zip(inputs.eval_examples, contexts)]
             advance = step(f"{c.name}: answering", len(convs))
             # the base model's answers do not depend on the run: kept for the next eval
-            key = (cache_key(base_weights, c.name, convs, references, settings_for(c), s.batch_size, answers_dtype)
+            key = (cache_key(base_weights, c.name, convs, references, settings_for(c), s.batch_size, answer.on)
                    if c.kind == "base" else None)
             replies, loss, hit = cached(key, functools.partial(compute, c, convs, advance), advance, reuse=s.cache)
             if hit:
@@ -337,15 +377,16 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
 
             replies = endpoint.answer(convs, max_new, s.seed, count, step(f"{c.name}: answering", len(convs)))
             results.append(ContenderResult(c, replies, None))
-        classifier = _style_classifier(inputs, base, generators[id(base)], settings, s, step,
-                                       base_weights, from_cache, answers_dtype)
+        classifier = _style_classifier(inputs, base, lambda: answer.base, settings, s, step, base_weights,
+                                       from_cache, answer.on)
         general = None
         if s.canary:
             from specialist.evaluate.canary import general_ability
 
-            general = general_ability(base, tuned, generators, [p.completion for p in inputs.train_examples],
-                                      inputs.run.system_prompt, s.seed, s.batch_size, step, base_weights, s.cache,
-                                      s.canary_max_new_tokens, answers_dtype, s.canary_limit)
+            general = general_ability(base, tuned, lambda on: answer.tuned if on else answer.base,
+                                      [p.completion for p in inputs.train_examples], inputs.run.system_prompt,
+                                      s.seed, s.batch_size, step, base_weights, s.cache, s.canary_max_new_tokens,
+                                      answer.on, s.canary_limit)
 
     usage = {r.contender.name: usage_stats([x.prompt_tokens for x in r.replies],
                                            [x.completion_tokens for x in r.replies],
@@ -370,13 +411,13 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
                                       if inputs.knowledge_system_prompt_path else None)
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
     doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features()),
-                                     "engine": s.engine, "quant": s.quant}
+                                     "engine": answer.engine, "quant": answer.quant}
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
     doc["general_ability"] = general  # None with --no-canary
     return doc
 
 
-def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, s: EvalSettings,
+def _style_classifier(inputs: Inputs, base: Any, generator: Callable[[], Any], settings: Any, s: EvalSettings,
                       step: Callable[[str, int], Callable[[int], None]], base_weights: str = "",
                       from_cache: list[str] | None = None, answers_dtype: Any = None) -> StyleClassifier:
     """Target style: the training completions. Generic: the zero-shot base model's answers to
@@ -389,7 +430,7 @@ def _style_classifier(inputs: Inputs, base: Any, generator: Any, settings: Any, 
 
     def compute() -> tuple[list[Reply], None]:
         with adapter_enabled(base.model, False):
-            return answer_locally(generator, convs, settings, s.batch_size, advance), None
+            return answer_locally(generator(), convs, settings, s.batch_size, advance), None
 
     key = cache_key(base_weights, "style-negatives", convs, [], settings, s.batch_size, answers_dtype or base.dtype)
     replies, _, hit = cached(key, compute, advance, reuse=s.cache)
