@@ -206,6 +206,43 @@ def test_heldout_loss_equals_a_manual_computation(run_dir, coffee):
     assert got.per_example == pytest.approx(per, rel=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_shared_prompt_start_is_read_once_and_gives_the_same_losses(chat_tokenizer_dir, tmp_path, arch):
+    """Prompts with a long common start (prompt engineering's system prompt and shots): read once,
+    each example continuing from a copy of its cache, the losses equal the batched pass's, on
+    Gemma 3 too with a start longer than its sliding window (64 tokens here)."""
+    from specialist.data.example import Example
+    from specialist.evaluate import loss as L
+    from specialist.evaluate.contenders import Contender
+    from specialist.models.resolve import load_model
+    from specialist.models.template import encode_example
+    from tests.helpers import build_tiny_model
+
+    loaded = load_model(str(build_tiny_model(tmp_path / arch, chat_tokenizer_dir, arch)), dtype="fp32")
+    shots = [Example.from_prompt(p, c) for p, c in TRAIN[:4]]
+    pe = Contender("prompt-engineering", "base", "Odpowiadaj krótko, po polsku i zawsze uprzejmie. " * 3, shots)
+    convs = [pe.messages(Example.from_prompt(p, c)) for p, c in EVAL]
+    refs = [c for _, c in EVAL]
+    encoded = [encode_example(loaded.tokenizer, m, r) for m, r in zip(convs, refs)]
+    shared = L.shared_prefix([p for p, _ in encoded])
+    assert shared > 64 and all(p[:shared] == encoded[0][0][:shared] for p, _ in encoded)
+    got = L.heldout_loss(loaded.model, loaded.tokenizer, convs, refs, batch_size=2)
+    want = L.heldout_loss(loaded.model, loaded.tokenizer, convs[:1], refs[:1])  # alone: no shared start
+    want_rest = [L.heldout_loss(loaded.model, loaded.tokenizer, [c], [r]).per_example[0] for c, r in zip(convs, refs)]
+    assert got.shared_tokens == shared and want.shared_tokens == 0
+    assert got.per_example == pytest.approx(want_rest, rel=1e-4)
+    assert got.seconds_per_token == got.shared_seconds / shared and 0 < got.shared_seconds < got.seconds
+    assert want.seconds_per_token == want.seconds / want.total_tokens
+
+
+def test_shared_prefix_leaves_each_prompt_its_last_token():
+    from specialist.evaluate.loss import shared_prefix
+
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 4]]) == 3
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 9], [1, 2, 3]]) == 2
+    assert shared_prefix([[5], [5, 6]]) == 0 and shared_prefix([[1, 2], [3, 2]]) == 0
+
+
 def _without_timing(doc: dict) -> dict:
     from specialist.evaluate.report import TIMING_KEYS
 

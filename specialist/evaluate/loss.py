@@ -7,10 +7,16 @@ token included, as in training). Perplexity = exp(loss).
 
 The forward passes are also the cleanest measure of prefill speed on this machine (a prompt
 is processed exactly like this before the first answer token), so their timing is returned
-for the cost model."""
+for the cost model.
+
+Prompt engineering's prompts share a long start (the system prompt and the few-shot turns, most
+of each prompt). When they do, that start is read once and every example continues from a copy
+of its cache (what a server's prefix cache does), which gives the same losses; the prefill speed
+is then that one pass's (a whole prompt start read at once)."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -24,6 +30,9 @@ from specialist.inference.batching import left_pad
 from specialist.models.template import Message, encode_example
 from specialist.models.vocab_head import whole_vocabulary
 
+# a shared start shorter than this is read with each example: copying its cache costs more
+SHARED_PREFIX_MIN = 32
+
 
 @dataclass
 class LossResult:
@@ -33,9 +42,15 @@ class LossResult:
     total_tokens: int           # prompt + completion tokens processed
     seconds: float              # wall time of the forward passes
     per_example: list[float]    # mean NLL per completion token of each example
+    shared_tokens: int = 0      # the prompts' common start, read once (0: each example read whole)
+    shared_seconds: float = 0.0  # wall time of reading it
 
     @property
     def seconds_per_token(self) -> float:
+        """Prefill time per token: the shared start's pass when there is one (each example's rest
+        continues a cache, one at a time, which is not a prefill), else all the passes'."""
+        if self.shared_tokens:
+            return self.shared_seconds / self.shared_tokens
         return self.seconds / self.total_tokens if self.total_tokens else 0.0
 
 
@@ -45,6 +60,9 @@ def heldout_loss(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Me
     if len(conversations) != len(completions):
         raise ValueError(f"{len(conversations)} prompts for {len(completions)} completions")
     encoded = [encode_example(tokenizer, msgs, comp) for msgs, comp in zip(conversations, completions)]
+    shared = shared_prefix([p for p, _ in encoded]) if len(encoded) > 1 else 0
+    if shared >= SHARED_PREFIX_MIN:
+        return _loss_from_shared_prefix(model, encoded, shared)
     # Similar lengths share a batch (less padding); results go back to the input order.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     device = next(model.parameters()).device
@@ -64,6 +82,48 @@ def heldout_loss(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Me
     return LossResult(
         loss=loss, perplexity=math.exp(loss) if total_comp else float("nan"), completion_tokens=total_comp,
         total_tokens=sum(len(p) + len(c) for p, c in encoded), seconds=seconds,
+        per_example=[s / n if n else float("nan") for s, n in zip(nll_sums, n_comp)],
+    )
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt has in common, leaving each at least its last token
+    (whose logits predict the completion's first)."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for i in range(max(n, 0)):
+        if any(p[i] != first[i] for p in prompts[1:]):
+            return i
+    return max(n, 0)
+
+
+def _loss_from_shared_prefix(model: Any, encoded: list[tuple[list[int], list[int]]], shared: int) -> LossResult:
+    """heldout_loss when the prompts' first `shared` tokens are the same: they are read once,
+    then each example's rest continues from a copy of their cache (one example per pass: rows
+    of different lengths after a common cache would need padding inside the sequence)."""
+    device = next(model.parameters()).device
+    nll_sums = []
+    t0 = time.perf_counter()
+    with whole_vocabulary(model):
+        start = torch.tensor([encoded[0][0][:shared]], device=device)
+        prefix = model(input_ids=start, use_cache=True, logits_to_keep=1).past_key_values
+        shared_seconds = time.perf_counter() - t0
+        for prompt, comp in encoded:
+            rest = torch.tensor([prompt[shared:] + comp], device=device)
+            positions = torch.arange(shared, shared + rest.shape[1], device=device)[None]
+            out = model(input_ids=rest, past_key_values=copy.deepcopy(prefix), position_ids=positions,
+                        cache_position=positions[0], logits_to_keep=len(comp) + 1, use_cache=True)
+            pred = out.logits[0, :len(comp), :].float()
+            target = torch.tensor(comp, dtype=torch.long, device=pred.device)
+            nll_sums.append(float(F.cross_entropy(pred, target, reduction="sum")))
+    seconds = time.perf_counter() - t0
+    n_comp = [len(c) for _, c in encoded]
+    total_comp = sum(n_comp)
+    loss = sum(nll_sums) / total_comp if total_comp else float("nan")
+    total = sum(len(p) + len(c) for p, c in encoded)
+    return LossResult(
+        loss=loss, perplexity=math.exp(loss) if total_comp else float("nan"), completion_tokens=total_comp,
+        total_tokens=total, seconds=seconds, shared_tokens=shared, shared_seconds=shared_seconds,
         per_example=[s / n if n else float("nan") for s, n in zip(nll_sums, n_comp)],
     )
 
