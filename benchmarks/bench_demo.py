@@ -63,6 +63,8 @@ def steps_of(timed: list[tuple[float, str]], total: float) -> tuple[list[dict], 
 
 
 def run(quick: bool = False, warm: bool = False) -> dict:
+    from specialist.run_folder import RunFolder, read_summary
+
     extra = ["--max-steps", "2", "--eval-limit", "2", "--fact-limit", "1"] if quick else []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -79,16 +81,16 @@ def run(quick: bool = False, warm: bool = False) -> dict:
         if code != 0:
             raise RuntimeError(f"specialist demo exited {code}:\n" + "\n".join(line for _, line in timed[-40:]))
         steps, eval_lines = steps_of(timed, total)
-        report = json.loads((out / "eval" / "report.json").read_text(encoding="utf-8")) \
-            if (out / "eval" / "report.json").exists() else {}
-        summary = json.loads((out / "run.json").read_text(encoding="utf-8"))
+        folder = RunFolder(out)
+        report = json.loads(folder.eval_json.read_text(encoding="utf-8")) if folder.eval_json.exists() else {}
+        summary = read_summary(out)
     generation = (report.get("settings") or {}).get("generation") or {}
     return {"total_seconds": round(total, 1), "goal_seconds": GOAL_SECONDS, "ok": total <= GOAL_SECONDS,
             "steps": steps, "eval_lines": eval_lines,
             "cache": "warm (this machine's)" if warm else "cold (the prepared model only)",
             "eval_cached": report.get("cached"), "engine": generation.get("engine"), "quant": generation.get("quant"),
-            "train_seconds": summary.get("train_seconds"), "train_tokens_per_s": summary.get("tokens_per_second"),
-            "steps_trained": summary.get("steps"), "quick": quick}
+            "train_seconds": summary.train_seconds, "train_tokens_per_s": summary.tokens_per_second,
+            "steps_trained": summary.steps, "quick": quick}
 
 
 def bench(quick: bool = False) -> dict:

@@ -76,6 +76,12 @@ def heldout_loss(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Me
         seconds += time.perf_counter() - t0
         for i, s in zip(idx, sums):
             nll_sums[i] = s
+    return _result(encoded, nll_sums, seconds)
+
+
+def _result(encoded: list[tuple[list[int], list[int]]], nll_sums: list[float], seconds: float,
+            shared_tokens: int = 0, shared_seconds: float = 0.0) -> LossResult:
+    """The LossResult of per-example summed NLLs over the completion tokens."""
     n_comp = [len(c) for _, c in encoded]
     total_comp = sum(n_comp)
     loss = sum(nll_sums) / total_comp if total_comp else float("nan")
@@ -83,6 +89,7 @@ def heldout_loss(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Me
         loss=loss, perplexity=math.exp(loss) if total_comp else float("nan"), completion_tokens=total_comp,
         total_tokens=sum(len(p) + len(c) for p, c in encoded), seconds=seconds,
         per_example=[s / n if n else float("nan") for s, n in zip(nll_sums, n_comp)],
+        shared_tokens=shared_tokens, shared_seconds=shared_seconds,
     )
 
 
@@ -116,16 +123,7 @@ def _loss_from_shared_prefix(model: Any, encoded: list[tuple[list[int], list[int
             pred = out.logits[0, :len(comp), :].float()
             target = torch.tensor(comp, dtype=torch.long, device=pred.device)
             nll_sums.append(float(F.cross_entropy(pred, target, reduction="sum")))
-    seconds = time.perf_counter() - t0
-    n_comp = [len(c) for _, c in encoded]
-    total_comp = sum(n_comp)
-    loss = sum(nll_sums) / total_comp if total_comp else float("nan")
-    total = sum(len(p) + len(c) for p, c in encoded)
-    return LossResult(
-        loss=loss, perplexity=math.exp(loss) if total_comp else float("nan"), completion_tokens=total_comp,
-        total_tokens=total, seconds=seconds, shared_tokens=shared, shared_seconds=shared_seconds,
-        per_example=[s / n if n else float("nan") for s, n in zip(nll_sums, n_comp)],
-    )
+    return _result(encoded, nll_sums, time.perf_counter() - t0, shared, shared_seconds)
 
 
 def _batch_nll(model: Any, examples: list[tuple[list[int], list[int]]], pad_id: int,

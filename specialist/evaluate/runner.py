@@ -255,9 +255,6 @@ def answerers(s: EvalSettings, engine: str, run: RunInfo, base: Any, tuned: Any,
     from specialist.inference.torch_engine import TorchGenerator
 
     if engine == "torch":
-        if s.quant is not None:
-            raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the answers come from)",
-                                  exit_code=2)
         generators = {id(base): TorchGenerator(base), id(tuned): TorchGenerator(tuned)}
         return Answerers(lambda: generators[id(base)], generators[id(tuned)], "torch", None, str(answers_dtype))
     llama_cpp = require_llama_cpp()
@@ -290,8 +287,6 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
     from specialist.models.resolve import resolve
     from specialist.models.template import encode_prompt
 
-    if s.quant is not None and s.engine == "torch":
-        raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the answers come from)", exit_code=2)
     inputs = gather_inputs(s)
     try:
         path = choose_path(s.dtype)
@@ -299,6 +294,8 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         raise SpecialistError(f"--dtype: {exc}", exit_code=2) from exc
     source = resolve(str(inputs.run.path))
     engine = choose_engine(s.engine, s.dtype, s.quant, model_ref=str(inputs.run.path))
+    if engine == "torch" and s.quant is not None:  # --engine torch, or SPECIALIST_ENGINE=torch
+        raise SpecialistError("--quant applies to --engine llama.cpp (the GGUF the answers come from)", exit_code=2)
     what = "adapter" if source.adapter else "weights"
     err_console.print(f"[cyan]loading {inputs.run.base_model} with the run's {what}…[/cyan]")
     # on llama.cpp torch still computes the held-out losses, on this path
