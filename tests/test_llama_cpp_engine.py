@@ -47,6 +47,7 @@ class FakeLlamaCpp:
         self.calls: list[list[tuple[int, int]]] = []  # (sequence, position) of each token of each llama_decode
         self.n_swa = 0  # no sliding-window layer
         self.removed: list[tuple[int, int]] = []  # (sequence, from position) of each llama_memory_seq_rm
+        self.copies: list[tuple[int, int]] = []  # (from, to) of each llama_memory_seq_cp
         self.model_params = None
         self.fail_decode = False
         self.fail_context = False
@@ -100,10 +101,19 @@ class FakeLlamaCpp:
     def llama_memory_clear(self, mem, data): self.seqs.clear()
 
     def llama_memory_seq_rm(self, mem, seq, p0, p1):
-        assert p1 == -1 and 0 <= p0 <= len(self.seqs[seq])
+        assert p1 == -1 and (p0 == -1 or 0 <= p0 <= len(self.seqs.get(seq, [])))
+        if p0 == -1:  # the whole sequence
+            self.seqs.pop(seq, None)
+            return True
         self.removed.append((seq, p0))
         del self.seqs[seq][p0:]
         return True
+
+    def llama_memory_seq_cp(self, mem, src, dst, p0, p1):
+        # between separate caches (kv_unified off) llama.cpp copies only whole sequences
+        assert p0 in (-1, 0) and p1 == -1 and src != dst
+        self.copies.append((src, dst))
+        self.seqs[dst] = list(self.seqs.get(src, []))
 
     def llama_decode(self, ctx, b):
         assert b.n_tokens <= self.batch_capacity
@@ -202,7 +212,7 @@ def test_context_aware_decoding_and_a_kept_head_answer_like_pytorch(monkeypatch,
     assert [engine.generate([c], settings)[0].text for c in convs] == [a.text for a in got]
     monkeypatch.setattr(lc, "PLAUSIBLE", 0.999)
     lazy = engine.generate([convs[2]], settings)[0]
-    assert lazy.text == plain[2].text and sorted(fake.seqs) == [0]
+    assert lazy.text == plain[2].text and 3 not in fake.seqs  # its plain prompt (sequence 3) was never read
     monkeypatch.undo()
 
     kept_model = load_model(str(lively_model), dtype="float32")
@@ -314,6 +324,131 @@ def test_lookup_continues_an_earlier_occurrence_of_the_tail(tokens, limit):
         return
     start = next(s for s in range(len(tokens) - n) if tokens[s:s + n] == tokens[-n:])  # the first occurrence
     assert draft == tokens[start + n:start + n + limit] and draft
+
+
+SYSTEM = ("Jesteś baristą kawiarni Ziarno. Odpowiadasz po polsku, krótko i uprzejmie, zwracasz się do klienta "
+          "na Ty i kończysz pytaniem. Nie wymyślasz cen ani godzin otwarcia, których nie znasz.")
+
+
+def _read(fake, seq: int) -> list[int]:
+    """The positions of `seq` that llama_decode read, in order."""
+    return [pos for call in fake.calls for s, pos in call if s == seq]
+
+
+def test_a_shared_prompt_start_is_read_once_and_answers_the_same(monkeypatch, torch_generator, tmp_path):
+    """A prompt start that requests share (a system prompt, a chat's earlier turns) is read once
+    into a sequence of its own and copied into each sequence that begins with it, in this batch
+    and in later ones; the answers equal the torch engine's, context-aware decoding included."""
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3, prefill_chunk=16)
+    start_seq = 6
+    convs = [build_messages(p, SYSTEM) for p in PROMPTS]
+    prompts = [engine.prompt_ids(c) for c in convs]
+    n = lc.common_start(prompts)
+    assert n >= lc.START_MIN
+    settings = GenerationSettings(max_new_tokens=8)
+    expected = [a.text for a in torch_generator.generate(convs, settings, batch_size=1)]
+    got = engine.generate(convs, settings)
+    assert [a.text for a in got] == expected
+    assert _read(fake, start_seq) == list(range(n))  # the start, once
+    assert sorted(fake.copies) == [(start_seq, 0), (start_seq, 1), (start_seq, 2)]
+    assert all(min(_read(fake, i)) == n for i in range(3))  # each row reads only its own rest
+    assert [a.cached_tokens for a in got] == [0, 0, 0]  # read in this batch, not for an earlier request
+    fake.calls.clear()
+    again = engine.generate(convs[::-1], settings)
+    assert [a.text for a in again] == expected[::-1] and _read(fake, start_seq) == []
+    assert [a.cached_tokens for a in again] == [n, n, n] and all(min(_read(fake, i)) == n for i in range(3))
+
+    # one request at a time (chat, a server's lone request): the start it shares with the one
+    # before is read once, and the third request reads only its rest
+    other = [build_messages(p, SYSTEM.replace("Ziarno", "Pod Lipą")) for p in PROMPTS]
+    m = lc.common_start([engine.prompt_ids(c) for c in other])
+    fake.calls.clear()
+    lone = [engine.generate([c], settings)[0] for c in other]
+    assert [a.text for a in lone] == [a.text for a in torch_generator.generate(other, settings, batch_size=1)]
+    keep = lc.common_start([prompts[0], engine.prompt_ids(other[0])])
+    assert [a.cached_tokens for a in lone] == [0, keep, m]  # the part of the start held before
+    assert _read(fake, start_seq) == list(range(keep, m))  # no sliding window: the shared part stays
+
+    # a chat's next turn: the kept start grows to the previous prompt, the row reads only the new turn
+    first = engine.generate([other[0]], settings)[0]
+    assert first.cached_tokens == m
+    turn = [*other[0], {"role": "assistant", "content": first.text}, {"role": "user", "content": "A na wynos?"}]
+    grown = lc.common_start([engine.prompt_ids(turn), engine.prompt_ids(other[0])])
+    assert grown >= len(engine.prompt_ids(other[0])) - 1
+    fake.calls.clear()
+    (answer,) = engine.generate([turn], settings)
+    assert answer.text == torch_generator.generate([turn], settings)[0].text
+    assert answer.cached_tokens == m and _read(fake, start_seq) == list(range(m, grown))
+    assert min(_read(fake, 0)) == grown
+
+    # context-aware decoding: the plain prompts (the same system prompt, no passages) start from it too
+    knowing = [build_messages("Ile kosztuje wysyłka?", SYSTEM, context=SHIPPING),
+               build_messages("Do kiedy mogę oddać kawę?", SYSTEM, context=RETURNS)]
+    contrast = GenerationSettings(max_new_tokens=8, context_contrast=1.0)
+    fake.copies.clear()
+    got = engine.generate(knowing, contrast)
+    assert [a.text for a in got] == [a.text for a in torch_generator.generate(knowing, contrast, batch_size=1)]
+    assert {(start_seq, 3), (start_seq, 4)} <= set(fake.copies)
+
+    # a call that fails while the start is read leaves no half-read start behind
+    fake.fail_decode = True
+    with pytest.raises(SpecialistError, match="decode failed"):
+        engine.generate(convs, settings)
+    fake.fail_decode = False
+    assert [a.text for a in engine.generate(convs, settings)] == expected
+
+    # a scored prompt (echo) reads every token for its logits; reuse off reads every prompt whole
+    scored = engine.row_decoder(len(prompts[0]), settings, chat=False, prompt_logprobs=1)
+    fake.calls.clear()
+    engine.run_batch(prompts[:2], [scored, engine.row_decoder(len(prompts[1]), settings)], settings)
+    assert min(_read(fake, 0)) == 0 and min(_read(fake, 1)) > 0
+    fake, plain = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=3, reuse_starts=False)
+    assert [a.text for a in plain.generate(convs, settings)] == expected
+    assert not fake.copies and all(min(_read(fake, i)) == 0 for i in range(3))
+
+
+def test_the_server_reports_the_prompt_tokens_a_kept_start_spared(monkeypatch, torch_generator, tmp_path):
+    """Served on llama.cpp, a second request under the same system prompt starts from the first's
+    kept start: OpenAI's usage.prompt_tokens_details.cached_tokens says how many tokens it spared."""
+    import openai
+
+    from specialist.serve.server import create_app
+    from tests.helpers import running
+
+    _, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)
+    convs = [build_messages(p, SYSTEM) for p in PROMPTS[:2]]
+    n = lc.common_start([engine.prompt_ids(c) for c in convs])
+    with running(create_app(engine, "tiny")) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        usages = [client.chat.completions.create(model="tiny", messages=c, max_tokens=4, temperature=0).usage
+                  for c in [*convs, convs[0]]]
+    assert [u.prompt_tokens_details.cached_tokens for u in usages] == [0, 0, n]  # read for the 2nd, kept for the 3rd
+    assert [u.prompt_tokens for u in usages] == [len(engine.prompt_ids(c)) for c in [*convs, convs[0]]]
+
+
+def test_a_sliding_window_start_is_read_again_when_cut_back(monkeypatch, torch_generator, tmp_path):
+    """A sliding-window layer keeps only its window behind a sequence's end, so a kept start
+    longer than the window is not cut back to a shorter one: the shorter is read again."""
+    fake, engine = fake_engine(monkeypatch, torch_generator, tmp_path, max_batch=2)
+    fake.n_swa = engine.n_swa = 20
+    settings = GenerationSettings(max_new_tokens=4)
+    long = [build_messages(p, SYSTEM + " Pijesz kawę od rana.") for p in PROMPTS[:2]]
+    engine.generate(long, settings)
+    short = [build_messages(p, SYSTEM + " Lubisz herbatę.") for p in PROMPTS[:2]]
+    n = lc.common_start([engine.prompt_ids(c) for c in short])
+    fake.calls.clear()
+    got = engine.generate(short, settings)
+    assert _read(fake, 4) == list(range(n))
+    assert [a.text for a in got] == [a.text for a in torch_generator.generate(short, settings, batch_size=1)]
+
+
+@given(st.lists(st.lists(st.integers(0, 3), max_size=8), min_size=1, max_size=4), st.integers(0, 9))
+def test_common_start_is_the_longest_shared_prefix(sequences, cap):
+    n = lc.common_start(sequences, cap=cap)
+    assert n <= min(cap, *map(len, sequences))
+    assert all(s[:n] == sequences[0][:n] for s in sequences)
+    if n < min(cap, *map(len, sequences)):
+        assert len({s[n] for s in sequences}) > 1
 
 
 def test_logprobs_equal_the_torch_engines(monkeypatch, torch_generator, tmp_path):

@@ -13,10 +13,13 @@
   computes it natively, else 8-bit; default_quant) run by llama.cpp; several times faster for
   one stream on a CPU, with answers close to (not always identical with) torch's. A run's
   kept head and context-aware decoding apply as on torch. --quant q4_0 is faster again but can
-  break a small model's answers, hence the warning."""
+  break a small model's answers, hence the warning. A prompt start that requests share (a
+  system prompt and its examples, a chat's earlier turns) is read once and kept;
+  SPECIALIST_PROMPT_CACHE=off reads every prompt whole."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from specialist.errors import SpecialistError
@@ -25,6 +28,7 @@ from specialist.inference.generator import Generator
 ENGINES = ("auto", "torch", "llama.cpp")
 DEFAULT_ENGINE = "auto"
 ENGINE_ENV = "SPECIALIST_ENGINE"  # what auto means on this machine, if set (torch or llama.cpp)
+PROMPT_CACHE_ENV = "SPECIALIST_PROMPT_CACHE"  # off: llama.cpp keeps no prompt start between requests
 INT8_WARNING = ("[yellow]warning:[/yellow] int8 weights and activations change a small model's answers (on the "
                 "coffee specialist: style adherence, rules, chrF and facts well below the fp32/bf16 model's); "
                 "compare with --dtype fp32 before relying on them")
@@ -66,8 +70,6 @@ def choose_engine(engine: str, dtype: str = "auto", quant: str | None = None, mo
         raise SpecialistError(f"unknown --engine {engine!r}; use one of {', '.join(ENGINES)}", exit_code=2)
     if engine != "auto":
         return engine
-    import os
-
     import torch
 
     preset = os.environ.get(ENGINE_ENV, "auto")
@@ -179,7 +181,17 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         gguf, tokenizer = engine_gguf(model_ref, quant, kept), load_tokenizer(model_ref)
         inputs = load_inputs(gguf) if kept is not None else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
-                                context_length=context_length or 4096, kept=kept, inputs=inputs)
+                                context_length=context_length or 4096, kept=kept, inputs=inputs,
+                                reuse_starts=prompt_cache())
+
+
+def prompt_cache() -> bool:
+    """Whether the llama.cpp engine keeps a prompt start that requests share (on unless
+    SPECIALIST_PROMPT_CACHE=off: every prompt read whole, as before the cache existed)."""
+    value = os.environ.get(PROMPT_CACHE_ENV, "on").strip().lower()
+    if value not in ("on", "off"):
+        raise SpecialistError(f"{PROMPT_CACHE_ENV}={value!r}: use on or off", exit_code=2)
+    return value == "on"
 
 
 def _sharing_key(source) -> str | None:

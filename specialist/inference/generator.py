@@ -34,6 +34,8 @@ class Answer:
     logprobs: list[TokenLogprob] | None = None
     # the prompt's tokens scored, the first None (when the row asked for prompt_logprobs)
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    # prompt tokens read for an earlier request, whose cache this one started from
+    cached_tokens: int = 0
 
 
 def finish_rows(rows: Sequence[RowDecoder], seconds: float) -> list[Answer]:
@@ -43,7 +45,8 @@ def finish_rows(rows: Sequence[RowDecoder], seconds: float) -> list[Answer]:
         if not row.done:
             row.finish("length")
     return [Answer(r.text, r.prompt_tokens, r.completion_tokens, "stop" if r.finish_reason == "stop" else "length",
-                   seconds, r.scores if r.logprobs is not None else None, r.prompt_scores) for r in rows]
+                   seconds, r.scores if r.logprobs is not None else None, r.prompt_scores, r.cached_tokens)
+            for r in rows]
 
 
 class Generator(ABC):

@@ -15,6 +15,11 @@ plausible candidates, as the torch engine does. A run with a specialist-sized ou
 (models/vocab_head.py) writes only its kept tokens here as well, from a GGUF of those tokens
 (gguf_cache.py).
 
+A prompt start that several requests share (a system prompt with few-shot examples, a chat's
+earlier turns) is read once: it stays in a sequence of its own across batches, and a sequence
+that begins with it starts from a copy of its cache (`_reuse_start`), as llama.cpp's own server
+and vLLM cache prompt prefixes.
+
 A lone row (chat, or the last of a batch still answering) also drafts by prompt lookup
 (`lookup`): tokens that followed the answer's last few tokens in its prompt ride along in the
 step's call and are kept where they are the row's pick, so a knowledge-base answer that quotes
@@ -52,7 +57,8 @@ INSTALL_HINT = "make llama-cpp (or pip install 'llama-cpp-python>=0.3.36'; on CP
 SCORED_CHUNK = 64
 _API = ("llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_batch_init", "llama_decode",
         "llama_get_logits_ith", "llama_n_ctx_seq", "llama_model_load_from_file", "llama_init_from_model",
-        "llama_vocab_n_tokens", "llama_model_n_swa", "llama_model_is_recurrent", "llama_model_is_hybrid")
+        "llama_vocab_n_tokens", "llama_model_n_swa", "llama_model_is_recurrent", "llama_model_is_hybrid",
+        "llama_memory_seq_cp")
 # prompt lookup (a lone row): the answer's last DRAFT_NGRAM tokens (the longest first) are looked
 # up in the prompt and the answer before them, and up to DRAFT_TOKENS of what followed them ride along in
 # the step's call, each checked against the token the step picks. Measured on coffee answers with
@@ -61,6 +67,10 @@ _API = ("llama_get_memory", "llama_memory_clear", "llama_memory_seq_rm", "llama_
 # calls than it saves.
 DRAFT_NGRAM = (4, 3)
 DRAFT_TOKENS = 10
+# the shortest prompt start worth keeping for the next requests: a sequence starts from a copy of
+# its whole cache (llama.cpp copies a sequence's buffers whole between separate caches), a few
+# milliseconds, where reading 32 tokens takes some 40 ms on a 2-core CPU even for a 270M model
+START_MIN = 32
 
 
 def require_llama_cpp() -> Any:
@@ -112,7 +122,7 @@ class LlamaCppGenerator(Generator):
 
     def __init__(self, gguf: Path, tokenizer: Any, threads: int | None = None, max_batch: int = 8,
                  context_length: int = 4096, prefill_chunk: int = 512, kept: Sequence[int] | None = None,
-                 inputs: np.ndarray | None = None) -> None:
+                 inputs: np.ndarray | None = None, reuse_starts: bool = True) -> None:
         llama_cpp = require_llama_cpp()
         _Log.install(llama_cpp)
         llama_cpp.llama_backend_init()
@@ -122,7 +132,12 @@ class LlamaCppGenerator(Generator):
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.threads = threads or available_cpus()
-        seqs = 2 * max_batch  # row i's plain prompt (context-aware decoding) is sequence max_batch + i
+        # row i's plain prompt (context-aware decoding) is sequence max_batch + i; the last holds the
+        # prompt start kept for the next batches (`_reuse_start`)
+        seqs = 2 * max_batch + 1
+        self._start_seq = 2 * max_batch
+        self._start: list[int] = []  # the tokens that sequence holds
+        self._last: list[int] = []  # the previous batch's first prompt, whose start a lone request may share
 
         mparams = llama_cpp.llama_model_default_params()
         self.amx = built_with(llama_cpp, "AMX_INT8")
@@ -160,6 +175,7 @@ class LlamaCppGenerator(Generator):
         # a recurrent state (Mamba, hybrids; a .gguf passed as it is) cannot drop its last tokens
         self.drafts = not (llama_cpp.llama_model_is_recurrent(self._model)
                            or llama_cpp.llama_model_is_hybrid(self._model))
+        self.reuses_starts = reuse_starts and self.drafts
         vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         # a kept-vocabulary GGUF (gguf_writer `kept`): its id i is token kept[i], and the prompt goes
@@ -272,8 +288,7 @@ class LlamaCppGenerator(Generator):
         with self._lock:
             t0 = time.perf_counter()
             rng = np.random.default_rng(settings.seed)
-            # metadata only: zeroing the cache costs more than a token
-            self._lib.llama_memory_clear(self._memory, False)
+            self._clear_rows()
             pos = [len(p) for p in prompts]
             # context-aware decoding: row i's plain prompt is sequence max_batch + i. Alone (chat, one
             # stream) it is fed lazily: most steps have one plausible token, which the contrast keeps
@@ -287,7 +302,7 @@ class LlamaCppGenerator(Generator):
             for i in scored:
                 rows[i].prompt_scores = [None]
             pending: list[tuple[int, TokenLogprob | None] | None] = [None] * len(prompts)
-            entries = []
+            live = []
             for i, prompt in enumerate(prompts):
                 if len(prompt) >= self.context_length:
                     raise SpecialistError(f"a prompt of {len(prompt)} tokens does not fit llama.cpp's context of "
@@ -297,7 +312,19 @@ class LlamaCppGenerator(Generator):
                     plain.pop(i, None)
                     scored.discard(i)
                     continue
-                entries += [(t, k, i, i in scored or k == len(prompt) - 1) for k, t in enumerate(prompt)]
+                live.append(i)
+            # a scored row wants the logits of every prompt token, so it reads its whole prompt
+            sequences = {i: prompts[i] for i in live if i not in scored}
+            sequences.update({self.max_batch + i: tokens for i, tokens in plain.items()})
+            starts, held = self._reuse_start(sequences)
+            entries = []
+            for i in live:
+                start = starts.get(i, 0)
+                rows[i].cached_tokens = min(start, held)
+                entries += [(t, k, i, i in scored or k == len(prompts[i]) - 1)
+                            for k, t in enumerate(prompts[i]) if k >= start]
+            for i in plain:
+                plain_pos[i] = starts.get(self.max_batch + i, 0)
             eager = len(plain) > 1
             step: dict[int, np.ndarray] = {}
             ready: dict[int, np.ndarray] = {}  # plain logits at the current position
@@ -349,6 +376,54 @@ class LlamaCppGenerator(Generator):
                 self._choose(dict(step), plain, plain_pos, ready, pending, rows, settings, rng)
             seconds = time.perf_counter() - t0
         return finish_rows(rows, seconds)
+
+    def _clear_rows(self) -> None:
+        """Empty every sequence but the kept prompt start (metadata only: zeroing the cache costs
+        more than a token)."""
+        if not self._start:
+            self._lib.llama_memory_clear(self._memory, False)
+            return
+        for seq in range(self._start_seq):
+            self._lib.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
+    def _reuse_start(self, sequences: dict[int, list[int]]) -> tuple[dict[int, int], int]:
+        """Start sequences (id: tokens) from the prompt start they share, read once: the start
+        kept from earlier batches if some begin with it, or the longest start all of them share,
+        or that the first shares with the previous batch's first prompt (a lone request: the
+        next turn of a chat, the next question under the same system prompt), whichever is
+        longest. The start sequence is brought to it (extended, or read again) and copied into
+        each sequence that begins with it and goes on past it (its last token must be read for
+        its logits). Returns how many tokens each sequence starts with, and how many of them the
+        start sequence held before this batch (read for earlier requests: the cached tokens)."""
+        if not self.reuses_starts or not sequences:
+            return {}, 0
+        tokens = list(sequences.values())
+        held = len(self._start) if any(len(t) > len(self._start) and t[:len(self._start)] == self._start
+                                       for t in tokens) else 0
+        shared = common_start(tokens, cap=min(map(len, tokens)) - 1) if len(tokens) > 1 else 0
+        previous = common_start([tokens[0], self._last], cap=len(tokens[0]) - 1) if self._last else 0
+        self._last = list(tokens[0])
+        n = max(held, shared, previous)
+        if n < START_MIN:
+            return {}, 0
+        target = self._start if n == held else tokens[0][:n]
+        keep = common_start([self._start, target])
+        # a sliding-window layer keeps only its window behind the sequence's end: cut back further,
+        # the cells the shorter start needs may have been reused
+        if keep < len(self._start) and self.n_swa > 0 and len(self._start) > self.n_swa:
+            keep = 0
+        if keep < len(self._start):
+            self._lib.llama_memory_seq_rm(self._memory, self._start_seq, keep, -1)
+        self._start = []  # until it is read: a failed call leaves no start half-read for the next batch
+        self._feed([(t, k, self._start_seq, False) for k, t in enumerate(target) if k >= keep], self.prefill_chunk,
+                   lambda entry, logits: None)
+        self._start = list(target)
+        starts = {}
+        for seq, t in sequences.items():
+            if len(t) > n and t[:n] == target:
+                self._lib.llama_memory_seq_cp(self._memory, self._start_seq, seq, -1, -1)
+                starts[seq] = n
+        return starts, keep
 
     def _drafted_step(self, entry: tuple[int, int, int, bool], prompt: list[int], pos: list[int],
                       plain: dict[int, list[int]], plain_pos: dict[int, int], ready: dict[int, np.ndarray],
@@ -446,6 +521,16 @@ def score(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
 
     return score_positions(torch.from_numpy(np.asarray(logits, dtype=np.float32))[None], torch.tensor([token]),
                            top)[0]
+
+
+def common_start(sequences: Sequence[Sequence[int]], cap: int | None = None) -> int:
+    """How many tokens all `sequences` begin with (at most `cap`)."""
+    n = min(map(len, sequences)) if cap is None else min(cap, *map(len, sequences))
+    first = sequences[0]
+    for k in range(max(n, 0)):
+        if any(s[k] != first[k] for s in sequences[1:]):
+            return k
+    return max(n, 0)
 
 
 def lookup(tokens: list[int], limit: int, ngrams: Sequence[int] = DRAFT_NGRAM) -> list[int]:

@@ -57,6 +57,7 @@ class RowDecoder:
         self.stops = [s for s in stops if s]
         self.max_new_tokens = max_new_tokens
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = 0  # of them, read for an earlier request and taken from the engine's cache
         self.on_piece = on_piece
         self.tokens: list[int] = []
         self.completion_tokens = 0

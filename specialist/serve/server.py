@@ -108,8 +108,11 @@ def _settings(req: SamplingRequest, requested: int | None, prompt_len: int, cont
 
 
 def _usage(answer: Answer) -> dict:
+    """OpenAI's usage, with the prompt tokens a kept prompt start spared this request (read for an
+    earlier one) as its prompt_tokens_details.cached_tokens."""
     return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": answer.cached_tokens}}
 
 
 # ---------------------------------------------------------------- log-probabilities, in OpenAI's shapes
