@@ -485,6 +485,11 @@ def test_eval_answers_every_contender_on_the_llama_cpp_engine(run_dir, tiny_base
     assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
     assert on_llama["settings"]["generation"]["quant"] == "bf16"
     assert on_torch["settings"]["generation"]["engine"] == "torch"
+    # prompt engineering's requests (one per batch here) started from their shared start, read once
+    assert on_llama["settings"]["generation"]["prompt_cache"] is True
+    assert not on_torch["settings"]["generation"]["prompt_cache"]
+    assert any(note.startswith("prompt cache:") for note in on_llama["notes"])
+    assert fakes[str(tiny_base_model)].copies
     with pytest.raises(SpecialistError, match=r"--quant applies to --engine llama\.cpp"):
         run_eval(_settings(run_dir, coffee, quant="bf16", engine="torch", **kw))
     for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):

@@ -407,8 +407,13 @@ def run_eval(s: EvalSettings) -> dict[str, Any]:
         knowledge["system_prompt"] = (str(inputs.knowledge_system_prompt_path)
                                       if inputs.knowledge_system_prompt_path else None)
     doc = build_report(s, inputs, results, metrics, classifier, break_even, max_new, knowledge=knowledge)
+    prompt_cache = bool(getattr(answer.tuned, "reuses_starts", False))
     doc["settings"]["generation"] = {**path.describe(), "cpu_features": sorted(cpu_features()),
-                                     "engine": answer.engine, "quant": answer.quant}
+                                     "engine": answer.engine, "quant": answer.quant, "prompt_cache": prompt_cache}
+    if prompt_cache:
+        doc["notes"].append("prompt cache: llama.cpp read the prompt start that a contender's requests share (its "
+                            "system prompt and examples) once and kept it, as a server with prompt caching does; "
+                            "latencies include that, the break-even does not assume it")
     doc["cached"] = from_cache  # base-model answers reused from an earlier eval (same prompts, settings, weights)
     doc["general_ability"] = general  # None with --no-canary
     return doc
