@@ -36,9 +36,9 @@ little differently from its one-token calls:
     python benchmarks/bench_engine_quality.py --model RUN --paths fp32,llama.cpp,llama.cpp-chat \
         --contenders fine-tuned,fine-tuned+knowledge
 
-llama.cpp-nocache is llama.cpp reading every prompt whole (SPECIALIST_PROMPT_CACHE=off), against
-which the prompt cache (a shared prompt start read once) is held to the same parity. Every path
-answers afresh: the eval's answer cache is not used, so no path reuses another's answers.
+llama.cpp-cache is `eval --prompt-cache`: a contender's shared prompt start (system prompt and
+examples) read once, as chat and serve read it, held to the same parity. Every path answers
+afresh: the eval's answer cache is not used, so no path reuses another's answers.
 
 --reference-report takes the reference path's report from an earlier eval with the same
 settings instead of running it again; --reports DIR keeps each path's report there. The canary
@@ -119,23 +119,22 @@ def run(model: str, data: Path, prompts: int = 12, max_new_tokens: int = 128,
 PARITY_METRICS = ("style_adherence", "rule_pass_rate", "chrf", "fact_accuracy")  # as eval reports them
 PARITY_POINTS = 2.0
 EVAL_ON_PATH = r"""
-import json, os, sys
+import json, sys
 from pathlib import Path
 from specialist.evaluate.runner import EvalSettings, run_eval
 run, data, path, out, contenders, coffee = sys.argv[1:7]
 coffee = Path(coffee)
 # llama.cpp-chat: one request at a time, as chat asks (a lone stream drafts by prompt lookup);
-# llama.cpp-nocache: every prompt read whole (no prompt start kept between requests);
+# llama.cpp-cache: eval --prompt-cache (a contender's shared prompt start read once);
 # llama.cpp:bf16 = --quant bf16
 name, _, quant = path.partition(":")
-if name == "llama.cpp-nocache":
-    os.environ["SPECIALIST_PROMPT_CACHE"] = "off"
 engine, dtype = ("llama.cpp", "auto") if name.startswith("llama.cpp") else ("torch", name)
 doc = run_eval(EvalSettings(model=run, data=Path(data), system_prompt=coffee / "system_prompt.txt",
                             rules=coffee / "eval.yaml", knowledge=coffee / "knowledge",
                             knowledge_system_prompt=coffee / "system_prompt_knowledge.txt",
                             train_data=coffee / "train.jsonl", contenders=tuple(contenders.split(",")) or None,
                             dtype=dtype, engine=engine, canary=False, cache=False,
+                            prompt_cache=name == "llama.cpp-cache",
                             quant=quant or None, batch_size=1 if name == "llama.cpp-chat" else 8))
 Path(out).write_text(json.dumps(doc, ensure_ascii=False))
 """

@@ -84,6 +84,10 @@ class EvalSettings:
     grounded_numbers: bool | None = None  # +knowledge answers keep to their prompt's numbers; None: the run's setting
     context_contrast: float | None = None  # +knowledge answers: context-aware decoding's alpha; None: the run's
     cache: bool = True  # reuse the base model's answers from an earlier eval (answer_cache.py)
+    # llama.cpp reads a contender's shared prompt start once, as chat and serve do. Off by default:
+    # reading the start apart rounds differently, which moved prompt engineering's style adherence
+    # by up to 4.8 points against torch (benchmarks/README.md), beyond the 2 points of parity
+    prompt_cache: bool = False
     contenders: tuple[str, ...] | None = None  # only these (names); None: every contender
     canary: bool = True  # general ability on the shipped canary set, base vs specialist (canary.py)
     canary_max_new_tokens: int = 128  # room for an everyday answer of a few sentences
@@ -263,9 +267,11 @@ def answerers(s: EvalSettings, engine: str, run: RunInfo, base: Any, tuned: Any,
         quant, why = default_quant(llama_cpp)
         err_console.print(f"[dim]llama.cpp weights: {quant} ({why}; --quant to choose)[/dim]", highlight=False,
                           soft_wrap=True)
-    tuned_engine = make_generator(str(run.path), "llama.cpp", quant=quant, max_batch=s.batch_size)
+    tuned_engine = make_generator(str(run.path), "llama.cpp", quant=quant, max_batch=s.batch_size,
+                                  prompt_cache=s.prompt_cache)
     version = getattr(llama_cpp, "__version__", "?")
-    return Answerers(lambda: make_generator(run.base_model, "llama.cpp", quant=quant, max_batch=s.batch_size),
+    return Answerers(lambda: make_generator(run.base_model, "llama.cpp", quant=quant, max_batch=s.batch_size,
+                                            prompt_cache=s.prompt_cache),
                      tuned_engine, "llama.cpp", quant, f"llama.cpp {version} {quant}")
 
 

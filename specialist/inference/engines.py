@@ -114,13 +114,14 @@ def default_quant(llama_cpp: Any) -> tuple[str, str]:
 
 def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | None = None,
                    quant: str | None = None, max_batch: int = 8, context_length: int | None = None,
-                   dtype: str = "auto") -> Generator:
+                   dtype: str = "auto", prompt_cache: bool | None = None) -> Generator:
     """The Generator for a model reference on the chosen engine. `threads` caps the CPU
     threads (on a busy shared machine fewer threads than cores decode faster); `quant` is the
     GGUF type llama.cpp runs when the reference is not a .gguf file already; llama.cpp holds
     `max_batch` sequences of `context_length` tokens (default 4096) in its cache. `dtype` is
     the torch engine's generation path (auto: this CPU's; int8, bf16 or fp32); the path taken
-    is printed on stderr."""
+    is printed on stderr. `prompt_cache`: whether llama.cpp keeps a prompt start that requests
+    share (None: SPECIALIST_PROMPT_CACHE decides, on by default)."""
     from specialist.inference import llama_cpp_engine as lc
     from specialist.models.resolve import gguf_file, load_tokenizer, resolve
 
@@ -182,10 +183,10 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         inputs = load_inputs(gguf) if kept is not None else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096, kept=kept, inputs=inputs,
-                                reuse_starts=prompt_cache())
+                                reuse_starts=prompt_cache_env() if prompt_cache is None else prompt_cache)
 
 
-def prompt_cache() -> bool:
+def prompt_cache_env() -> bool:
     """Whether the llama.cpp engine keeps a prompt start that requests share (on unless
     SPECIALIST_PROMPT_CACHE=off: every prompt read whole, as before the cache existed)."""
     value = os.environ.get(PROMPT_CACHE_ENV, "on").strip().lower()
