@@ -645,7 +645,8 @@ def test_auto_takes_llama_cpp_where_it_is_installed_and_says_so(monkeypatch, tor
     monkeypatch.setattr("specialist.inference.gguf_cache.engine_gguf",
                         lambda ref, outtype="q8_0", kept=None: exported.append(outtype) or tmp_path / "m.gguf")
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    assert isinstance(make_generator(str(tiny_chat_model)), lc.LlamaCppGenerator)
+    made = make_generator(str(tiny_chat_model))
+    assert isinstance(made, lc.LlamaCppGenerator) and made.reuses_starts  # the prompt cache is on by default
     # the GGUF type per CPU: bf16 where this llama.cpp computes it natively, else 8-bit; said, and
     # --quant decides over it
     assert exported == ["q8_0"] and "llama.cpp weights: q8_0 (8-bit" in capsys.readouterr().err
@@ -654,6 +655,12 @@ def test_auto_takes_llama_cpp_where_it_is_installed_and_says_so(monkeypatch, tor
     assert exported[-1] == "bf16" and "llama.cpp weights: bf16 (this CPU computes bf16" in capsys.readouterr().err
     make_generator(str(tiny_chat_model), quant="q8_0")
     assert exported[-1] == "q8_0" and "llama.cpp weights" not in capsys.readouterr().err
+    monkeypatch.setenv(engines.PROMPT_CACHE_ENV, "off")
+    assert not make_generator(str(tiny_chat_model)).reuses_starts
+    assert make_generator(str(tiny_chat_model), prompt_cache=True).reuses_starts  # the caller's word decides
+    monkeypatch.setenv(engines.PROMPT_CACHE_ENV, "maybe")
+    with pytest.raises(SpecialistError, match="SPECIALIST_PROMPT_CACHE='maybe': use on or off"):
+        make_generator(str(tiny_chat_model))
 
 
 def test_a_too_old_llama_cpp_python_is_named(monkeypatch):

@@ -156,6 +156,7 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
 
     if quant is not None and quant not in OUTTYPES:
         raise SpecialistError(f"unknown --quant {quant!r}; use one of {', '.join(OUTTYPES)}", exit_code=2)
+    reuse_starts = prompt_cache_env() if prompt_cache is None else prompt_cache  # a bad setting before any export
     llama_cpp = lc.require_llama_cpp()  # before minutes of loading and exporting
     path = gguf_file(model_ref)
     if path is not None:  # runs as it is, tokenizer read from the file
@@ -183,7 +184,7 @@ def make_generator(model_ref: str, engine: str = DEFAULT_ENGINE, threads: int | 
         inputs = load_inputs(gguf) if kept is not None else None
     return lc.LlamaCppGenerator(gguf, tokenizer, threads=threads, max_batch=max_batch,
                                 context_length=context_length or 4096, kept=kept, inputs=inputs,
-                                reuse_starts=prompt_cache_env() if prompt_cache is None else prompt_cache)
+                                reuse_starts=reuse_starts)
 
 
 def prompt_cache_env() -> bool:
