@@ -478,20 +478,18 @@ def test_eval_answers_every_contender_on_the_llama_cpp_engine(run_dir, tiny_base
     kw = dict(limit=3, contenders=("prompt-engineering", "fine-tuned"), batch_size=1, canary=True, canary_limit=2,
               canary_max_new_tokens=6, style_negatives=4)
     on_torch = run_eval(_settings(run_dir, coffee, **kw))  # fills the cache with torch's base answers
-    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", prompt_cache=True,
-                                  **kw))
+    on_llama = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", **kw))
     assert exported == [(str(run_dir), "bf16"), (str(tiny_base_model), "bf16")]
     assert all(f.decode_sizes for f in fakes.values())  # both GGUFs answered
     assert on_llama["cached"] == []  # torch's cached answers are not llama.cpp's
     assert on_llama["settings"]["generation"]["engine"] == "llama.cpp"
     assert on_llama["settings"]["generation"]["quant"] == "bf16"
     assert on_torch["settings"]["generation"]["engine"] == "torch"
-    # --prompt-cache: prompt engineering's requests (one per batch here) started from their shared
-    # start, read once, and answered as torch does
-    assert on_llama["settings"]["generation"]["prompt_cache"] is True
+    # by default the eval reads every prompt whole
+    assert on_llama["settings"]["generation"]["prompt_cache"] is False
     assert not on_torch["settings"]["generation"]["prompt_cache"]
-    assert any(note.startswith("prompt cache:") for note in on_llama["notes"])
-    assert fakes[str(tiny_base_model)].copies
+    assert not any(note.startswith("prompt cache:") for note in on_llama["notes"])
+    assert not fakes[str(tiny_base_model)].copies
     with pytest.raises(SpecialistError, match=r"--quant applies to --engine llama\.cpp"):
         run_eval(_settings(run_dir, coffee, quant="bf16", engine="torch", **kw))
     for doc_a, doc_b in zip(on_llama["contenders"], on_torch["contenders"]):
@@ -502,6 +500,12 @@ def test_eval_answers_every_contender_on_the_llama_cpp_engine(run_dir, tiny_base
     assert sections[0]["answers"] == sections[1]["answers"]
     again = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", **kw))
     assert set(again["cached"]) >= {"prompt-engineering", "style classifier (generic answers)"}
-    # by default the eval reads every prompt whole
-    assert again["settings"]["generation"]["prompt_cache"] is False
-    assert not any(note.startswith("prompt cache:") for note in again["notes"])
+    # --prompt-cache: prompt engineering's requests (one per batch here) start from their shared
+    # start, read once, and answer as torch does; answers cached without it are not reused
+    cached = run_eval(_settings(run_dir, coffee, engine="llama.cpp", quant="bf16", dtype="auto", prompt_cache=True,
+                                **kw))
+    assert cached["settings"]["generation"]["prompt_cache"] is True and "prompt-engineering" not in cached["cached"]
+    assert any(note.startswith("prompt cache:") for note in cached["notes"])
+    assert fakes[str(tiny_base_model)].copies
+    assert [a["answer"] for a in cached["contenders"][0]["answers"]] == [
+        a["answer"] for a in on_torch["contenders"][0]["answers"]]

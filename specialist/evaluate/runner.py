@@ -272,7 +272,9 @@ def answerers(s: EvalSettings, engine: str, run: RunInfo, base: Any, tuned: Any,
     version = getattr(llama_cpp, "__version__", "?")
     return Answerers(lambda: make_generator(run.base_model, "llama.cpp", quant=quant, max_batch=s.batch_size,
                                             prompt_cache=s.prompt_cache),
-                     tuned_engine, "llama.cpp", quant, f"llama.cpp {version} {quant}")
+                     tuned_engine, "llama.cpp", quant,
+                     # a kept start rounds differently: its answers are not whole prompts' (runner.EvalSettings)
+                     f"llama.cpp {version} {quant}" + (" prompt-cache" if s.prompt_cache else ""))
 
 
 @dataclass
