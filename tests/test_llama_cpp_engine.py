@@ -806,6 +806,62 @@ def test_real_llama_cpp_engine_runs_gemma3_q8_0(tmp_path):
     assert all(got["one"])
 
 
+START_RUNNER = r"""
+import json, sys
+import numpy as np
+from specialist.inference.llama_cpp_engine import LlamaCppGenerator, common_start
+from specialist.inference.sampling import GenerationSettings
+from specialist.models.resolve import load_tokenizer
+from specialist.models.template import build_messages
+gguf, ref = sys.argv[1], sys.argv[2]
+engine = LlamaCppGenerator(gguf, load_tokenizer(ref), max_batch=2)
+lib, mem, start_seq = engine._lib, engine._memory, 4
+system = " ".join(["Kawiarnia Ziarno poleca espresso, latte i sernik."] * 60)
+convs = [build_messages(q, system) for q in ("Ile kosztuje latte?", "Czy macie sernik?")]
+prompts = [engine.prompt_ids(c) for c in convs]
+n = common_start(prompts, cap=min(map(len, prompts)) - 1)
+
+def last_logits(p, copied):
+    lib.llama_memory_clear(mem, False)
+    out = []
+    engine._feed([(t, k, start_seq if copied else 0, False) for k, t in enumerate(p[:n])], 512, lambda e, l: None)
+    if copied:
+        lib.llama_memory_seq_cp(mem, start_seq, 0, -1, -1)
+    engine._feed([(t, k, 0, k == len(p) - 1) for k, t in enumerate(p) if k >= n], 512,
+                 lambda e, l: out.append(np.array(l)))
+    return out[-1]
+
+same = [bool((last_logits(p, True) == last_logits(p, False)).all()) for p in prompts]
+engine._start = []  # the probes above used the start sequence behind the engine's back
+s = GenerationSettings(max_new_tokens=12)
+first = [engine.generate([c], s)[0] for c in convs]
+again = [engine.generate([c], s)[0] for c in convs]
+print(json.dumps({"n": n, "n_swa": engine.n_swa, "same": same, "cached": [a.cached_tokens for a in first + again],
+                  "first": [a.text for a in first], "again": [a.text for a in again]}))
+"""
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_starts_from_a_copied_prompt_start_gemma3(tmp_path):
+    """On the real llama.cpp (Gemma 3, a start longer than its 512-position sliding window): a
+    sequence started from a copy of the kept start has bit for bit the logits of reading the
+    start in it, and a request under the same system prompt reports the start as cached."""
+    import json
+
+    _llama_cpp_or_skip()
+    from tests.test_export import export_gguf_ref
+
+    gguf = export_gguf_ref("gemma-3-270m", tmp_path / "g", "q8_0")
+    proc = subprocess.run([sys.executable, "-c", START_RUNNER, str(gguf), "gemma-3-270m"], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["n"] > got["n_swa"] > 0 and got["same"] == [True, True]
+    n = got["n"]
+    assert got["cached"] == [0, 0, n, n]  # the second request read the start, the later ones reuse it
+    assert got["again"][1] == got["first"][1] and all(got["again"])  # the same cut, the same answer
+
+
 KEPT_RUNNER = r"""
 import json, sys
 import numpy as np
