@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from specialist.inference.batching import left_pad
+from specialist.inference.batching import common_start, left_pad
 from specialist.models.template import Message, encode_example
 from specialist.models.vocab_head import whole_vocabulary
 
@@ -96,12 +96,7 @@ def _result(encoded: list[tuple[list[int], list[int]]], nll_sums: list[float], s
 def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
     """How many leading tokens every prompt has in common, leaving each at least its last token
     (whose logits predict the completion's first)."""
-    n = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for i in range(max(n, 0)):
-        if any(p[i] != first[i] for p in prompts[1:]):
-            return i
-    return max(n, 0)
+    return common_start(prompts, cap=min(len(p) for p in prompts) - 1)
 
 
 def _loss_from_shared_prefix(model: Any, encoded: list[tuple[list[int], list[int]]], shared: int) -> LossResult:

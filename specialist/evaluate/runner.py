@@ -267,12 +267,11 @@ def answerers(s: EvalSettings, engine: str, run: RunInfo, base: Any, tuned: Any,
         quant, why = default_quant(llama_cpp)
         err_console.print(f"[dim]llama.cpp weights: {quant} ({why}; --quant to choose)[/dim]", highlight=False,
                           soft_wrap=True)
-    tuned_engine = make_generator(str(run.path), "llama.cpp", quant=quant, max_batch=s.batch_size,
-                                  prompt_cache=s.prompt_cache)
+    def on_llama_cpp(ref: str) -> Any:
+        return make_generator(ref, "llama.cpp", quant=quant, max_batch=s.batch_size, prompt_cache=s.prompt_cache)
+
     version = getattr(llama_cpp, "__version__", "?")
-    return Answerers(lambda: make_generator(run.base_model, "llama.cpp", quant=quant, max_batch=s.batch_size,
-                                            prompt_cache=s.prompt_cache),
-                     tuned_engine, "llama.cpp", quant,
+    return Answerers(lambda: on_llama_cpp(run.base_model), on_llama_cpp(str(run.path)), "llama.cpp", quant,
                      # a kept start rounds differently: its answers are not whole prompts' (runner.EvalSettings)
                      f"llama.cpp {version} {quant}" + (" prompt-cache" if s.prompt_cache else ""))
 

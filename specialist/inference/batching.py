@@ -1,10 +1,21 @@
-"""Token rows of different lengths → one batch, padded on the left."""
+"""Token rows of different lengths → one batch, padded on the left; and how many leading tokens
+rows share (a prompt start read once: the held-out loss's shared pass, llama.cpp's prompt cache)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+
+
+def common_start(rows: Sequence[Sequence[int]], cap: int | None = None) -> int:
+    """How many tokens all `rows` begin with (at most `cap`)."""
+    n = min(map(len, rows)) if cap is None else min(cap, *map(len, rows))
+    first = rows[0]
+    for k in range(max(n, 0)):
+        if any(r[k] != first[k] for r in rows[1:]):
+            return k
+    return max(n, 0)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

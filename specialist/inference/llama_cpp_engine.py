@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from specialist.errors import SpecialistError
+from specialist.inference.batching import common_start
 from specialist.inference.contrast import PLAUSIBLE, contrast
 from specialist.inference.generator import Answer, Generator, finish_rows
 from specialist.inference.logprobs import TokenLogprob
@@ -521,16 +522,6 @@ def score(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
 
     return score_positions(torch.from_numpy(np.asarray(logits, dtype=np.float32))[None], torch.tensor([token]),
                            top)[0]
-
-
-def common_start(sequences: Sequence[Sequence[int]], cap: int | None = None) -> int:
-    """How many tokens all `sequences` begin with (at most `cap`)."""
-    n = min(map(len, sequences)) if cap is None else min(cap, *map(len, sequences))
-    first = sequences[0]
-    for k in range(max(n, 0)):
-        if any(s[k] != first[k] for s in sequences[1:]):
-            return k
-    return max(n, 0)
 
 
 def lookup(tokens: list[int], limit: int, ngrams: Sequence[int] = DRAFT_NGRAM) -> list[int]:
